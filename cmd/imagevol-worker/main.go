@@ -1,0 +1,92 @@
+// Command imagevol-worker runs the Temporal workers of one storage host: the steps that touch
+// its Ceph pool on the queue imagevol.host.<host>, and workflow tasks on the shared queue.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/config"
+	"github.com/imagevol/imagevol/imagesource/glance"
+	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/storage/rbd"
+	"github.com/imagevol/imagevol/worker"
+)
+
+func main() {
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	slog.SetDefault(logger)
+	if err := run(logger); err != nil {
+		logger.Error("worker failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(logger *slog.Logger) error {
+	common := config.LoadCommon()
+	enabled, err := config.EnvBool("IMAGE_VOLUME_CACHE_ENABLED", true)
+	if err != nil {
+		return err
+	}
+	maxSize, err := config.EnvInt("IMAGE_VOLUME_CACHE_MAX_SIZE_GB", 0)
+	if err != nil {
+		return err
+	}
+	maxCount, err := config.EnvInt("IMAGE_VOLUME_CACHE_MAX_COUNT", 0)
+	if err != nil {
+		return err
+	}
+	var cfg activities.Config
+	flag.StringVar(&cfg.Host, "host", config.Env("IMAGEVOL_HOST", "node1"), "storage host name (task queue imagevol.host.<host>)")
+	flag.StringVar(&cfg.Pool, "pool", config.Env("IMAGEVOL_POOL", "volumes"), "RBD pool of this host")
+	flag.StringVar(&cfg.ClusterName, "cluster", config.Env("IMAGEVOL_CLUSTER", ""), "cluster name recorded on cache entries")
+	flag.StringVar(&cfg.CephConf, "ceph-conf", config.Env("CEPH_CONF", "/etc/ceph/ceph.conf"), "ceph.conf path")
+	flag.BoolVar(&cfg.ImageVolumeCacheEnabled, "image_volume_cache_enabled", enabled, "cache images as volumes")
+	flag.IntVar(&cfg.ImageVolumeCacheMaxSizeGB, "image_volume_cache_max_size_gb", maxSize, "cache capacity in GiB (0 = unlimited)")
+	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", maxCount, "cache entries (0 = unlimited)")
+	flag.StringVar(&cfg.CinderInternalTenantProject, "cinder_internal_tenant_project_id", config.Env("CINDER_INTERNAL_TENANT_PROJECT_ID", "imagevol-internal"), "project owning cache volumes")
+	flag.StringVar(&cfg.CinderInternalTenantUser, "cinder_internal_tenant_user_id", config.Env("CINDER_INTERNAL_TENANT_USER_ID", "imagevol-internal"), "user owning cache volumes")
+	flag.StringVar(&cfg.FlattenPolicy, "flatten", config.Env("IMAGEVOL_FLATTEN", activities.FlattenNever), "flatten policy: never or always")
+	flag.Parse()
+	if cfg.FlattenPolicy != activities.FlattenNever && cfg.FlattenPolicy != activities.FlattenAlways {
+		return fmt.Errorf("--flatten must be never or always, got %q", cfg.FlattenPolicy)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger = logger.With("host", cfg.Host)
+
+	store, err := models.Open(ctx, common.DBDSN, common.DBFile())
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cluster, err := rbd.Connect(cfg.CephConf)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	images, err := glance.New(common.GlanceURL, common.GlanceToken)
+	if err != nil {
+		return err
+	}
+	c, err := client.Dial(client.Options{
+		HostPort: common.TemporalAddress, Namespace: common.Namespace,
+		Logger: sdklog.NewStructuredLogger(logger),
+	})
+	if err != nil {
+		return fmt.Errorf("connect to temporal at %s: %w", common.TemporalAddress, err)
+	}
+	defer c.Close()
+	acts := &activities.Activities{Store: store, Storage: cluster, Images: images, Config: cfg, Logger: logger}
+	return worker.Run(ctx, c, acts, worker.Options{})
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# ceph.sh — single-node Ceph Pacific (1 mon "a", 1 mgr "x", 1 bluestore OSD on a sparse file)
+# on 127.0.0.1 with cephx, for development and tests. No systemd, no containers.
+#
+# Usage: deploy/ceph.sh start|stop|status|purge
+#   start   bootstrap on first use, start the daemons, create missing pools, wait until a write
+#           to every pool succeeds; does nothing harmful when already running
+#   stop    stop the daemons this script started (by pid file)
+#   status  exit 0 when mon, mgr and osd run and the OSD is up
+#   purge   stop, then delete all Ceph state
+#
+# State: $IMAGEVOL_RUN_DIR/ceph (default <repo>/.run/ceph). Callers: `. $RUN/ceph/env` sets CEPH_CONF,
+# which is all rbd/rados/librados need (the [client] section names the admin keyring).
+# Env: CEPH_POOLS (default "volumes"), CEPH_PG_NUM (32), CEPH_OSD_SIZE (20G, first start only),
+#      CEPH_MON_PORT (3300, msgr2) and CEPH_MON_PORT_V1 (6789): fixed at first start (in the monmap),
+#      CEPH_START_TIMEOUT (120 s).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RUN=${IMAGEVOL_RUN_DIR:-$here/../.run}
+mkdir -p "$RUN"
+RUN=$(cd "$RUN" && pwd)
+DIR=$RUN/ceph
+CONF=$DIR/ceph.conf
+KEYRING=$DIR/keyring.admin
+PIDS=$DIR/run
+MARK=$DIR/.imagevol-ceph
+POOLS=${CEPH_POOLS:-volumes}
+PG=${CEPH_PG_NUM:-32}
+TIMEOUT=${CEPH_START_TIMEOUT:-120}
+# Our commands always pass -c; a CEPH_CONF/CEPH_ARGS inherited from another cluster must not leak in.
+unset CEPH_ARGS CEPH_CONF CEPH_KEYRING
+
+log() { echo "ceph.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+T0=$(now_ms)
+took() { local ms=$(($(now_ms) - T0)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
+
+# Bounded CLI calls: a missing mon must not hang us.
+c() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
+
+need_bins() {
+  local b missing=0
+  for b in ceph ceph-mon ceph-mgr ceph-osd ceph-authtool monmaptool rados rbd uuidgen; do
+    command -v "$b" >/dev/null || missing=1
+  done
+  [ $missing = 0 ] && return 0
+  log "Ceph binaries missing; running install-deps.sh ceph"
+  "$here/install-deps.sh" ceph
+  for b in ceph ceph-mon ceph-mgr ceph-osd ceph-authtool monmaptool rados rbd uuidgen; do
+    command -v "$b" >/dev/null || die "$b still missing after install-deps.sh"
+  done
+}
+
+# alive = exists and is not a zombie (reaping can lag when PID 1 is not a real init)
+alive() {
+  local st
+  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# pid of daemon NAME (mon.a, mgr.x, osd.0) if its pid file names a live ceph daemon started with
+# our ceph.conf; empty otherwise (stale file, or the pid was reused by something else)
+dpid() {
+  local f=$PIDS/$1.pid pid
+  [ -s "$f" ] || return 0
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$CONF" || return 0
+  case "$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1)" in */ceph-"${1%%.*}" | ceph-"${1%%.*}") echo "$pid" ;; esac
+}
+
+# a mon we did not start (another cluster) may hold the port: refuse rather than join it
+check_ports() {
+  local p
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      die "127.0.0.1:$p is taken by a process we did not start; choose CEPH_MON_PORT/CEPH_MON_PORT_V1"
+    fi
+  done
+}
+
+write_conf() {
+  local fsid=$1 p2=$2 p1=$3 bytes
+  bytes=$(numfmt --from=iec "${CEPH_OSD_SIZE:-20G}")
+  cat >"$CONF" <<EOF
+# Written by deploy/ceph.sh on first start; later starts reuse it (fsid and ports live in the monmap).
+[global]
+fsid = $fsid
+mon_host = [v2:127.0.0.1:$p2,v1:127.0.0.1:$p1]
+mon_initial_members = a
+public_addr = 127.0.0.1
+cluster_addr = 127.0.0.1
+ms_bind_ipv6 = false
+auth_cluster_required = cephx
+auth_service_required = cephx
+auth_client_required = cephx
+# no legacy clients here; also keeps the matching HEALTH_WARN away
+auth_allow_insecure_global_id_reclaim = false
+mon_warn_on_insecure_global_id_reclaim_allowed = false
+run_dir = $PIDS
+crash_dir = $DIR/crash
+log_file = $DIR/log/\$cluster-\$name.log
+mon_cluster_log_file = $DIR/log/\$cluster.log
+pid_file = $PIDS/\$name.pid
+admin_socket = $PIDS/\$name.asok
+# one OSD: replicas of 1, CRUSH picks OSDs (not hosts), no autoscaler or redundancy warnings
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+mon_allow_pool_size_one = true
+osd_crush_chooseleaf_type = 0
+mon_warn_on_pool_no_redundancy = false
+osd_pool_default_pg_autoscale_mode = off
+mon_allow_pool_delete = true
+osd_memory_target = 1073741824
+# Ceph's default 1 s makes every snapshot/pool change wait ~1 s for the paxos commit
+paxos_propose_interval = 0.05
+# dev disks are often fuller than the mon's default 30%/5% (at 5% the mon stops)
+mon_data_avail_warn = 2
+mon_data_avail_crit = 1
+# skip the restful/nfs mgr modules: nothing here uses them
+mgr_initial_modules = iostat
+
+[mon]
+mon_data = $DIR/mon/\$cluster-\$id
+keyring = \$mon_data/keyring
+
+[mgr]
+mgr_data = $DIR/mgr/\$cluster-\$id
+keyring = \$mgr_data/keyring
+
+[osd]
+osd_data = $DIR/osd/\$cluster-\$id
+keyring = \$osd_data/keyring
+osd_objectstore = bluestore
+# bluestore creates its block device as a sparse file of this size
+bluestore_block_create = true
+bluestore_block_size = $bytes
+bluestore_fsck_on_mkfs = false
+
+[client]
+# lets librados/rbd/qemu-img work with nothing but CEPH_CONF
+keyring = $KEYRING
+rbd_default_clone_format = 2
+# short-lived clients: no per-process sockets or logs
+admin_socket =
+log_file =
+EOF
+}
+
+bootstrap() {
+  local p2=${CEPH_MON_PORT:-3300} p1=${CEPH_MON_PORT_V1:-6789} fsid tmp
+  [ ! -e "$DIR/mon/ceph-a" ] || die "$DIR holds a half-made cluster; run '$0 purge' and start again"
+  check_ports "$p2" "$p1"
+  log "creating a new cluster in $DIR"
+  mkdir -p "$PIDS" "$DIR/log" "$DIR/crash" "$DIR/mon" "$DIR/mgr/ceph-x" "$DIR/osd/ceph-0"
+  fsid=$(uuidgen)
+  write_conf "$fsid" "$p2" "$p1"
+  tmp=$DIR/mon-bootstrap.keyring
+  ceph-authtool -C "$tmp" -g -n mon. --cap mon 'allow *' >/dev/null
+  ceph-authtool -C "$KEYRING" -g -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
+    --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
+  # the mgr key is known to the mon from birth: no auth round trip needed later
+  ceph-authtool -C "$DIR/mgr/ceph-x/keyring" -g -n mgr.x --cap mon 'allow profile mgr' \
+    --cap osd 'allow *' --cap mds 'allow *' >/dev/null
+  ceph-authtool "$tmp" --import-keyring "$KEYRING" >/dev/null
+  ceph-authtool "$tmp" --import-keyring "$DIR/mgr/ceph-x/keyring" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$p2,v1:127.0.0.1:$p1]" \
+    "$DIR/monmap" >/dev/null
+  ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$tmp" \
+    >>"$DIR/log/mkfs.log" 2>&1 || die "mon mkfs failed; see $DIR/log/"
+  rm -f "$tmp" "$DIR/monmap"
+  touch "$MARK"
+}
+
+# launch a daemon (it forks itself and writes its own pid file) and wait for that pid file
+launch() { # NAME CMD...
+  local name=$1 i
+  shift
+  rm -f "$PIDS/$name.pid"
+  "$@" -c "$CONF" </dev/null >>"$DIR/log/$name.stderr" 2>&1 || die "$name failed to start; see $DIR/log/"
+  for ((i = 0; i < 300; i++)); do
+    [ -n "$(dpid "$name")" ] && return 0
+    sleep 0.1
+  done
+  die "$name wrote no pid file in 30 s; see $DIR/log/"
+}
+
+start_mon() {
+  local i
+  if [ -z "$(dpid mon.a)" ]; then
+    # shellcheck disable=SC2046 # two port numbers
+    check_ports $(sed -n 's/^mon_host = \[v2:127\.0\.0\.1:\([0-9]*\),v1:127\.0\.0\.1:\([0-9]*\)\]/\1 \2/p' "$CONF")
+    launch mon.a ceph-mon -i a
+  fi
+  for ((i = 0; i < TIMEOUT * 2; i++)); do
+    c mon stat >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "mon does not answer; see $DIR/log/ceph-mon.a.log"
+}
+
+make_osd() {
+  local uuid
+  uuid=$(uuidgen)
+  [ "$(c osd new "$uuid")" = 0 ] || die "expected the first OSD to get id 0"
+  c auth get-or-create osd.0 mon 'allow profile osd' mgr 'allow profile osd' osd 'allow *' \
+    -o "$DIR/osd/ceph-0/keyring"
+  ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$uuid" >>"$DIR/log/mkfs.log" 2>&1 ||
+    die "osd mkfs failed; see $DIR/log/mkfs.log"
+  touch "$DIR/osd/ceph-0/.imagevol-ready"
+}
+
+start_osd() {
+  local i
+  [ -e "$DIR/osd/ceph-0/.imagevol-ready" ] || make_osd
+  [ -n "$(dpid osd.0)" ] || launch osd.0 ceph-osd -i 0
+  for ((i = 0; i < TIMEOUT * 2; i++)); do
+    c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":1,' && return 0
+    sleep 0.5
+  done
+  die "osd.0 not up after ${TIMEOUT}s; see $DIR/log/ceph-osd.0.log"
+}
+
+ensure_pools() {
+  local detail pool
+  # one CLI call (each costs ~0.3 s of Python start-up): "pool 2 'volumes' replicated ... application rbd"
+  detail=$(c osd pool ls detail)
+  for pool in $POOLS; do
+    if ! grep -qF -- " '$pool' " <<<"$detail"; then
+      c osd pool create "$pool" "$PG" "$PG" replicated >/dev/null 2>&1 || die "cannot create pool $pool"
+      c osd pool set "$pool" size 1 --yes-i-really-mean-it >/dev/null 2>&1
+      c osd pool set "$pool" min_size 1 >/dev/null 2>&1
+      log "created pool $pool"
+    fi
+    # also repairs a pool whose init was interrupted by an earlier start
+    grep -F -- " '$pool' " <<<"$detail" | grep -qE 'application ([^ ]*,)?rbd(,| |$)' ||
+      timeout 60 rbd -c "$CONF" pool init "$pool"
+    # a write returns only once the pool's PGs are active
+    timeout "$TIMEOUT" rados -c "$CONF" -p "$pool" put .imagevol-probe /dev/null ||
+      die "pool $pool not writable"
+    rados -c "$CONF" -p "$pool" rm .imagevol-probe
+  done
+}
+
+write_env() {
+  printf 'export CEPH_CONF=%q\n' "$CONF" >"$DIR/env"
+}
+
+cmd_start() {
+  need_bins
+  [ -e "$MARK" ] || bootstrap
+  start_mon
+  # mgr is not on the I/O path; start it without waiting for it
+  [ -n "$(dpid mgr.x)" ] || launch mgr.x ceph-mgr -i x
+  start_osd
+  log "osd up ($(took))"
+  ensure_pools
+  write_env
+  log "ready in $(took): pools [$POOLS]; env: $DIR/env"
+}
+
+stop_one() {
+  local name=$1 pid i
+  pid=$(dpid "$name")
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      log "$name (pid $pid) ignored SIGTERM for 30 s; killing"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+cmd_stop() {
+  [ -e "$MARK" ] || { log "no cluster in $DIR; nothing to stop"; return 0; }
+  # OSD first: it reports its shutdown to the still-running mon
+  stop_one osd.0
+  stop_one mgr.x
+  stop_one mon.a
+  log "stopped in $(took)"
+}
+
+cmd_status() {
+  [ -e "$MARK" ] || { echo "no cluster in $DIR"; return 1; }
+  local n pid rc=0 health
+  for n in mon.a mgr.x osd.0; do
+    pid=$(dpid "$n")
+    if [ -n "$pid" ]; then
+      echo "$n running pid $pid rss $(awk '/^VmRSS/{print $2 $3}' "/proc/$pid/status")"
+    else
+      echo "$n not running"
+      rc=1
+    fi
+  done
+  [ -n "$(dpid mon.a)" ] || return 1
+  c -s || return 1
+  c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":1,' || rc=1
+  health=$(c health 2>/dev/null || echo unknown)
+  case "$health" in HEALTH_OK* | HEALTH_WARN*) ;; *) rc=1 ;; esac
+  return $rc
+}
+
+cmd_purge() {
+  if [ ! -e "$MARK" ]; then
+    [ -e "$DIR" ] && die "$DIR was not made by this script; not deleting it"
+    return 0
+  fi
+  cmd_stop
+  rm -rf "$DIR"
+  log "deleted $DIR"
+}
+
+# git must not see the state dir (it is not in the repo's .gitignore)
+[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  purge) cmd_purge ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# glance.sh — Debian's glance-api (OpenStack Zed) on 127.0.0.1 for development and tests:
+# no Keystone (unauthenticated, admin context), sqlite database, local file store, one eventlet
+# process.
+#
+# Usage: deploy/glance.sh start|stop|status
+#   start   write config, db_sync, start glance-api, wait for GET /healthcheck (idempotent)
+#   stop    stop the glance-api this script started (its whole process group)
+#   status  exit 0 when our glance-api runs and /healthcheck answers
+#
+# State: $IMAGEVOL_RUN_DIR/glance (default <repo>/.run/glance): config, sqlite db, images, logs, pid.
+# Callers: `. $RUN/glance/env` sets GLANCE_URL.
+# Env: GLANCE_PORT (default 9292), GLANCE_START_TIMEOUT (60 s), GLANCE_DEBUG (false).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RUN=${IMAGEVOL_RUN_DIR:-$here/../.run}
+mkdir -p "$RUN"
+RUN=$(cd "$RUN" && pwd)
+DIR=$RUN/glance
+CONF=$DIR/glance-api.conf
+PIDF=$DIR/glance-api.pid
+PORT=${GLANCE_PORT:-9292}
+URL=http://127.0.0.1:$PORT/
+TIMEOUT=${GLANCE_START_TIMEOUT:-60}
+# Debian's console scripts (#!/usr/bin/python3), not whatever python3 is first on PATH
+API=/usr/bin/glance-api
+MANAGE=/usr/bin/glance-manage
+
+log() { echo "glance.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+T0=$(now_ms)
+took() { local ms=$(($(now_ms) - T0)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
+
+# Keep another Python install's settings and user packages out of Debian's interpreter.
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
+export PYTHONNOUSERSITE=1
+
+alive() {
+  local st
+  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# pid from our pid file if it is a live glance-api running with our config (guards pid reuse)
+gpid() {
+  local pid args
+  [ -s "$PIDF" ] || return 0
+  pid=$(<"$PIDF")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
+  args=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+  grep -q 'glance-api$' <<<"$args" && grep -qxF -- "$CONF" <<<"$args" && echo "$pid"
+  return 0
+}
+
+healthy() { curl -fsS -m 3 -o /dev/null "${URL}healthcheck" 2>/dev/null; }
+
+write_conf() {
+  mkdir -p "$DIR"/{images,staging,tasks,lock,log,image-cache}
+  cat >"$CONF" <<EOF
+# Written by deploy/glance.sh on every start.
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = $PORT
+# 0 = serve from the one eventlet process: a single pid to manage, enough for tests
+workers = 0
+debug = ${GLANCE_DEBUG:-false}
+log_file = $DIR/log/glance-api.log
+use_stderr = false
+enabled_backends = fs:file
+image_cache_dir = $DIR/image-cache
+# 1 TiB
+image_size_cap = 1099511627776
+
+[database]
+connection = sqlite:///$DIR/glance.sqlite
+
+[glance_store]
+default_backend = fs
+
+[fs]
+filesystem_store_datadir = $DIR/images/
+
+[os_glance_staging_store]
+filesystem_store_datadir = $DIR/staging/
+
+[os_glance_tasks_store]
+filesystem_store_datadir = $DIR/tasks/
+
+[oslo_concurrency]
+lock_path = $DIR/lock
+
+[oslo_policy]
+enforce_new_defaults = false
+enforce_scope = false
+
+[paste_deploy]
+config_file = $DIR/glance-api-paste.ini
+# empty flavor selects the [pipeline:glance-api] pipeline: unauthenticated-context, no Keystone
+flavor =
+
+[oslo_messaging_notifications]
+driver = noop
+EOF
+  # Debian's pipelines, but the healthcheck "disable" file must live in our dir, not /etc
+  sed "s#^disable_by_file_path = .*#disable_by_file_path = $DIR/healthcheck_disable#" \
+    /etc/glance/glance-api-paste.ini >"$DIR/glance-api-paste.ini"
+}
+
+write_env() {
+  printf 'export GLANCE_URL=%s\n' "$URL" >"$DIR/env"
+}
+
+cmd_start() {
+  local pid deadline
+  if [ ! -x "$API" ] || [ ! -x "$MANAGE" ] || [ ! -e /etc/glance/glance-api-paste.ini ]; then
+    log "glance-api not installed; running install-deps.sh glance"
+    "$here/install-deps.sh" glance
+    [ -x "$API" ] || die "$API still missing after install-deps.sh"
+  fi
+  pid=$(gpid)
+  if [ -z "$pid" ]; then
+    healthy && die "something we did not start already answers on 127.0.0.1:$PORT; set GLANCE_PORT"
+    write_conf
+    "$MANAGE" --config-file "$CONF" db_sync >"$DIR/log/db_sync.log" 2>&1 ||
+      { tail -n 20 "$DIR/log/db_sync.log" >&2; die "db_sync failed; see $DIR/log/db_sync.log"; }
+    log "db_sync done ($(took))"
+    # New session and process group: stop can signal glance and anything it spawns at once.
+    # The inner shell records its own pid, which exec turns into glance-api's.
+    rm -f "$PIDF"
+    # shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDF" \
+      "$API" --config-file "$CONF" </dev/null >>"$DIR/log/glance-api.stdout" 2>&1 &
+    deadline=$(($(date +%s) + 5))
+    until [ -n "$(gpid)" ]; do
+      [ "$(date +%s)" -lt "$deadline" ] || die "glance-api did not start; see $DIR/log/"
+      sleep 0.05
+    done
+    pid=$(gpid)
+  fi
+  deadline=$(($(date +%s) + TIMEOUT))
+  until healthy; do
+    if [ -z "$(gpid)" ]; then
+      tail -n 20 "$DIR/log/glance-api.stdout" "$DIR/log/glance-api.log" >&2 2>/dev/null || true
+      die "glance-api exited during start-up; see $DIR/log/"
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      cmd_stop
+      die "no answer from ${URL}healthcheck in ${TIMEOUT}s; see $DIR/log/"
+    fi
+    sleep 0.1
+  done
+  write_env
+  log "ready in $(took): pid $pid $URL; env: $DIR/env"
+}
+
+cmd_stop() {
+  local pid i
+  pid=$(gpid)
+  if [ -z "$pid" ]; then
+    rm -f "$PIDF"
+    log "not running (nothing of ours to stop)"
+    return 0
+  fi
+  # glance-api leads its own process group (setsid); signal the group only if that still holds
+  local pgid
+  pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+  if [ "$pgid" = "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid"; fi
+  for ((i = 0; i < 150; i++)); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  if alive "$pid"; then
+    log "pid $pid ignored SIGTERM for 15 s; killing"
+    if [ "$pgid" = "$pid" ]; then kill -KILL -- "-$pid" 2>/dev/null || true; else kill -KILL "$pid"; fi
+  fi
+  rm -f "$PIDF"
+  log "stopped pid $pid in $(took)"
+}
+
+cmd_status() {
+  local pid
+  pid=$(gpid)
+  [ -n "$pid" ] || { echo "glance-api not running"; return 1; }
+  if healthy; then
+    echo "glance-api running pid $pid rss $(awk '/^VmRSS/{print $2 $3}' "/proc/$pid/status") $URL"
+  else
+    echo "glance-api pid $pid runs but ${URL}healthcheck does not answer"
+    return 1
+  fi
+}
+
+# git must not see the state dir (it is not in the repo's .gitignore)
+[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs, non-interactively, only the Debian packages imagevol needs that are
+# missing: Ceph (server + CLI), the librados/librbd headers go-ceph builds against, qemu-img with
+# its RBD driver, and Debian's glance-api. Safe to run again: it does nothing when all is present.
+#
+# Usage: deploy/install-deps.sh [ceph|glance|all]   (default all)
+set -euo pipefail
+
+want=${1:-all}
+log() { echo "install-deps: $*" >&2; }
+
+ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime)
+glance_pkgs=(glance-api)
+
+missing=()
+check() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+}
+case "$want" in
+  ceph) check "${ceph_pkgs[@]}" ;;
+  glance) check "${glance_pkgs[@]}" ;;
+  all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
+  *) echo "usage: $0 [ceph|glance|all]" >&2; exit 2 ;;
+esac
+[ ${#missing[@]} -gt 0 ] || exit 0
+[ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }
+
+log "installing ${missing[*]}"
+# Glance's debconf questions all default to "no", but preseed them so that no database,
+# message queue, Keystone or endpoint registration is attempted.
+debconf-set-selections <<'SEL'
+glance-common glance/configure_db boolean false
+glance-common glance/configure_rabbit boolean false
+glance-common glance/configure_ksat boolean false
+glance-api glance/configure_api-endpoint boolean false
+SEL
+# Package scripts must not start services: we start our own, on loopback, under .run/.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  policy=1
+fi
+trap '[ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d' EXIT
+
+# A private archive dir: some machines clean /var/cache/apt/archives while apt runs.
+archives=$(mktemp -d /tmp/imagevol-apt.XXXXXX)
+mkdir -p "$archives/partial"
+apt_opts=(-o "Dir::Cache::Archives=$archives/" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+export DEBIAN_FRONTEND=noninteractive
+# The lists may be absent or stale on a new machine; one update is cheap next to the install.
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${apt_opts[@]}" "${missing[@]}" >/tmp/imagevol-apt.log 2>&1 || {
+  tail -n 40 /tmp/imagevol-apt.log >&2
+  log "apt-get install failed"
+  exit 1
+}
+rm -rf "$archives"
+log "installed ${#missing[@]} packages"

@@ -1,0 +1,67 @@
+# lib.sh — helpers shared by imagevol's run scripts (sourced, not executed): background processes
+# with pid files under $RUN/pids, stopped only when the pid still runs our own binary.
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$here/.." && pwd)
+RUN=${IMAGEVOL_RUN_DIR:-$TOP/.run}
+mkdir -p "$RUN/pids" "$RUN/log"
+RUN=$(cd "$RUN" && pwd)
+export IMAGEVOL_RUN_DIR=$RUN
+[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
+BIN=$TOP/bin
+
+say() { echo "imagevol: $*" >&2; }
+
+# pid_of NAME: the pid in $RUN/pids/NAME.pid if it is alive and runs a binary of ours.
+pid_of() {
+  local f=$RUN/pids/$1.pid pid st
+  [ -s "$f" ] || return 0
+  pid=$(cat "$f")
+  st=$(awk '/^State:/{print $2}' "/proc/$pid/status" 2>/dev/null || true)
+  [ -n "$st" ] && [ "$st" != Z ] || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$BIN/" && echo "$pid"
+  return 0
+}
+
+# start_bg NAME CMD...: start CMD in the background with its log under $RUN/log.
+start_bg() {
+  local name=$1
+  shift
+  if [ -n "$(pid_of "$name")" ]; then
+    say "$name already running (pid $(pid_of "$name"))"
+    return 0
+  fi
+  setsid "$@" >>"$RUN/log/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/pids/$name.pid"
+}
+
+# stop_bg NAME: SIGTERM, then SIGKILL after 20 s.
+stop_bg() {
+  local pid i
+  pid=$(pid_of "$1")
+  rm -f "$RUN/pids/$1.pid.stopping"
+  if [ -z "$pid" ]; then
+    rm -f "$RUN/pids/$1.pid"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    [ -n "$(pid_of "$1")" ] || break
+    sleep 0.1
+  done
+  [ -z "$(pid_of "$1")" ] || kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$RUN/pids/$1.pid"
+  say "stopped $1 (pid $pid)"
+}
+
+# wait_http URL SECONDS NAME: wait until URL answers (any HTTP status).
+wait_http() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -s -o /dev/null "$1" && return 0
+    [ -n "$(pid_of "$3")" ] || { tail -n 30 "$RUN/log/$3.log" >&2; say "$3 exited; log: $RUN/log/$3.log"; return 1; }
+    sleep 0.1
+  done
+  say "$3 did not answer at $1 in $2 s; log: $RUN/log/$3.log"
+  return 1
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# stop.sh — `make stop`: stop what deploy/run.sh started (gateway, workers, Temporal, Glance, Ceph),
+# each by its pid file.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+for f in "$RUN"/pids/*.pid; do
+  [ -e "$f" ] || continue
+  n=$(basename "$f" .pid)
+  case "$n" in gateway | worker-*) stop_bg "$n" ;; esac
+done
+stop_bg temporal
+"$here/glance.sh" stop || true
+"$here/ceph.sh" stop || true

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# test.sh — `make test`: install what is missing, start Ceph, Glance and a MySQL-protocol server
+# (each only if not already running), run vet and every test against them, and stop again what
+# this script started. One Ceph and one Glance serve all test packages; Temporal runs in-process
+# (temporaltest) in the one integration package.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+"$here/install-deps.sh" all
+
+started=()
+cleanup() {
+  local s
+  for s in "${started[@]}"; do "$here/$s.sh" stop >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+for s in ceph glance mariadb; do
+  if ! "$here/$s.sh" status >/dev/null 2>&1; then
+    "$here/$s.sh" start
+    started+=("$s")
+  fi
+done
+. "$RUN/ceph/env"
+. "$RUN/glance/env"
+. "$RUN/mariadb/env"
+export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN
+
+cd "$TOP"
+export GOFLAGS="${GOFLAGS:-} -tags=pacific"
+go vet ./...
+go test -count=1 -timeout 45m "$@" ./...

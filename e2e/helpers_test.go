@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/imagesource/glance"
+	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/starter"
+	"github.com/imagevol/imagevol/storage"
+	"github.com/imagevol/imagevol/worker"
+)
+
+const (
+	mib = int64(1) << 20
+	gib = int64(1) << 30
+)
+
+// imageBytes makes a disk image of size bytes: dataEvery-th MiB random, the rest zeros, so both
+// data and holes go through the import. The seed makes it reproducible.
+func imageBytes(size int64, seed uint64, dataEvery int64) []byte {
+	b := make([]byte, size)
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), 7})
+	for off := int64(0); off < size; off += mib {
+		if (off/mib)%dataEvery == 0 {
+			_, _ = r.Read(b[off:min(off+mib, size)])
+		}
+	}
+	return b
+}
+
+// uploadImage puts data into Glance as a new image and removes it when the test ends.
+func uploadImage(t *testing.T, name, diskFormat string, data []byte) imagesource.Image {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	img, err := stack.glance.Create(ctx, glance.CreateOpts{Name: name, DiskFormat: diskFormat}, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("upload image %s: %v", name, err)
+	}
+	if img.Status != imagesource.StatusActive || img.HashAlgo != "sha512" {
+		t.Fatalf("image %s: status %s, hash algo %q", img.ID, img.Status, img.HashAlgo)
+	}
+	t.Cleanup(func() { _ = stack.glance.Delete(context.Background(), img.ID) })
+	return img
+}
+
+// hostConfig is a storage host with the cache on and no limits; tests change what they test.
+func hostConfig(name string) activities.Config {
+	return activities.Config{
+		Host: name, Pool: stack.pool, CephConf: os.Getenv("CEPH_CONF"),
+		ImageVolumeCacheEnabled:     true,
+		CinderInternalTenantProject: "internal-project", CinderInternalTenantUser: "internal-user",
+		FlattenPolicy: activities.FlattenNever,
+	}
+}
+
+// startHost runs the workers of one storage host until the test ends.
+func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
+	t.Helper()
+	acts := &activities.Activities{
+		Store: stack.store, Storage: stack.ceph, Images: stack.glance, Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, w := range ws {
+			w.Stop()
+		}
+	})
+	return acts
+}
+
+const testToken = "e2e-token"
+
+// client is an HTTP client of a gateway placing volumes on the given hosts.
+type apiClient struct {
+	t    *testing.T
+	base string
+}
+
+func newGateway(t *testing.T, hosts ...string) *apiClient {
+	t.Helper()
+	gw := &starter.Gateway{
+		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
+		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	srv := httptest.NewServer(gw.Handler())
+	t.Cleanup(srv.Close)
+	return &apiClient{t: t, base: srv.URL}
+}
+
+func (c *apiClient) call(method, path, body string, out any) int {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.t.Fatalf("%s %s: %v: %s", method, path, err, data)
+		}
+	}
+	return resp.StatusCode
+}
+
+// createVolume requests a volume and waits until it is no longer creating.
+func (c *apiClient) createVolume(imageID string, sizeGB int) starter.VolumeView {
+	c.t.Helper()
+	var created map[string]string
+	body := fmt.Sprintf(`{"image_id":%q,"size_gb":%d,"name":"e2e"}`, imageID, sizeGB)
+	if code := c.call("POST", "/v1/volumes", body, &created); code != http.StatusAccepted {
+		c.t.Fatalf("create volume from %s: HTTP %d", imageID, code)
+	}
+	if created["status"] != models.StatusCreating || created["workflow_id"] != created["id"] {
+		c.t.Fatalf("create answer %v", created)
+	}
+	return c.waitVolume(created["id"])
+}
+
+func (c *apiClient) waitVolume(id string) starter.VolumeView {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var v starter.VolumeView
+		if code := c.call("GET", "/v1/volumes/"+id, "", &v); code != http.StatusOK {
+			c.t.Fatalf("GET volume %s: HTTP %d", id, code)
+		}
+		if v.Status != models.StatusCreating {
+			return v
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("volume %s still creating after 5 minutes", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func requireAvailable(t *testing.T, v starter.VolumeView, cache string) {
+	t.Helper()
+	if v.Status != models.StatusAvailable {
+		t.Fatalf("volume %s: status %s, error %q", v.ID, v.Status, v.Error)
+	}
+	if v.Cache != cache {
+		t.Fatalf("volume %s: cache %q (reason %q), want %q", v.ID, v.Cache, v.CacheReason, cache)
+	}
+}
+
+// volumeSHA512 hashes the first n bytes of a volume's RBD image, read back from Ceph.
+func volumeSHA512(t *testing.T, volumeID string, n int64) string {
+	t.Helper()
+	r, err := stack.ceph.OpenReader(context.Background(), stack.pool, models.RBDName(volumeID), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, n)); err != nil {
+		t.Fatalf("read volume %s: %v", volumeID, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func stat(t *testing.T, name string) storage.ImageInfo {
+	t.Helper()
+	info, err := stack.ceph.Stat(context.Background(), stack.pool, name)
+	if err != nil {
+		t.Fatalf("stat %s: %v", name, err)
+	}
+	return info
+}
+
+// entriesOf lists a host's cache entries.
+func entriesOf(t *testing.T, host string) []models.CacheEntry {
+	t.Helper()
+	es, err := stack.store.ListCacheEntries(context.Background(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// removeAllVolumes deletes the RBD images of every volume this run recorded: user volumes
+// first, so that cache volumes have no children left when they go.
+func (e *env) removeAllVolumes(ctx context.Context) error {
+	vols, err := e.store.ListVolumes(ctx, "")
+	if err != nil {
+		return err
+	}
+	var cacheVols []string
+	for _, v := range vols {
+		if v.ProjectID == "internal-project" {
+			cacheVols = append(cacheVols, v.ID)
+			continue
+		}
+		if _, err := e.ceph.Remove(ctx, e.pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
+			return err
+		}
+	}
+	for _, id := range cacheVols {
+		if _, err := e.ceph.Remove(ctx, e.pool, models.RBDName(id)); err != nil && !isNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+// Package glance implements imagesource.Source on the OpenStack Image service (Glance v2)
+// through gophercloud, and adds the few calls tests and tools need to put images there.
+package glance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+
+	"github.com/imagevol/imagevol/imagesource"
+)
+
+// Client talks to one Glance endpoint.
+type Client struct {
+	sc *gophercloud.ServiceClient
+}
+
+var _ imagesource.Source = (*Client)(nil)
+
+// New returns a client for the unversioned Glance endpoint (e.g. http://127.0.0.1:9292/). With
+// an empty token it speaks to a Glance that runs without Keystone.
+func New(endpoint, token string) (*Client, error) {
+	if endpoint == "" {
+		return nil, errors.New("glance: no endpoint")
+	}
+	if !strings.HasSuffix(endpoint, "/") {
+		endpoint += "/"
+	}
+	pc := &gophercloud.ProviderClient{
+		HTTPClient: http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 60 * time.Second,
+			MaxIdleConnsPerHost:   16,
+		}},
+		EndpointLocator: func(gophercloud.EndpointOpts) (string, error) { return endpoint, nil },
+	}
+	if token != "" {
+		pc.SetToken(token)
+	}
+	sc, err := openstack.NewImageV2(pc, gophercloud.EndpointOpts{})
+	if err != nil {
+		return nil, fmt.Errorf("glance: %w", err)
+	}
+	return &Client{sc: sc}, nil
+}
+
+// classify maps gophercloud and transport errors onto imagesource's sentinels.
+func classify(err error, id string) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+		return fmt.Errorf("glance: image %s: %w", id, imagesource.ErrNotFound)
+	case gophercloud.ResponseCodeIs(err, http.StatusNoContent):
+		return fmt.Errorf("glance: image %s: %w", id, imagesource.ErrNoData)
+	}
+	var unexpected gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &unexpected) && unexpected.Actual < 500 {
+		return fmt.Errorf("glance: image %s: %w", id, err)
+	}
+	return fmt.Errorf("glance: image %s: %w: %v", id, imagesource.ErrUnavailable, err)
+}
+
+func toImage(img *images.Image) imagesource.Image {
+	out := imagesource.Image{
+		ID: img.ID, Name: img.Name, Status: string(img.Status), DiskFormat: img.DiskFormat,
+		Size: img.SizeBytes, VirtualSize: img.VirtualSize, Checksum: img.Checksum, UpdatedAt: img.UpdatedAt,
+	}
+	if v, ok := img.Properties["os_hash_algo"].(string); ok {
+		out.HashAlgo = v
+	}
+	if v, ok := img.Properties["os_hash_value"].(string); ok {
+		out.HashValue = v
+	}
+	return out
+}
+
+// Get returns an image's metadata.
+func (c *Client) Get(ctx context.Context, id string) (imagesource.Image, error) {
+	img, err := images.Get(ctx, c.sc, id).Extract()
+	if err != nil {
+		return imagesource.Image{}, classify(err, id)
+	}
+	return toImage(img), nil
+}
+
+// Open streams the image's data from offset on. It issues its own GET because gophercloud's
+// imagedata.Download rejects the 206 that a ranged request returns.
+func (c *Client) Open(ctx context.Context, id string, offset int64) (io.ReadCloser, error) {
+	opts := &gophercloud.RequestOpts{KeepResponseBody: true, OkCodes: []int{http.StatusOK}}
+	if offset > 0 {
+		opts.MoreHeaders = map[string]string{"Range": fmt.Sprintf("bytes=%d-", offset)}
+		opts.OkCodes = []int{http.StatusPartialContent}
+	}
+	resp, err := c.sc.Get(ctx, c.sc.ServiceURL("images", id, "file"), nil, opts)
+	if err != nil {
+		return nil, classify(err, id)
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		resp.Body.Close()
+		return nil, fmt.Errorf("glance: image %s: %w", id, imagesource.ErrNoData)
+	}
+	return resp.Body, nil
+}
+
+// CreateOpts describes an image to create.
+type CreateOpts struct {
+	Name       string
+	DiskFormat string // raw, qcow2, ...
+	Properties map[string]string
+}
+
+// Create registers an image and uploads its data; it returns the image once Glance reports it.
+func (c *Client) Create(ctx context.Context, opts CreateOpts, data io.Reader) (imagesource.Image, error) {
+	img, err := images.Create(ctx, c.sc, images.CreateOpts{
+		Name: opts.Name, DiskFormat: opts.DiskFormat, ContainerFormat: "bare", Properties: opts.Properties,
+	}).Extract()
+	if err != nil {
+		return imagesource.Image{}, classify(err, opts.Name)
+	}
+	if err := imagedata.Upload(ctx, c.sc, img.ID, data).ExtractErr(); err != nil {
+		_ = c.Delete(ctx, img.ID)
+		return imagesource.Image{}, classify(err, img.ID)
+	}
+	return c.Get(ctx, img.ID)
+}
+
+// Delete removes an image; a missing image is not an error.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	err := images.Delete(ctx, c.sc, id).ExtractErr()
+	if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return nil
+	}
+	return classify(err, id)
+}

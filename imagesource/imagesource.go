@@ -1,0 +1,61 @@
+// Package imagesource describes where imagevol reads VM images from: an interface with typed
+// errors, implemented for OpenStack Glance by package imagesource/glance.
+package imagesource
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors; implementations wrap them with %w.
+var (
+	// ErrNotFound means the image does not exist (or is not visible).
+	ErrNotFound = errors.New("imagesource: image not found")
+	// ErrNoData means the image exists but has no data to download (e.g. still queued).
+	ErrNoData = errors.New("imagesource: image has no data")
+	// ErrUnavailable means the image service could not be reached or failed; worth retrying.
+	ErrUnavailable = errors.New("imagesource: image service unavailable")
+)
+
+// Image status values, as Glance names them.
+const (
+	StatusActive      = "active"
+	StatusDeactivated = "deactivated"
+)
+
+// Image is the metadata of one image that provisioning needs.
+type Image struct {
+	ID          string
+	Name        string
+	Status      string
+	DiskFormat  string // as declared by the uploader: never trusted for the bytes
+	Size        int64  // bytes of image data
+	VirtualSize int64  // bytes of the disk it holds, when the service knows it; 0 otherwise
+	HashAlgo    string // os_hash_algo, e.g. "sha512"
+	HashValue   string // os_hash_value, hex
+	Checksum    string // legacy md5, hex
+	UpdatedAt   time.Time
+}
+
+// ContentHash identifies the image's bytes: "<algo>:<hex>" from the strongest hash published.
+// Two images with equal content hashes hold the same bytes; metadata edits do not change it.
+func (i Image) ContentHash() string {
+	switch {
+	case i.HashAlgo != "" && i.HashValue != "":
+		return i.HashAlgo + ":" + i.HashValue
+	case i.Checksum != "":
+		return "md5:" + i.Checksum
+	default:
+		return ""
+	}
+}
+
+// Source reads images.
+type Source interface {
+	// Get returns an image's metadata.
+	Get(ctx context.Context, id string) (Image, error)
+	// Open streams an image's data from byte offset on.
+	Open(ctx context.Context, id string, offset int64) (io.ReadCloser, error)
+}

@@ -1,0 +1,171 @@
+// Package importer moves image bytes into block storage: a streaming copy that hashes while it
+// writes, skips all-zero blocks so the target stays thin, and keeps a fixed number of buffers in
+// flight; and detection of an image's real format from its bytes.
+package importer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// StreamOptions tunes Stream. Zero values take the defaults.
+type StreamOptions struct {
+	BlockSize int   // bytes per buffer; default 4 MiB (one RADOS object)
+	Buffers   int   // buffers in flight; default 16, so memory is bounded by BlockSize×Buffers
+	Writers   int   // concurrent WriteAt calls; default 8
+	Offset    int64 // where in dst the first byte of src goes (for a resumed copy)
+	// Hash, when set, is fed every byte in order (it may already hold the state of a resumed copy).
+	Hash hash.Hash
+	// Progress, when set, is called from one goroutine with the count of bytes read, hashed and
+	// written so far (Offset included): every byte below that count is durable in dst.
+	Progress func(done int64)
+}
+
+// StreamResult reports what Stream did.
+type StreamResult struct {
+	Bytes         int64 // bytes copied by this call
+	ZeroSkipped   int64 // of those, bytes not written because they were all zero
+	BlocksWritten int64
+}
+
+type block struct {
+	buf  []byte
+	off  int64
+	n    int
+	refs atomic.Int32
+}
+
+// Stream copies src to dst from opts.Offset on until src ends. Reading, hashing and writing
+// overlap: the reader fills free buffers, one goroutine hashes them in order, several write
+// them (zero blocks are skipped: dst must read as zeros where never written, as a new RBD
+// image does). A block's buffer returns to the pool once it is both hashed and written.
+func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOptions) (StreamResult, error) {
+	if opts.BlockSize <= 0 {
+		opts.BlockSize = 4 << 20
+	}
+	if opts.Buffers <= 0 {
+		opts.Buffers = 16
+	}
+	if opts.Writers <= 0 {
+		opts.Writers = 8
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	free := make(chan *block, opts.Buffers)
+	for i := 0; i < opts.Buffers; i++ {
+		free <- &block{buf: make([]byte, opts.BlockSize)}
+	}
+	zero := make([]byte, opts.BlockSize)
+	toHash := make(chan *block, opts.Buffers)
+	toWrite := make(chan *block, opts.Buffers)
+
+	var res StreamResult
+	var zeroSkipped, written atomic.Int64
+	// done tracks durability: blocks complete out of order, so count the contiguous prefix.
+	var (
+		doneMu   sync.Mutex
+		finished = map[int64]int{}
+		durable  = opts.Offset
+	)
+	release := func(b *block) {
+		if b.refs.Add(-1) != 0 {
+			return
+		}
+		doneMu.Lock()
+		finished[b.off] = b.n
+		for {
+			n, ok := finished[durable]
+			if !ok {
+				break
+			}
+			delete(finished, durable)
+			durable += int64(n)
+		}
+		d := durable
+		doneMu.Unlock()
+		if opts.Progress != nil {
+			opts.Progress(d)
+		}
+		free <- b
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // hasher: the only stage that must see bytes in order
+		defer wg.Done()
+		for b := range toHash {
+			if opts.Hash != nil {
+				opts.Hash.Write(b.buf[:b.n])
+			}
+			release(b)
+		}
+	}()
+	for i := 0; i < opts.Writers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range toWrite {
+				data := b.buf[:b.n]
+				if bytes.Equal(data, zero[:b.n]) {
+					zeroSkipped.Add(int64(b.n))
+				} else if ctx.Err() == nil {
+					if _, err := dst.WriteAt(data, b.off); err != nil {
+						cancel(fmt.Errorf("importer: write at %d: %w", b.off, err))
+					} else {
+						written.Add(1)
+					}
+				}
+				release(b)
+			}
+		}()
+	}
+
+	var readErr error
+	off := opts.Offset
+	for readErr == nil {
+		var b *block
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			readErr = context.Cause(ctx)
+			continue
+		}
+		n, err := io.ReadFull(src, b.buf)
+		if n > 0 {
+			b.off, b.n = off, n
+			b.refs.Store(2)
+			off += int64(n)
+			res.Bytes += int64(n)
+			toHash <- b
+			toWrite <- b
+		} else {
+			free <- b
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			readErr = io.EOF
+		default:
+			readErr = fmt.Errorf("importer: read at %d: %w", off, err)
+		}
+	}
+	close(toHash)
+	close(toWrite)
+	wg.Wait()
+	res.ZeroSkipped = zeroSkipped.Load()
+	res.BlocksWritten = written.Load()
+	if cause := context.Cause(ctx); cause != nil {
+		return res, cause
+	}
+	if readErr != io.EOF {
+		return res, readErr
+	}
+	return res, nil
+}

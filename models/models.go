@@ -1,0 +1,79 @@
+// Package models holds imagevol's persistent state — user and cache volumes and the image-volume
+// cache entries — as gorm models, the versioned migrations that create them, and the queries the
+// engine runs on them. MySQL (or MariaDB) is used through gorm's mysql driver when a DSN is
+// configured; an embedded SQLite file is the default when none is.
+package models
+
+import "time"
+
+// Volume statuses, as Cinder names them.
+const (
+	StatusCreating  = "creating"
+	StatusAvailable = "available"
+	StatusError     = "error"
+	StatusDeleting  = "deleting"
+)
+
+// Cache results recorded on a volume.
+const (
+	CacheHit       = "hit"
+	CacheMiss      = "miss"
+	CacheNotCached = "not_cached"
+)
+
+// Cache entry states. An entry is "filling" from the moment its slot is reserved until its
+// snapshot exists; only "ready" entries are cloned from.
+const (
+	EntryFilling = "filling"
+	EntryReady   = "ready"
+)
+
+// Volume is a block volume: a user's, or a cache volume owned by the internal project.
+type Volume struct {
+	ID          string `gorm:"primaryKey;size:36"`
+	ProjectID   string `gorm:"size:255;index"`
+	UserID      string `gorm:"size:255"`
+	Name        string `gorm:"size:255"`
+	SizeGB      int
+	ImageID     string `gorm:"size:36;index"`
+	Host        string `gorm:"size:255"`
+	Pool        string `gorm:"size:64"`
+	Status      string `gorm:"size:32"`
+	Cache       string `gorm:"size:16"`
+	CacheReason string `gorm:"size:64"`
+	Error       string `gorm:"type:text"`
+	WorkflowID  string `gorm:"size:255"`
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// RBDName is the deterministic RBD image name of a volume, as Cinder's RBD driver names it.
+func RBDName(volumeID string) string { return "volume-" + volumeID }
+
+// CacheEntry associates an image, at one content hash, with the cache volume holding it on one
+// host. The table and its first columns are Cinder's; the rest are imagevol's.
+type CacheEntry struct {
+	ID             uint      `gorm:"primaryKey"`
+	Host           string    `gorm:"size:255;not null;index;uniqueIndex:ux_cache_key,priority:1"`
+	ClusterName    string    `gorm:"size:255"`
+	Pool           string    `gorm:"size:64;not null;uniqueIndex:ux_cache_key,priority:2"`
+	ImageID        string    `gorm:"size:36;not null;index;uniqueIndex:ux_cache_key,priority:3"`
+	ImageUpdatedAt time.Time `gorm:"not null"`
+	ContentHash    string    `gorm:"size:160;not null;uniqueIndex:ux_cache_key,priority:4"`
+	VolumeID       string    `gorm:"size:36;not null"`
+	Size           int       `gorm:"not null"` // GiB, rounded up, as Cinder records it
+	SizeBytes      int64     `gorm:"not null"`
+	Hits           int64     `gorm:"not null;default:0"`
+	LastUsed       time.Time `gorm:"not null;index"`
+	Pinned         bool      `gorm:"not null;default:false"`
+	State          string    `gorm:"size:16;not null"`
+	FillWorkflowID string    `gorm:"size:255"`
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// TableName is Cinder's table name for cache entries.
+func (CacheEntry) TableName() string { return "image_volume_cache_entries" }
+
+// CacheSnapshot is the name of the snapshot every cache volume is cloned from.
+const CacheSnapshot = "imagevol-cache"

@@ -1,0 +1,247 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Sentinel errors of the store; callers test them with errors.Is.
+var (
+	// ErrNotFound means the row does not exist.
+	ErrNotFound = errors.New("models: not found")
+	// ErrDuplicate means a row with the same unique key already exists.
+	ErrDuplicate = errors.New("models: duplicate key")
+)
+
+// Store is imagevol's database: volumes and cache entries.
+type Store struct {
+	db *gorm.DB
+}
+
+// Open connects to the database named by dsn and applies pending migrations. A dsn starting
+// with "sqlite:" (or empty, meaning sqlite:defaultFile) opens an embedded SQLite file; anything
+// else is a MySQL DSN (user:pass@tcp(host:port)/dbname).
+func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
+	if dsn == "" {
+		dsn = "sqlite:" + defaultFile
+	}
+	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent), TranslateError: true}
+	var (
+		db  *gorm.DB
+		err error
+	)
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("models: %w", err)
+		}
+		// WAL lets the gateway read while a worker writes; busy_timeout makes writers queue
+		// instead of failing with SQLITE_BUSY when two processes share the file.
+		db, err = gorm.Open(sqlite.Open(path+"?_journal_mode=WAL&_busy_timeout=10000&_synchronous=NORMAL&_foreign_keys=on"), cfg)
+	} else {
+		mc, perr := mysqldrv.ParseDSN(dsn)
+		if perr != nil {
+			return nil, fmt.Errorf("models: bad MySQL DSN: %w", perr)
+		}
+		mc.ParseTime = true
+		mc.Loc = time.UTC
+		if mc.Params == nil {
+			mc.Params = map[string]string{}
+		}
+		mc.Params["charset"] = "utf8mb4"
+		db, err = gorm.Open(mysql.Open(mc.FormatDSN()), cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("models: open database: %w", err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate runs Migrate under a server-wide lock on MySQL, so a gateway and workers starting at
+// once do not race on DDL (which MySQL does not run in transactions). SQLite serialises writers
+// by itself.
+func (s *Store) migrate(ctx context.Context) error {
+	if s.db.Dialector.Name() != "mysql" {
+		return Migrate(s.db)
+	}
+	return s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		var got int
+		if err := conn.Raw("SELECT GET_LOCK('imagevol_migrate', 60)").Scan(&got).Error; err != nil || got != 1 {
+			return fmt.Errorf("models: could not take the migration lock (got %d): %v", got, err)
+		}
+		defer conn.Exec("SELECT RELEASE_LOCK('imagevol_migrate')")
+		return Migrate(conn)
+	})
+}
+
+// Close releases the connection pool.
+func (s *Store) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// Dialect names the database in use: "mysql" or "sqlite".
+func (s *Store) Dialect() string { return s.db.Dialector.Name() }
+
+func wrap(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return fmt.Errorf("%s: %w", what, ErrDuplicate)
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// CreateVolume inserts a volume row.
+func (s *Store) CreateVolume(ctx context.Context, v *Volume) error {
+	return wrap(s.db.WithContext(ctx).Create(v).Error, "models: create volume "+v.ID)
+}
+
+// GetVolume reads one volume.
+func (s *Store) GetVolume(ctx context.Context, id string) (*Volume, error) {
+	var v Volume
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&v).Error
+	if err != nil {
+		return nil, wrap(err, "models: volume "+id)
+	}
+	return &v, nil
+}
+
+// UpdateVolume sets the given columns of one volume.
+func (s *Store) UpdateVolume(ctx context.Context, id string, fields map[string]any) error {
+	res := s.db.WithContext(ctx).Model(&Volume{}).Where("id = ?", id).Updates(fields)
+	if res.Error != nil {
+		return wrap(res.Error, "models: update volume "+id)
+	}
+	return nil
+}
+
+// DeleteVolume removes one volume row; a missing row is not an error.
+func (s *Store) DeleteVolume(ctx context.Context, id string) error {
+	return wrap(s.db.WithContext(ctx).Where("id = ?", id).Delete(&Volume{}).Error, "models: delete volume "+id)
+}
+
+// ListVolumes lists the volumes of a project ("" for all), newest first.
+func (s *Store) ListVolumes(ctx context.Context, projectID string) ([]Volume, error) {
+	q := s.db.WithContext(ctx).Order("created_at DESC")
+	if projectID != "" {
+		q = q.Where("project_id = ?", projectID)
+	}
+	var out []Volume
+	return out, wrap(q.Find(&out).Error, "models: list volumes")
+}
+
+// FindCacheEntry returns the entry for (host, pool, image, content hash), in any state.
+func (s *Store) FindCacheEntry(ctx context.Context, host, pool, imageID, contentHash string) (*CacheEntry, error) {
+	var e CacheEntry
+	err := s.db.WithContext(ctx).
+		Where("host = ? AND pool = ? AND image_id = ? AND content_hash = ?", host, pool, imageID, contentHash).
+		Take(&e).Error
+	if err != nil {
+		return nil, wrap(err, "models: cache entry for image "+imageID)
+	}
+	return &e, nil
+}
+
+// GetCacheEntry reads one entry by id.
+func (s *Store) GetCacheEntry(ctx context.Context, id uint) (*CacheEntry, error) {
+	var e CacheEntry
+	if err := s.db.WithContext(ctx).Where("id = ?", id).Take(&e).Error; err != nil {
+		return nil, wrap(err, fmt.Sprintf("models: cache entry %d", id))
+	}
+	return &e, nil
+}
+
+// ListCacheEntries lists entries, of one host when host is not empty, least recently used first.
+func (s *Store) ListCacheEntries(ctx context.Context, host string) ([]CacheEntry, error) {
+	q := s.db.WithContext(ctx).Order("last_used ASC, id ASC")
+	if host != "" {
+		q = q.Where("host = ?", host)
+	}
+	var out []CacheEntry
+	return out, wrap(q.Find(&out).Error, "models: list cache entries")
+}
+
+// CacheUsage is what one host's cache holds: entries and bytes, filling ones included.
+type CacheUsage struct {
+	Count int64
+	Bytes int64
+}
+
+// CacheUsage sums the entries of one host and pool.
+func (s *Store) CacheUsage(ctx context.Context, host, pool string) (CacheUsage, error) {
+	var u CacheUsage
+	err := s.db.WithContext(ctx).Model(&CacheEntry{}).
+		Select("COUNT(*) AS count, COALESCE(SUM(size_bytes), 0) AS bytes").
+		Where("host = ? AND pool = ?", host, pool).Scan(&u).Error
+	return u, wrap(err, "models: cache usage")
+}
+
+// InsertCacheEntry reserves a cache slot; ErrDuplicate when the key is already taken.
+func (s *Store) InsertCacheEntry(ctx context.Context, e *CacheEntry) error {
+	return wrap(s.db.WithContext(ctx).Create(e).Error, "models: insert cache entry for image "+e.ImageID)
+}
+
+// MarkCacheEntryReady records a filled entry as ready to clone from.
+func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int64, now time.Time) error {
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).Updates(map[string]any{
+		"state": EntryReady, "size_bytes": sizeBytes, "size": GiBCeil(sizeBytes), "last_used": now,
+	})
+	if res.Error == nil && res.RowsAffected == 0 {
+		return fmt.Errorf("models: cache entry %d: %w", id, ErrNotFound)
+	}
+	return wrap(res.Error, fmt.Sprintf("models: mark cache entry %d ready", id))
+}
+
+// TouchCacheEntry counts a hit and moves the entry to the most-recently-used end.
+func (s *Store) TouchCacheEntry(ctx context.Context, id uint, now time.Time) error {
+	err := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).
+		Updates(map[string]any{"hits": gorm.Expr("hits + 1"), "last_used": now}).Error
+	return wrap(err, fmt.Sprintf("models: touch cache entry %d", id))
+}
+
+// DeleteCacheEntry removes an entry row and its cache volume row; missing rows are not errors.
+func (s *Store) DeleteCacheEntry(ctx context.Context, e *CacheEntry) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Where("id = ?", e.ID).Delete(&CacheEntry{}).Error; err != nil {
+			return wrap(err, fmt.Sprintf("models: delete cache entry %d", e.ID))
+		}
+		return wrap(tx.Where("id = ?", e.VolumeID).Delete(&Volume{}).Error, "models: delete cache volume "+e.VolumeID)
+	})
+}
+
+// GiBCeil converts bytes to whole GiB, rounding up, as Cinder sizes volumes.
+func GiBCeil(bytes int64) int {
+	const gib = 1 << 30
+	return int((bytes + gib - 1) / gib)
+}

@@ -1,0 +1,269 @@
+// Package starter is imagevol's API gateway: it validates a request, records the volume, starts
+// its CreateVolumeFromImage workflow on the chosen host, and serves volume status and the cache.
+package starter
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/workflows"
+)
+
+// Gateway serves the REST API.
+type Gateway struct {
+	Store    *models.Store
+	Temporal client.Client
+	Images   imagesource.Source
+	// Tokens maps bearer tokens to the project they act for.
+	Tokens map[string]string
+	// Hosts are the storage hosts volumes may be placed on.
+	Hosts  []string
+	Logger *slog.Logger
+}
+
+// Handler returns the HTTP routes.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.Handle("POST /v1/volumes", g.auth(g.createVolume))
+	mux.Handle("GET /v1/volumes", g.auth(g.listVolumes))
+	mux.Handle("GET /v1/volumes/{id}", g.auth(g.getVolume))
+	mux.Handle("GET /v1/cache", g.auth(g.listCache))
+	return mux
+}
+
+type ctxKey struct{}
+
+// auth checks the bearer token and puts its project in the request context.
+func (g *Gateway) auth(next func(http.ResponseWriter, *http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		project := ""
+		if ok {
+			for t, p := range g.Tokens {
+				if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
+					project = p
+				}
+			}
+		}
+		if project == "" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeError(w, apiErr(http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token"))
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, project)))
+	})
+}
+
+func projectOf(r *http.Request) string { p, _ := r.Context().Value(ctxKey{}).(string); return p }
+
+func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{"database": "ok", "temporal": "ok"}
+	status := http.StatusOK
+	if err := g.Store.Ping(ctx); err != nil {
+		checks["database"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	if _, err := g.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		checks["temporal"], status = err.Error(), http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, checks)
+}
+
+// CreateVolumeRequest is the body of POST /v1/volumes.
+type CreateVolumeRequest struct {
+	ImageID string `json:"image_id"`
+	SizeGB  int    `json:"size_gb"`
+	Name    string `json:"name"`
+}
+
+// VolumeView is a volume as the API shows it.
+type VolumeView struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Status      string    `json:"status"`
+	ImageID     string    `json:"image_id"`
+	SizeGB      int       `json:"size_gb"`
+	Host        string    `json:"host"`
+	Cache       string    `json:"cache,omitempty"`
+	CacheReason string    `json:"cache_reason,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	WorkflowID  string    `json:"workflow_id"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+func viewOf(v *models.Volume) VolumeView {
+	return VolumeView{
+		ID: v.ID, Name: v.Name, Status: v.Status, ImageID: v.ImageID, SizeGB: v.SizeGB, Host: v.Host,
+		Cache: v.Cache, CacheReason: v.CacheReason, Error: v.Error, WorkflowID: v.WorkflowID,
+		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
+	}
+}
+
+const maxBody = 1 << 20
+
+func (g *Gateway) createVolume(w http.ResponseWriter, r *http.Request) {
+	v, err := g.create(r.Context(), projectOf(r), r.Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status, "workflow_id": v.WorkflowID})
+}
+
+func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*models.Volume, error) {
+	var req CreateVolumeRequest
+	dec := json.NewDecoder(io.LimitReader(body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, apiErr(http.StatusBadRequest, "bad_request", "malformed JSON body: %v", err)
+	}
+	if req.ImageID == "" {
+		return nil, apiErr(http.StatusBadRequest, "bad_request", "image_id is required")
+	}
+	if req.SizeGB <= 0 {
+		return nil, apiErr(http.StatusBadRequest, "bad_request", "size_gb must be a positive number of GiB, got %d", req.SizeGB)
+	}
+	img, err := g.Images.Get(ctx, req.ImageID)
+	switch {
+	case errors.Is(err, imagesource.ErrNotFound):
+		return nil, apiErr(http.StatusBadRequest, "image_not_found", "image %s does not exist", req.ImageID)
+	case errors.Is(err, imagesource.ErrUnavailable):
+		return nil, apiErr(http.StatusServiceUnavailable, "image_service_unavailable", "%v", err)
+	case err != nil:
+		return nil, err
+	case img.Status != imagesource.StatusActive:
+		return nil, apiErr(http.StatusConflict, "image_not_active", "image %s is %s, not active", img.ID, img.Status)
+	}
+	need := img.VirtualSize
+	if need == 0 {
+		need = img.Size
+	}
+	if need > int64(req.SizeGB)<<30 {
+		return nil, apiErr(http.StatusBadRequest, "volume_too_small", "image %s needs %d GiB, size_gb is %d", img.ID, models.GiBCeil(need), req.SizeGB)
+	}
+	host, err := g.place(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	id := uuid.NewString()
+	v := &models.Volume{
+		ID: id, ProjectID: project, Name: req.Name, SizeGB: req.SizeGB, ImageID: img.ID, Host: host,
+		Status: models.StatusCreating, WorkflowID: id,
+	}
+	if err := g.Store.CreateVolume(ctx, v); err != nil {
+		return nil, err
+	}
+	_, err = g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                    id,
+		TaskQueue:             workflows.TaskQueue,
+		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host})
+	if err != nil {
+		// Nothing was started: the row must not stay "creating" forever.
+		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), id, map[string]any{"status": models.StatusError, "error": "could not start provisioning: " + err.Error()})
+		return nil, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start provisioning: %v", err)
+	}
+	g.log().Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
+	return v, nil
+}
+
+// place picks the host for a new volume: one that already caches the image's content if any,
+// else the first configured host.
+func (g *Gateway) place(ctx context.Context, img imagesource.Image) (string, error) {
+	if len(g.Hosts) == 0 {
+		return "", apiErr(http.StatusServiceUnavailable, "no_hosts", "no storage hosts are configured")
+	}
+	entries, err := g.Store.ListCacheEntries(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if e.ImageID == img.ID && e.ContentHash == img.ContentHash() && e.State == models.EntryReady {
+			for _, h := range g.Hosts {
+				if h == e.Host {
+					return h, nil
+				}
+			}
+		}
+	}
+	return g.Hosts[0], nil
+}
+
+func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
+	v, err := g.Store.GetVolume(r.Context(), r.PathValue("id"))
+	if errors.Is(err, models.ErrNotFound) || (err == nil && v.ProjectID != projectOf(r)) {
+		writeError(w, apiErr(http.StatusNotFound, "volume_not_found", "volume %s not found", r.PathValue("id")))
+		return
+	} else if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewOf(v))
+}
+
+func (g *Gateway) listVolumes(w http.ResponseWriter, r *http.Request) {
+	vs, err := g.Store.ListVolumes(r.Context(), projectOf(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]VolumeView, 0, len(vs))
+	for i := range vs {
+		out = append(out, viewOf(&vs[i]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"volumes": out})
+}
+
+// CacheEntryView is a cache entry as the API shows it.
+type CacheEntryView struct {
+	ID          uint      `json:"id"`
+	Host        string    `json:"host"`
+	Pool        string    `json:"pool"`
+	ImageID     string    `json:"image_id"`
+	ContentHash string    `json:"content_hash"`
+	VolumeID    string    `json:"volume_id"`
+	SizeBytes   int64     `json:"size_bytes"`
+	Hits        int64     `json:"hits"`
+	LastUsed    time.Time `json:"last_used"`
+	Pinned      bool      `json:"pinned"`
+	State       string    `json:"state"`
+}
+
+func (g *Gateway) listCache(w http.ResponseWriter, r *http.Request) {
+	es, err := g.Store.ListCacheEntries(r.Context(), r.URL.Query().Get("host"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]CacheEntryView, 0, len(es))
+	for _, e := range es {
+		out = append(out, CacheEntryView{
+			ID: e.ID, Host: e.Host, Pool: e.Pool, ImageID: e.ImageID, ContentHash: e.ContentHash, VolumeID: e.VolumeID,
+			SizeBytes: e.SizeBytes, Hits: e.Hits, LastUsed: e.LastUsed, Pinned: e.Pinned, State: e.State,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+func (g *Gateway) log() *slog.Logger {
+	if g.Logger != nil {
+		return g.Logger
+	}
+	return slog.Default()
+}

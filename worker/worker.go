@@ -1,0 +1,63 @@
+// Package worker runs imagevol's Temporal workers for one storage host: one polls the host's own
+// task queue for the steps that touch its Ceph pool; one polls the shared queue for workflow
+// tasks (and runs their local activities).
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+
+	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/workflows"
+)
+
+// Options tunes the workers; zero values take the SDK's defaults.
+type Options struct {
+	// MaxConcurrentActivities bounds the host's concurrent steps (each download holds buffers).
+	MaxConcurrentActivities int
+}
+
+// Start registers the workflows and the host's activities and starts polling. Stop the returned
+// workers when done. Several hosts may run in one process, each with its own Activities.
+func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkworker.Worker, error) {
+	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
+		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
+		DisableWorkflowWorker:              true,
+	})
+	host.RegisterActivity(acts)
+
+	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true})
+	shared.RegisterWorkflow(workflows.CreateVolumeFromImage)
+	// Local activities (volume state updates) run here; they only need the database.
+	shared.RegisterActivity(acts)
+
+	started := []sdkworker.Worker{}
+	for _, w := range []sdkworker.Worker{host, shared} {
+		if err := w.Start(); err != nil {
+			for _, s := range started {
+				s.Stop()
+			}
+			return nil, fmt.Errorf("worker: start: %w", err)
+		}
+		started = append(started, w)
+	}
+	return started, nil
+}
+
+// Run starts the workers and blocks until ctx is done.
+func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts Options) error {
+	ws, err := Start(c, acts, opts)
+	if err != nil {
+		return err
+	}
+	slog.Info("worker polling", "host", acts.Config.Host, "host_queue", workflows.HostQueue(acts.Config.Host), "workflow_queue", workflows.TaskQueue)
+	<-ctx.Done()
+	for _, w := range ws {
+		w.Stop()
+	}
+	return nil
+}
