@@ -74,6 +74,7 @@ if [ "$detach" = 1 ]; then exit 0; fi
 say "running; press Ctrl-C to stop"
 while sleep 1; do
   for p in temporal worker-node1 gateway; do
+    [ -e "$RUN/pids/$p.pid" ] || { say "$p was stopped (make stop)"; stop_all; exit 0; }
     [ -n "$(pid_of "$p")" ] || { say "$p exited; log: $RUN/log/$p.log"; stop_all; exit 1; }
   done
 done
