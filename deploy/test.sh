@@ -15,10 +15,9 @@ cleanup() {
 }
 trap cleanup EXIT
 for s in ceph glance mariadb; do
-  if ! "$here/$s.sh" status >/dev/null 2>&1; then
-    "$here/$s.sh" start
-    started+=("$s")
-  fi
+  "$here/$s.sh" status >/dev/null 2>&1 || started+=("$s")
+  # start is idempotent: it also writes the env file of a service that was already up.
+  "$here/$s.sh" start
 done
 . "$RUN/ceph/env"
 . "$RUN/glance/env"
