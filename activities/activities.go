@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -237,9 +238,18 @@ func newHash(img ImageRef) (hash.Hash, string, error) {
 // StagingName is where an image's bytes land before import.
 func StagingName(target string) string { return target + ".part" }
 
-// DownloadImage streams the image from the image service into a fresh staging RBD image,
-// verifying its hash and size as the bytes pass. On a mismatch the staging image is removed and
-// the error is final.
+// DownloadProgress is the durable progress a download heartbeats: every byte below Offset is in
+// the staging image, and HashState is the digest's state at exactly that point.
+type DownloadProgress struct {
+	Offset    int64
+	Total     int64
+	HashState []byte
+}
+
+// DownloadImage streams the image from the image service into a staging RBD image, verifying
+// its hash and size as the bytes pass. It heartbeats its durable progress; a retried attempt
+// (after a worker crash, say) resumes from there with a ranged request instead of from zero. On a
+// mismatch the staging image is removed and the error is final.
 func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (DownloadResult, error) {
 	staging := StagingName(in.Target)
 	// Already imported by an earlier attempt: nothing to do.
@@ -252,37 +262,39 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	if err != nil {
 		return DownloadResult{}, err
 	}
-	// A staging image left by a crashed attempt is incomplete: start it again.
-	if _, err := a.Storage.Remove(ctx, in.Pool, staging); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return DownloadResult{}, err
-	}
-	if err := a.Storage.Create(ctx, in.Pool, staging, uint64(in.Image.Size)); err != nil {
-		return DownloadResult{}, err
+	offset := a.resumePoint(ctx, in, staging, h)
+	if offset == 0 {
+		// Whatever an earlier attempt left cannot be trusted: start again.
+		if _, err := a.Storage.Remove(ctx, in.Pool, staging); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return DownloadResult{}, err
+		}
+		if err := a.Storage.Create(ctx, in.Pool, staging, uint64(in.Image.Size)); err != nil {
+			return DownloadResult{}, err
+		}
 	}
 	fail := func(err error) (DownloadResult, error) {
-		if _, rerr := a.Storage.Remove(context.WithoutCancel(ctx), in.Pool, staging); rerr != nil && !errors.Is(rerr, storage.ErrNotFound) {
-			a.log(ctx).Error("could not remove staging image", "image", staging, "err", rerr)
-		}
+		a.removeQuietly(ctx, in.Pool, staging)
 		return DownloadResult{}, err
 	}
 	w, err := a.Storage.OpenWriter(ctx, in.Pool, staging)
 	if err != nil {
 		return fail(err)
 	}
-	body, err := a.Images.Open(ctx, in.Image.ID, 0)
+	body, err := a.Images.Open(ctx, in.Image.ID, offset)
 	if err != nil {
 		w.Close()
 		if errors.Is(err, imagesource.ErrNotFound) {
 			return fail(nonRetryable(ErrTypeImageNotFound, "image %s not found", in.Image.ID))
 		}
-		return fail(err)
+		return DownloadResult{}, err // transient: keep the staging image for the next attempt
 	}
 	// The image service may send more than it declared; never write past the staging image.
-	src := &limitCheck{r: body, limit: in.Image.Size}
+	src := &limitCheck{r: body, limit: in.Image.Size - offset}
 	res, err := importer.Stream(ctx, src, w, importer.StreamOptions{
-		Hash: h,
-		Progress: func(done int64) {
-			activity.RecordHeartbeat(ctx, done)
+		Offset: offset,
+		Hash:   h,
+		Progress: func(done int64, state []byte) {
+			activity.RecordHeartbeat(ctx, DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state})
 		},
 	})
 	body.Close()
@@ -293,17 +305,41 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 		if errors.Is(err, errTooLong) {
 			return fail(nonRetryable(ErrTypeSizeMismatch, "image %s: more data than its declared size %d", in.Image.ID, in.Image.Size))
 		}
-		return fail(err)
+		return DownloadResult{}, err // the heartbeated progress lets the next attempt resume
 	}
-	if res.Bytes != in.Image.Size {
+	if got := offset + res.Bytes; got != in.Image.Size {
 		// A short body is a broken transfer as often as a lying image: let Temporal retry it.
-		return fail(fmt.Errorf("image %s: received %d bytes, expected %d", in.Image.ID, res.Bytes, in.Image.Size))
+		return DownloadResult{}, fmt.Errorf("image %s: received %d bytes, expected %d", in.Image.ID, got, in.Image.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return fail(nonRetryable(ErrTypeHashMismatch, "image %s: data does not match its published hash: expected %s, got %s", in.Image.ID, want, got))
 	}
-	a.log(ctx).Info("downloaded", "image_id", in.Image.ID, "bytes", res.Bytes, "zero_skipped", res.ZeroSkipped)
-	return DownloadResult{Bytes: res.Bytes, ZeroSkipped: res.ZeroSkipped}, nil
+	a.log(ctx).Info("downloaded", "image_id", in.Image.ID, "bytes", res.Bytes, "resumed_from", offset, "zero_skipped", res.ZeroSkipped)
+	return DownloadResult{Bytes: res.Bytes, ResumedFrom: offset, ZeroSkipped: res.ZeroSkipped}, nil
+}
+
+// resumePoint returns where an interrupted download can continue — the offset of its last
+// heartbeat, with h restored to the digest state there — or 0 to start over.
+func (a *Activities) resumePoint(ctx context.Context, in DownloadInput, staging string, h hash.Hash) int64 {
+	if !activity.HasHeartbeatDetails(ctx) {
+		return 0
+	}
+	var p DownloadProgress
+	if err := activity.GetHeartbeatDetails(ctx, &p); err != nil || p.Offset <= 0 || p.Offset > in.Image.Size {
+		return 0
+	}
+	// The staging image must be the one that attempt wrote into.
+	info, err := a.Storage.Stat(ctx, in.Pool, staging)
+	if err != nil || int64(info.Size) != in.Image.Size {
+		return 0
+	}
+	u, ok := h.(encoding.BinaryUnmarshaler)
+	if !ok || u.UnmarshalBinary(p.HashState) != nil {
+		h.Reset()
+		return 0
+	}
+	a.log(ctx).Info("resuming download", "image_id", in.Image.ID, "offset", p.Offset)
+	return p.Offset
 }
 
 var errTooLong = errors.New("more data than declared")

@@ -123,7 +123,8 @@ type DownloadInput struct {
 
 // DownloadResult reports a finished, verified download.
 type DownloadResult struct {
-	Bytes       int64
+	Bytes       int64 // fetched by the attempt that finished
+	ResumedFrom int64 // where that attempt started: non-zero when it resumed an earlier one
 	ZeroSkipped int64
 }
 

@@ -23,6 +23,7 @@ done
 . "$RUN/glance/env"
 . "$RUN/mariadb/env"
 export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN
+export GLANCE_STORE_DIR=$RUN/glance/images
 
 cd "$TOP"
 export GOFLAGS="${GOFLAGS:-} -tags=pacific"

@@ -6,6 +6,7 @@ package importer
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"errors"
 	"fmt"
 	"hash"
@@ -22,9 +23,11 @@ type StreamOptions struct {
 	Offset    int64 // where in dst the first byte of src goes (for a resumed copy)
 	// Hash, when set, is fed every byte in order (it may already hold the state of a resumed copy).
 	Hash hash.Hash
-	// Progress, when set, is called from one goroutine with the count of bytes read, hashed and
-	// written so far (Offset included): every byte below that count is durable in dst.
-	Progress func(done int64)
+	// Progress, when set, is called with the count of bytes read, hashed and written so far
+	// (Offset included) — every byte below it is in dst — and Hash's marshalled state at exactly
+	// that point (nil if Hash cannot be marshalled). Together they are enough to resume. Calls
+	// are serialised.
+	Progress func(done int64, hashState []byte)
 }
 
 // StreamResult reports what Stream did.
@@ -35,10 +38,16 @@ type StreamResult struct {
 }
 
 type block struct {
-	buf  []byte
-	off  int64
-	n    int
-	refs atomic.Int32
+	buf       []byte
+	off       int64
+	n         int
+	refs      atomic.Int32
+	hashState []byte // Hash's state after this block, set by the hasher
+}
+
+type doneBlock struct {
+	n         int
+	hashState []byte
 }
 
 // Stream copies src to dst from opts.Offset on until src ends. Reading, hashing and writing
@@ -71,7 +80,7 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 	// done tracks durability: blocks complete out of order, so count the contiguous prefix.
 	var (
 		doneMu   sync.Mutex
-		finished = map[int64]int{}
+		finished = map[int64]doneBlock{}
 		durable  = opts.Offset
 	)
 	release := func(b *block) {
@@ -79,22 +88,25 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 			return
 		}
 		doneMu.Lock()
-		finished[b.off] = b.n
+		finished[b.off] = doneBlock{b.n, b.hashState}
+		var state []byte
+		advanced := false
 		for {
-			n, ok := finished[durable]
+			d, ok := finished[durable]
 			if !ok {
 				break
 			}
 			delete(finished, durable)
-			durable += int64(n)
+			durable += int64(d.n)
+			state, advanced = d.hashState, true
 		}
-		d := durable
+		if advanced && opts.Progress != nil {
+			opts.Progress(durable, state)
+		}
 		doneMu.Unlock()
-		if opts.Progress != nil {
-			opts.Progress(d)
-		}
 		free <- b
 	}
+	marshaler, _ := opts.Hash.(encoding.BinaryMarshaler)
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -103,6 +115,10 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 		for b := range toHash {
 			if opts.Hash != nil {
 				opts.Hash.Write(b.buf[:b.n])
+			}
+			b.hashState = nil
+			if marshaler != nil && opts.Progress != nil {
+				b.hashState, _ = marshaler.MarshalBinary()
 			}
 			release(b)
 		}

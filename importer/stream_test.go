@@ -59,7 +59,7 @@ func TestStream(t *testing.T) {
 			var last int64
 			res, err := Stream(context.Background(), bytes.NewReader(src), disk, StreamOptions{
 				BlockSize: block, Buffers: 4, Writers: 3, Offset: tc.offset, Hash: h,
-				Progress: func(done int64) {
+				Progress: func(done int64, _ []byte) {
 					if done < last {
 						t.Errorf("progress went back from %d to %d", last, done)
 					}
@@ -138,5 +138,39 @@ func TestStreamCancelled(t *testing.T) {
 	_, err := Stream(ctx, bytes.NewReader(make([]byte, 1<<20)), disk, StreamOptions{BlockSize: 4096})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+// A copy cut short resumes from the last reported point with the reported hash state and ends
+// with the same bytes and the same digest as an uninterrupted one.
+func TestStreamResume(t *testing.T) {
+	const block = 4096
+	src := pattern(40*block+77, block)
+	disk := &memDisk{data: make([]byte, len(src)), writes: map[int64]int{}, failAt: -1}
+	var done int64
+	var state []byte
+	h := sha512.New()
+	_, err := Stream(context.Background(), io.MultiReader(bytes.NewReader(src[:17*block+5]), &failingReader{}), disk,
+		StreamOptions{BlockSize: block, Buffers: 3, Writers: 2, Hash: h, Progress: func(d int64, s []byte) { done, state = d, s }})
+	if err == nil {
+		t.Fatal("the cut-short copy did not fail")
+	}
+	if done == 0 || done > 17*block+5 || state == nil {
+		t.Fatalf("progress %d (state %d bytes)", done, len(state))
+	}
+	h2 := sha512.New()
+	if err := h2.(interface{ UnmarshalBinary([]byte) error }).UnmarshalBinary(state); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Stream(context.Background(), bytes.NewReader(src[done:]), disk, StreamOptions{BlockSize: block, Offset: done, Hash: h2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bytes != int64(len(src))-done {
+		t.Fatalf("resumed copy moved %d bytes, want the remaining %d", res.Bytes, int64(len(src))-done)
+	}
+	want := sha512.Sum512(src)
+	if !bytes.Equal(h2.Sum(nil), want[:]) || !bytes.Equal(disk.data, src) {
+		t.Fatal("resumed copy differs from the source")
 	}
 }

@@ -16,7 +16,9 @@ import (
 	"github.com/google/uuid"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
+	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/workflows"
@@ -103,6 +105,7 @@ type VolumeView struct {
 	CacheReason string    `json:"cache_reason,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	WorkflowID  string    `json:"workflow_id"`
+	Progress    *Progress `json:"progress,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -214,7 +217,42 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(v))
+	view := viewOf(v)
+	if v.Status == models.StatusCreating {
+		view.Progress = g.progress(r.Context(), v.WorkflowID)
+	}
+	writeJSON(w, http.StatusOK, view)
+}
+
+// Progress is what a running provision is doing: its current step and, while data moves, how
+// many bytes of how many are done.
+type Progress struct {
+	Phase      string `json:"phase"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+}
+
+// progress reads a provision's pending step and its last heartbeat from Temporal; it is
+// best-effort and returns nil when Temporal does not answer quickly.
+func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	desc, err := g.Temporal.DescribeWorkflowExecution(ctx, workflowID, "")
+	if err != nil {
+		return nil
+	}
+	p := &Progress{Phase: "starting"}
+	for _, pa := range desc.GetPendingActivities() {
+		p.Phase = pa.GetActivityType().GetName()
+		if pa.GetHeartbeatDetails() == nil {
+			continue
+		}
+		var d activities.DownloadProgress
+		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &d) == nil {
+			p.BytesDone, p.BytesTotal = d.Offset, d.Total
+		}
+	}
+	return p
 }
 
 func (g *Gateway) listVolumes(w http.ResponseWriter, r *http.Request) {

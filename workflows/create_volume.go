@@ -35,7 +35,8 @@ type CreateVolumeResult struct {
 	Cache       string // hit, miss or not_cached
 	CacheReason string
 	Format      string
-	Bytes       int64 // downloaded on a miss
+	Bytes       int64 // downloaded on a miss, by the attempt that finished
+	ResumedFrom int64 // where that attempt resumed an interrupted download
 	Flattened   bool
 }
 
@@ -141,7 +142,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		}).Get(ctx, &dl); err != nil {
 			return res, err
 		}
-		res.Bytes = dl.Bytes
+		res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
 		var imp activities.ImportResult
 		if err := workflow.ExecuteActivity(hostData, a.ImportImage, activities.ImportInput{
 			Pool: plan.Pool, Target: target, MaxVirtualSize: sizeBytes,
