@@ -32,6 +32,9 @@ type env struct {
 	glance   *glance.Client
 	pool     string
 	dsn      string
+	// frontend and namespace let worker processes join the in-process Temporal server.
+	frontend  string
+	namespace string
 }
 
 var stack *env
@@ -89,7 +92,8 @@ func run(m *testing.M) int {
 	ts := temporaltest.NewServer(temporaltest.WithBaseServerOptions(temporal.WithDynamicConfigClient(dc)))
 	defer ts.Stop()
 
-	stack = &env{temporal: ts.GetDefaultClient(), store: store, ceph: ceph, glance: gl, pool: "volumes", dsn: dsn}
+	stack = &env{temporal: ts.GetDefaultClient(), store: store, ceph: ceph, glance: gl, pool: "volumes", dsn: dsn,
+		frontend: ts.GetFrontendHostPort(), namespace: ts.GetDefaultNamespace()}
 	code := m.Run()
 	if err := stack.removeAllVolumes(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: cleanup:", err)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
@@ -27,6 +28,9 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
 		DisableWorkflowWorker:              true,
+		// Send a download's progress (its resume point) at least every second, not every
+		// 80% of the heartbeat timeout: a crash then loses at most a second of work.
+		MaxHeartbeatThrottleInterval: time.Second,
 	})
 	host.RegisterActivity(acts)
 

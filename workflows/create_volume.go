@@ -43,7 +43,7 @@ type CreateVolumeResult struct {
 const gib = int64(1) << 30
 
 // Activity options, set once: short host steps retry quickly; long data steps heartbeat so a
-// dead worker is noticed within a minute and the step moves to a live one.
+// dead worker is noticed within 20 s and the step moves to a live one.
 var (
 	retry = &temporal.RetryPolicy{
 		InitialInterval:        time.Second,
@@ -53,7 +53,7 @@ var (
 		NonRetryableErrorTypes: activities.NonRetryable,
 	}
 	shortStep = workflow.ActivityOptions{StartToCloseTimeout: 2 * time.Minute, RetryPolicy: retry}
-	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: time.Minute, RetryPolicy: retry}
+	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: 20 * time.Second, RetryPolicy: retry}
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
 
