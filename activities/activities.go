@@ -68,6 +68,9 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	case img.VirtualSize > int64(in.SizeGB)*gib:
 		return LookupResult{}, nonRetryable(ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
 	}
+	if _, err := ShouldFlatten(a.Config.FlattenPolicy, 1); err != nil {
+		return LookupResult{}, nonRetryable(ErrTypeUnsupported, "%v", err)
+	}
 	res := LookupResult{
 		Image: ImageRef{
 			ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo, HashValue: img.HashValue,

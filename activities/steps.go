@@ -234,7 +234,7 @@ func (a *Activities) SetVolumeState(ctx context.Context, in VolumeUpdate) error 
 	fields := map[string]any{}
 	for col, v := range map[string]string{
 		"status": in.Status, "cache": in.Cache, "cache_reason": in.CacheReason, "error": in.Error,
-		"host": in.Host, "pool": in.Pool,
+		"host": in.Host, "pool": in.Pool, "flatten": in.Flatten,
 	} {
 		if v != "" {
 			fields[col] = v

@@ -45,7 +45,8 @@ const (
 	ReasonFillInProgress = "fill_in_progress"
 )
 
-// Flatten policies.
+// Flatten policies: never, always, or "depth>N" — flatten when the new volume would be more
+// than N clone levels deep.
 const (
 	FlattenNever  = "never"
 	FlattenAlways = "always"
@@ -64,7 +65,7 @@ type Config struct {
 	CinderInternalTenantProject string // cinder_internal_tenant_project_id: owns cache volumes
 	CinderInternalTenantUser    string // cinder_internal_tenant_user_id
 
-	FlattenPolicy string // never (default) or always
+	FlattenPolicy string // never (default), always, or depth>N
 	ConvertDir    string // scratch space qemu-img may need; its free space is checked first
 }
 
@@ -177,4 +178,5 @@ type VolumeUpdate struct {
 	Error       string
 	Host        string
 	Pool        string
+	Flatten     string
 }

@@ -66,6 +66,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().CreateTable(&volume{}, &imageVolumeCacheEntry{})
 	}},
+	{2, "volumes.flatten", func(tx *gorm.DB) error {
+		type volume struct {
+			Flatten string `gorm:"size:16"`
+		}
+		return tx.Migrator().AddColumn(&volume{}, "Flatten")
+	}},
 }
 
 // Migrate applies every migration not yet recorded, in version order.

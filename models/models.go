@@ -43,9 +43,19 @@ type Volume struct {
 	CacheReason string `gorm:"size:64"`
 	Error       string `gorm:"type:text"`
 	WorkflowID  string `gorm:"size:255"`
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Flatten is the state of a background flatten: "", pending, running, done or failed.
+	Flatten   string `gorm:"size:16"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
+
+// Flatten states of a volume: the volume is available through all of them.
+const (
+	FlattenPending = "pending"
+	FlattenRunning = "running"
+	FlattenDone    = "done"
+	FlattenFailed  = "failed"
+)
 
 // RBDName is the deterministic RBD image name of a volume, as Cinder's RBD driver names it.
 func RBDName(volumeID string) string { return "volume-" + volumeID }

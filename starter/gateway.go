@@ -105,6 +105,7 @@ type VolumeView struct {
 	CacheReason string    `json:"cache_reason,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	WorkflowID  string    `json:"workflow_id"`
+	Flatten     string    `json:"flatten,omitempty"`
 	Progress    *Progress `json:"progress,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
@@ -113,7 +114,7 @@ type VolumeView struct {
 func viewOf(v *models.Volume) VolumeView {
 	return VolumeView{
 		ID: v.ID, Name: v.Name, Status: v.Status, ImageID: v.ImageID, SizeGB: v.SizeGB, Host: v.Host,
-		Cache: v.Cache, CacheReason: v.CacheReason, Error: v.Error, WorkflowID: v.WorkflowID,
+		Cache: v.Cache, CacheReason: v.CacheReason, Error: v.Error, WorkflowID: v.WorkflowID, Flatten: v.Flatten,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
 	}
 }
@@ -218,7 +219,7 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	view := viewOf(v)
-	if v.Status == models.StatusCreating {
+	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
 		view.Progress = g.progress(r.Context(), v.WorkflowID)
 	}
 	writeJSON(w, http.StatusOK, view)

@@ -174,19 +174,36 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	}).Get(ctx, nil); err != nil {
 		return res, err
 	}
-	if err := setState(activities.VolumeUpdate{Status: models.StatusAvailable}); err != nil {
+	if err := setState(activities.VolumeUpdate{Status: models.StatusAvailable, Flatten: pendingFlatten(plan, reservation)}); err != nil {
 		return res, err
 	}
-	// 8. Optional flatten, after the volume is already usable. A failure here leaves a working
-	// clone behind, so it is logged rather than turned into an error of the volume.
-	if plan.FlattenPolicy == activities.FlattenAlways && (plan.Hit || reservation.Reserved) {
-		if ferr := workflow.ExecuteActivity(hostData, a.FlattenVolume, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(ctx, nil); ferr != nil {
-			workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
-		} else {
-			res.Flattened = true
+	// 8. Optional flatten, after the volume is already usable (its status shows the flatten). A
+	// failure here leaves a working clone behind, so it is recorded, not made the volume's error.
+	if plan.Hit || reservation.Reserved {
+		if flatten, _ := activities.ShouldFlatten(plan.FlattenPolicy, 1); flatten {
+			if err := setState(activities.VolumeUpdate{Flatten: models.FlattenRunning}); err != nil {
+				return res, err
+			}
+			state := models.FlattenDone
+			if ferr := workflow.ExecuteActivity(hostData, a.FlattenVolume, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(ctx, nil); ferr != nil {
+				workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
+				state = models.FlattenFailed
+			}
+			res.Flattened = state == models.FlattenDone
+			if err := setState(activities.VolumeUpdate{Flatten: state}); err != nil {
+				return res, err
+			}
 		}
 	}
 	return res, nil
+}
+
+// pendingFlatten is the flatten state a volume is made available with.
+func pendingFlatten(plan activities.LookupResult, r activities.EvictResult) string {
+	if flatten, _ := activities.ShouldFlatten(plan.FlattenPolicy, 1); flatten && (plan.Hit || r.Reserved) {
+		return models.FlattenPending
+	}
+	return ""
 }
 
 func withQueue(o workflow.ActivityOptions, queue string) workflow.ActivityOptions {

@@ -55,10 +55,10 @@ func run(logger *slog.Logger) error {
 	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", maxCount, "cache entries (0 = unlimited)")
 	flag.StringVar(&cfg.CinderInternalTenantProject, "cinder_internal_tenant_project_id", config.Env("CINDER_INTERNAL_TENANT_PROJECT_ID", "imagevol-internal"), "project owning cache volumes")
 	flag.StringVar(&cfg.CinderInternalTenantUser, "cinder_internal_tenant_user_id", config.Env("CINDER_INTERNAL_TENANT_USER_ID", "imagevol-internal"), "user owning cache volumes")
-	flag.StringVar(&cfg.FlattenPolicy, "flatten", config.Env("IMAGEVOL_FLATTEN", activities.FlattenNever), "flatten policy: never or always")
+	flag.StringVar(&cfg.FlattenPolicy, "flatten", config.Env("IMAGEVOL_FLATTEN", activities.FlattenNever), "flatten policy: never, always or depth>N")
 	flag.Parse()
-	if cfg.FlattenPolicy != activities.FlattenNever && cfg.FlattenPolicy != activities.FlattenAlways {
-		return fmt.Errorf("--flatten must be never or always, got %q", cfg.FlattenPolicy)
+	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
