@@ -318,8 +318,6 @@ cmd_purge() {
   log "deleted $DIR"
 }
 
-# git must not see the state dir (it is not in the repo's .gitignore)
-[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
 
 case "${1:-}" in
   start) cmd_start ;;

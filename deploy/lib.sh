@@ -7,7 +7,6 @@ RUN=${IMAGEVOL_RUN_DIR:-$TOP/.run}
 mkdir -p "$RUN/pids" "$RUN/log"
 RUN=$(cd "$RUN" && pwd)
 export IMAGEVOL_RUN_DIR=$RUN
-[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
 BIN=$TOP/bin
 
 say() { echo "imagevol: $*" >&2; }

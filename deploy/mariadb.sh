@@ -203,8 +203,6 @@ cmd_status() {
   return 1
 }
 
-# git must not see the state dir (it is not in the repo's .gitignore)
-[ -e "$RUN/.gitignore" ] || echo '*' >"$RUN/.gitignore"
 
 case "${1:-}" in
   start) cmd_start ;;

@@ -16,12 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"go.temporal.io/sdk/client"
-	sdklog "go.temporal.io/sdk/log"
-
 	"github.com/imagevol/imagevol/config"
-	"github.com/imagevol/imagevol/imagesource/glance"
-	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 )
 
@@ -51,25 +46,13 @@ func run(logger *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	store, err := models.Open(ctx, common.DBDSN, common.DBFile())
+	svc, err := common.Connect(ctx, logger)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	images, err := glance.New(common.GlanceURL, common.GlanceToken)
-	if err != nil {
-		return err
-	}
-	c, err := client.Dial(client.Options{
-		HostPort: common.TemporalAddress, Namespace: common.Namespace,
-		Logger: sdklog.NewStructuredLogger(logger),
-	})
-	if err != nil {
-		return fmt.Errorf("connect to temporal at %s: %w", common.TemporalAddress, err)
-	}
-	defer c.Close()
+	defer svc.Close()
 
-	gw := &starter.Gateway{Store: store, Temporal: c, Images: images, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger}
+	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger}
 	srv := &http.Server{Addr: *listen, Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

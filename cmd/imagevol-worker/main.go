@@ -5,19 +5,13 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"go.temporal.io/sdk/client"
-	sdklog "go.temporal.io/sdk/log"
-
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/config"
-	"github.com/imagevol/imagevol/imagesource/glance"
-	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage/rbd"
 	"github.com/imagevol/imagevol/worker"
 )
@@ -65,28 +59,16 @@ func run(logger *slog.Logger) error {
 	defer stop()
 	logger = logger.With("host", cfg.Host)
 
-	store, err := models.Open(ctx, common.DBDSN, common.DBFile())
+	svc, err := common.Connect(ctx, logger)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer svc.Close()
 	cluster, err := rbd.Connect(cfg.CephConf)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	images, err := glance.New(common.GlanceURL, common.GlanceToken)
-	if err != nil {
-		return err
-	}
-	c, err := client.Dial(client.Options{
-		HostPort: common.TemporalAddress, Namespace: common.Namespace,
-		Logger: sdklog.NewStructuredLogger(logger),
-	})
-	if err != nil {
-		return fmt.Errorf("connect to temporal at %s: %w", common.TemporalAddress, err)
-	}
-	defer c.Close()
-	acts := &activities.Activities{Store: store, Storage: cluster, Images: images, Config: cfg, Logger: logger}
-	return worker.Run(ctx, c, acts, worker.Options{})
+	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Config: cfg, Logger: logger}
+	return worker.Run(ctx, svc.Temporal, acts, worker.Options{})
 }
