@@ -25,6 +25,7 @@ test:
 
 vet:
 	go vet $(TAGS) ./...
+	go run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.4.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 fmt:
