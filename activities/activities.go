@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -12,10 +13,13 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/imagesource"
@@ -29,8 +33,10 @@ type Activities struct {
 	Store   *models.Store
 	Storage storage.Storage
 	Images  imagesource.Source
-	Config  Config
-	Logger  *slog.Logger
+	// Temporal starts and awaits the single-flight cache fills (JoinFill).
+	Temporal client.Client
+	Config   Config
+	Logger   *slog.Logger
 }
 
 const gib = int64(1) << 30
@@ -51,21 +57,25 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 	return l.With("host", a.Config.Host)
 }
 
-// LookupCache reads the image's metadata and looks for a ready cache entry of its content on
-// this host. A hit is only reported once the cache volume's snapshot is seen in Ceph: an entry
-// whose volume disappeared is dropped, and the provision falls back to a download.
+// LookupCache reads the image's metadata and looks for a ready cache entry of its content: on
+// this host first, then on any other host of the same Ceph cluster (a clone can cross pools). A
+// hit is only reported once the cache volume's snapshot is seen in Ceph: an entry whose volume
+// disappeared is dropped, and the provision falls back to a download. Entries of an image that
+// is gone, deactivated or whose content changed are evicted on the way.
 func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupResult, error) {
 	img, err := a.Images.Get(ctx, in.ImageID)
 	switch {
 	case errors.Is(err, imagesource.ErrNotFound):
+		a.invalidate(ctx, in.ImageID, "")
 		return LookupResult{}, nonRetryable(ErrTypeImageNotFound, "image %s not found", in.ImageID)
 	case err != nil:
 		return LookupResult{}, err
 	case img.Status != imagesource.StatusActive:
+		a.invalidate(ctx, in.ImageID, "")
 		return LookupResult{}, nonRetryable(ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
 	case img.ContentHash() == "":
 		return LookupResult{}, nonRetryable(ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
-	case img.VirtualSize > int64(in.SizeGB)*gib:
+	case !in.Prewarm && img.VirtualSize > int64(in.SizeGB)*gib:
 		return LookupResult{}, nonRetryable(ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
 	}
 	if _, err := ShouldFlatten(a.Config.FlattenPolicy, 1); err != nil {
@@ -76,6 +86,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 			ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo, HashValue: img.HashValue,
 			Checksum: img.Checksum, ContentHash: img.ContentHash(), UpdatedAt: img.UpdatedAt,
 		},
+		Cluster:       a.Config.ClusterName,
 		Pool:          a.Config.Pool,
 		FlattenPolicy: a.Config.FlattenPolicy,
 	}
@@ -83,37 +94,24 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 		res.Reason = ReasonDisabled
 		return res, nil
 	}
-	entry, err := a.Store.FindCacheEntry(ctx, a.Config.Host, a.Config.Pool, img.ID, res.Image.ContentHash)
-	switch {
-	case errors.Is(err, models.ErrNotFound):
-	case err != nil:
+	// A new upload under the same image id is new content: its old entries are stale.
+	a.invalidate(ctx, img.ID, res.Image.ContentHash)
+	entry, err := a.readyEntry(ctx, img.ID, res.Image.ContentHash)
+	if err != nil {
 		return LookupResult{}, err
-	case entry.State == models.EntryReady:
-		parent := CacheParent(a.Config.Pool, entry.VolumeID)
-		ok, err := a.Storage.SnapshotExists(ctx, parent.Pool, parent.Image, parent.Snapshot)
-		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+	}
+	if entry != nil {
+		if err := a.Store.TouchCacheEntry(ctx, entry.ID, time.Now().UTC()); err != nil {
 			return LookupResult{}, err
 		}
-		if ok {
-			if err := a.Store.TouchCacheEntry(ctx, entry.ID, time.Now().UTC()); err != nil {
-				return LookupResult{}, err
-			}
-			res.Hit, res.Parent, res.EntryID = true, parent, entry.ID
-			return res, nil
+		if !in.Prewarm {
+			a.count(ctx, models.CacheStat{Hits: 1})
 		}
-		// The cache volume is gone (deleted behind our back): drop its rows so this miss can
-		// fill the cache again.
-		a.log(ctx).Warn("cache volume disappeared; falling back to download", "entry", entry.ID, "volume", entry.VolumeID)
-		if err := a.Store.DeleteCacheEntry(ctx, entry); err != nil {
-			return LookupResult{}, err
-		}
-	default: // filling
-		res.Reason = ReasonFillInProgress
-		if entry.FillWorkflowID == activity.GetInfo(ctx).WorkflowExecution.ID {
-			res.Cacheable = true // our own reservation, from an earlier attempt
-			res.Reason = ""
-		}
+		res.Hit, res.Entry = true, refOf(entry)
 		return res, nil
+	}
+	if !in.Prewarm {
+		a.count(ctx, models.CacheStat{Misses: 1})
 	}
 	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB) * gib; max > 0 && img.Size > max {
 		res.Reason = ReasonTooBig
@@ -123,16 +121,78 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	return res, nil
 }
 
+// readyEntry is the ready entry of an image's content to clone from, this host's first, or nil.
+// Entries whose cache volume vanished from Ceph (deleted behind the engine's back) are dropped.
+func (a *Activities) readyEntry(ctx context.Context, imageID, contentHash string) (*models.CacheEntry, error) {
+	entries, err := a.Store.FindReadyEntries(ctx, a.Config.ClusterName, imageID, contentHash)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(entries, func(x, y models.CacheEntry) int {
+		return cmp.Compare(b2i(x.Host != a.Config.Host), b2i(y.Host != a.Config.Host))
+	})
+	for i := range entries {
+		e := &entries[i]
+		parent := CacheParent(e.Pool, e.VolumeID)
+		ok, err := a.Storage.SnapshotExists(ctx, parent.Pool, parent.Image, parent.Snapshot)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		if ok {
+			return e, nil
+		}
+		a.log(ctx).Warn("cache volume disappeared; dropping its entry", "entry", e.ID, "volume", e.VolumeID, "entry_host", e.Host)
+		if err := a.Store.DeleteCacheEntry(ctx, e); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// invalidate evicts this host's ready entries of an image whose content hash is not keepHash
+// (all of them when keepHash is empty). It is best effort: a failure is logged, and the
+// reconcile workflow catches what is left.
+func (a *Activities) invalidate(ctx context.Context, imageID, keepHash string) {
+	entries, err := a.Store.ListEntriesOfImage(ctx, imageID)
+	if err != nil {
+		a.log(ctx).Error("invalidate: list entries", "image_id", imageID, "err", err)
+		return
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.Host != a.Config.Host || e.ContentHash == keepHash || e.State == models.EntryFilling {
+			continue
+		}
+		if _, err := a.evict(ctx, e, true); err != nil && !errors.Is(err, models.ErrLeased) && !errors.Is(err, models.ErrNotFound) {
+			a.log(ctx).Error("invalidate: evict", "entry", e.ID, "err", err)
+		}
+	}
+}
+
 // EvictLRU makes room for an image in this host's cache, evicting the least recently used
-// entries that are ready and not pinned until both the size and count limits allow one more,
-// then reserves the slot as a "filling" entry owned by the internal project. When nothing more
-// can be evicted the result says so and the provision goes on without caching.
+// entries that are ready, not pinned and not leased until the size and count limits and the
+// internal project's quota allow one more, then reserves the slot as a "filling" entry owned by
+// the internal project. When nothing more can be evicted the result says why and the provision
+// goes on without caching. When the image is already cached somewhere in the cluster (a fill
+// that finished just before this one started) the result points at that entry instead.
 func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (EvictResult, error) {
 	cfg := a.Config
-	// Crash recovery: an earlier attempt of this workflow may already hold the reservation.
+	if e, err := a.readyEntry(ctx, in.Image.ID, in.Image.ContentHash); err != nil {
+		return EvictResult{}, err
+	} else if e != nil {
+		return EvictResult{Ready: true, Entry: refOf(e)}, nil
+	}
+	// Crash recovery: an earlier attempt of this fill may already hold the reservation.
 	if e, err := a.Store.FindCacheEntry(ctx, cfg.Host, cfg.Pool, in.Image.ID, in.Image.ContentHash); err == nil {
 		if e.FillWorkflowID == in.FillWorkflowID {
-			return EvictResult{Reserved: true, EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
+			return EvictResult{Reserved: true, Entry: refOf(e), EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
 		}
 		return EvictResult{Reason: ReasonFillInProgress}, nil
 	} else if !errors.Is(err, models.ErrNotFound) {
@@ -140,36 +200,57 @@ func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (EvictResult, 
 	}
 
 	maxBytes := int64(cfg.ImageVolumeCacheMaxSizeGB) * gib
+	sizeGB := int64(models.GiBCeil(in.Image.Size))
 	var res EvictResult
+	waits := 0
 	for {
 		u, err := a.Store.CacheUsage(ctx, cfg.Host, cfg.Pool)
 		if err != nil {
 			return res, err
 		}
-		fitsCount := cfg.ImageVolumeCacheMaxCount <= 0 || u.Count+1 <= int64(cfg.ImageVolumeCacheMaxCount)
-		fitsSize := maxBytes <= 0 || u.Bytes+in.Image.Size <= maxBytes
-		if fitsCount && fitsSize {
-			break
-		}
-		victim, err := a.lruVictim(ctx)
+		q, err := a.Store.ProjectUsage(ctx, cfg.CinderInternalTenantProject)
 		if err != nil {
 			return res, err
 		}
-		if victim == nil {
-			res.Reason = ReasonFull
-			return res, nil
+		fitsCount := cfg.ImageVolumeCacheMaxCount <= 0 || u.Count+1 <= int64(cfg.ImageVolumeCacheMaxCount)
+		fitsSize := maxBytes <= 0 || u.Bytes+in.Image.Size <= maxBytes
+		fitsQuota := (cfg.InternalQuotaVolumes <= 0 || q.Volumes+1 <= int64(cfg.InternalQuotaVolumes)) &&
+			(cfg.InternalQuotaGB <= 0 || q.GB+sizeGB <= int64(cfg.InternalQuotaGB))
+		if fitsCount && fitsSize && fitsQuota {
+			break
 		}
-		if err := a.evict(ctx, victim); err != nil {
+		evicted, leased, err := a.evictOne(ctx)
+		if err != nil {
 			return res, err
 		}
-		res.Evicted = append(res.Evicted, victim.ID)
+		if evicted == 0 && leased && waits < maxLeaseWaits {
+			// Only entries being cloned from could go; a clone takes milliseconds, so wait
+			// for its lease to be released rather than give up on caching.
+			waits++
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(leaseWait):
+			}
+			continue
+		}
+		if evicted == 0 {
+			// Nothing left that may go: say which limit blocks, never cap silently.
+			res.Reason = ReasonFull
+			if fitsCount && fitsSize {
+				res.Reason = ReasonQuota
+			}
+			a.log(ctx).Info("not caching", "image_id", in.Image.ID, "reason", res.Reason, "entries", u.Count, "bytes", u.Bytes, "quota_volumes", q.Volumes, "quota_gb", q.GB)
+			return res, nil
+		}
+		res.Evicted = append(res.Evicted, evicted)
 		activity.RecordHeartbeat(ctx, len(res.Evicted))
 	}
 
 	now := time.Now().UTC()
 	cacheVol := &models.Volume{
 		ID: uuid.NewString(), ProjectID: cfg.CinderInternalTenantProject, UserID: cfg.CinderInternalTenantUser,
-		Name: "image-" + in.Image.ID, SizeGB: models.GiBCeil(in.Image.Size), ImageID: in.Image.ID,
+		Name: "image-" + in.Image.ID, SizeGB: int(sizeGB), ImageID: in.Image.ID,
 		Host: cfg.Host, Pool: cfg.Pool, Status: models.StatusCreating, WorkflowID: in.FillWorkflowID,
 	}
 	if err := a.Store.CreateVolume(ctx, cacheVol); err != nil {
@@ -178,51 +259,153 @@ func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (EvictResult, 
 	entry := &models.CacheEntry{
 		Host: cfg.Host, ClusterName: cfg.ClusterName, Pool: cfg.Pool, ImageID: in.Image.ID,
 		ImageUpdatedAt: in.Image.UpdatedAt, ContentHash: in.Image.ContentHash, VolumeID: cacheVol.ID,
-		Size: models.GiBCeil(in.Image.Size), SizeBytes: in.Image.Size, LastUsed: now,
+		Size: int(sizeGB), SizeBytes: in.Image.Size, LastUsed: now,
 		State: models.EntryFilling, FillWorkflowID: in.FillWorkflowID,
 	}
 	if err := a.Store.InsertCacheEntry(ctx, entry); err != nil {
 		_ = a.Store.DeleteVolume(ctx, cacheVol.ID)
 		if errors.Is(err, models.ErrDuplicate) {
-			// Another provision reserved the same image a moment ago.
+			// Another fill reserved the same key a moment ago (the unique index backs up the
+			// single-flight workflow ID).
 			res.Reason = ReasonFillInProgress
 			return res, nil
 		}
 		return res, err
 	}
-	res.Reserved, res.EntryID, res.CacheVolumeID = true, entry.ID, cacheVol.ID
+	res.Reserved, res.Entry, res.EntryID, res.CacheVolumeID = true, refOf(entry), entry.ID, cacheVol.ID
 	a.log(ctx).Info("cache slot reserved", "image_id", in.Image.ID, "entry", entry.ID, "evicted", len(res.Evicted))
 	return res, nil
 }
 
-// lruVictim is the least recently used entry that may be evicted, or nil.
-func (a *Activities) lruVictim(ctx context.Context) (*models.CacheEntry, error) {
+// How long EvictLRU waits for leases on the only evictable entries to be released.
+const (
+	leaseWait     = 100 * time.Millisecond
+	maxLeaseWaits = 50
+)
+
+// evictOne evicts this host's least recently used entry that may go — ready, not pinned, not
+// leased — and returns its id, or 0 when there is none; leased says whether some entry would
+// have gone but for a lease.
+func (a *Activities) evictOne(ctx context.Context) (id uint, leased bool, err error) {
 	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
 	if err != nil {
-		return nil, err
+		return 0, false, err
 	}
+	// An entry left "evicting" by a crashed eviction is finished first.
+	slices.SortStableFunc(entries, func(x, y models.CacheEntry) int {
+		return cmp.Compare(b2i(x.State != models.EntryEvicting), b2i(y.State != models.EntryEvicting))
+	})
 	for i := range entries {
 		e := &entries[i]
-		if e.Pool == a.Config.Pool && e.State == models.EntryReady && !e.Pinned {
-			return e, nil
+		if e.Pool != a.Config.Pool || e.State == models.EntryFilling || e.Pinned {
+			continue
+		}
+		_, err := a.evict(ctx, e, false)
+		switch {
+		case err == nil:
+			return e.ID, false, nil
+		case errors.Is(err, models.ErrLeased):
+			leased = true // being cloned from: try the next one
+		case errors.Is(err, models.ErrNotFound):
+			// changed since listed: try the next one
+		default:
+			return 0, false, err
 		}
 	}
-	return nil, nil
+	return 0, leased, nil
 }
 
-// evict removes a cache volume and then its rows. Clones made from it keep working: with
-// format-2 clones the parent goes to the trash until its last child is gone.
-func (a *Activities) evict(ctx context.Context, e *models.CacheEntry) error {
-	name := models.RBDName(e.VolumeID)
-	trashed, err := a.Storage.Remove(ctx, a.Config.Pool, name)
+// evict removes a cache entry safely: it first marks the entry "evicting", which fails while a
+// provision holds a lease on it (models.ErrLeased); then removes the cache volume and its rows.
+// Clones made from it keep working: with format-2 clones the volume goes to the trash, and is
+// purged once its last clone is gone. It reports whether the volume went to the trash.
+func (a *Activities) evict(ctx context.Context, e *models.CacheEntry, force bool) (bool, error) {
+	now := time.Now().UTC()
+	if err := a.Store.BeginEvict(ctx, e.ID, now, force); err != nil {
+		return false, err
+	}
+	// From here the entry can no longer be leased; a crash leaves it "evicting", and the next
+	// eviction or reconcile pass on this host finishes the job.
+	trashed, err := a.Storage.Remove(ctx, e.Pool, models.RBDName(e.VolumeID))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("evict cache entry %d: %w", e.ID, err)
+		return false, fmt.Errorf("evict cache entry %d: %w", e.ID, err)
 	}
-	if err := a.Store.DeleteCacheEntry(ctx, e); err != nil {
-		return err
+	if err := a.Store.FinishEvict(ctx, e, trashed, now); err != nil {
+		return false, err
 	}
+	a.count(ctx, models.CacheStat{Evictions: 1})
 	a.log(ctx).Info("evicted cache entry", "entry", e.ID, "image_id", e.ImageID, "volume", e.VolumeID, "trashed", trashed)
-	return nil
+	return trashed, nil
+}
+
+// count adds to this host's cache counters; the counters are statistics, so a failure is logged
+// rather than failing the step.
+func (a *Activities) count(ctx context.Context, d models.CacheStat) {
+	if err := a.Store.AddStats(ctx, a.Config.Host, d); err != nil {
+		a.log(ctx).Warn("cache stats not recorded", "err", err)
+	}
+}
+
+// fillOptions start the cluster's one fill of an image: a run already under way is joined
+// (USE_EXISTING), and a finished one may run again (it then finds the entry ready at once).
+// Child workflows cannot carry a conflict policy, so the fill is a workflow of its own, started
+// and awaited by this activity.
+func fillOptions(id string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                WorkflowQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowRunTimeout:       6 * time.Hour,
+	}
+}
+
+// JoinFill starts the fill of an image into the cluster's cache, or joins the one already under
+// way, and waits for its result, heartbeating. Every concurrent miss of the same content in the
+// cluster waits on the same run, so the image is downloaded once. A failed fill is returned as
+// a result (FailureType), not an error, so the provision can decide to download on its own.
+func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, error) {
+	id := FillWorkflowID(in.Cluster, in.Image.ID, in.Image.ContentHash)
+	run, err := a.Temporal.ExecuteWorkflow(ctx, fillOptions(id), FillWorkflowName, in)
+	if err != nil {
+		return FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
+	}
+	// The details name the fill, so a status query can follow the provision into it.
+	activity.RecordHeartbeat(ctx, id)
+	stop := heartbeatEvery(ctx, 5*time.Second, id)
+	defer stop()
+	var res FillResult
+	if err := run.Get(ctx, &res); err != nil {
+		if ctx.Err() != nil {
+			return FillResult{}, err
+		}
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			return FillResult{FailureType: appErr.Type(), FailureMessage: appErr.Message()}, nil
+		}
+		return FillResult{FailureType: "FillFailed", FailureMessage: err.Error()}, nil
+	}
+	return res, nil
+}
+
+// heartbeatEvery records a heartbeat with details every interval until the returned func runs.
+func heartbeatEvery(ctx context.Context, interval time.Duration, details any) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, details)
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // newHash returns the digest Glance published for the image and its expected hex value.
@@ -317,6 +500,7 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return fail(nonRetryable(ErrTypeHashMismatch, "image %s: data does not match its published hash: expected %s, got %s", in.Image.ID, want, got))
 	}
+	a.count(ctx, models.CacheStat{Downloads: 1, BytesDownloaded: res.Bytes})
 	a.log(ctx).Info("downloaded", "image_id", in.Image.ID, "bytes", res.Bytes, "resumed_from", offset, "zero_skipped", res.ZeroSkipped)
 	return DownloadResult{Bytes: res.Bytes, ResumedFrom: offset, ZeroSkipped: res.ZeroSkipped}, nil
 }

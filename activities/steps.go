@@ -10,6 +10,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
+	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
@@ -140,36 +141,70 @@ func (a *Activities) CloneToCache(ctx context.Context, in CacheInput) (int64, er
 	return int64(used), err
 }
 
-// CloneVolume makes the user's volume a copy-on-write clone of the cache snapshot. An existing
-// image with the same parent is an earlier attempt's success.
+// leaseTTL bounds how long a crashed clone can keep its entry from being evicted.
+const leaseTTL = 10 * time.Minute
+
+// CloneVolume makes the user's volume a copy-on-write clone of a cache entry's snapshot, which
+// may sit in another host's pool of the same cluster. It holds a lease on the entry while it
+// clones, so the entry cannot be evicted under it; an entry already evicted is reported as
+// CacheVolumeGone and the provision looks the cache up again. An existing image with the same
+// parent is an earlier attempt's success.
 func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
-	err := a.Storage.Clone(ctx, in.Parent, in.Pool, in.Name)
+	parent := in.Entry.Parent()
+	if done, err := a.clonedFrom(ctx, in.Pool, in.Name, parent); done || err != nil {
+		return err
+	}
+	holder := in.Pool + "/" + in.Name
+	err := a.Store.LeaseCacheEntry(ctx, in.Entry.EntryID, holder, time.Now().UTC(), leaseTTL)
+	if errors.Is(err, models.ErrNotFound) {
+		return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d was evicted before the clone", in.Entry.EntryID)
+	} else if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.Store.ReleaseLease(context.WithoutCancel(ctx), in.Entry.EntryID, holder); err != nil {
+			a.log(ctx).Warn("lease not released; it expires by itself", "entry", in.Entry.EntryID, "err", err)
+		}
+	}()
+	err = a.Storage.Clone(ctx, parent, in.Pool, in.Name)
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, storage.ErrNotFound):
-		return nonRetryable(ErrTypeCacheVolumeGone, "cache snapshot %s/%s@%s is gone: %v", in.Parent.Pool, in.Parent.Image, in.Parent.Snapshot, err)
-	case !errors.Is(err, storage.ErrExists):
-		return err
+		return nonRetryable(ErrTypeCacheVolumeGone, "cache snapshot %s/%s@%s is gone: %v", parent.Pool, parent.Image, parent.Snapshot, err)
+	case errors.Is(err, storage.ErrExists):
+		_, err = a.clonedFrom(ctx, in.Pool, in.Name, parent)
 	}
-	info, serr := a.Storage.Stat(ctx, in.Pool, in.Name)
-	if serr != nil {
-		return serr
-	}
-	if info.Parent == nil || *info.Parent != in.Parent {
-		return nonRetryable(ErrTypeConflictingImage, "image %s/%s exists and is not a clone of %s/%s@%s", in.Pool, in.Name, in.Parent.Pool, in.Parent.Image, in.Parent.Snapshot)
-	}
-	return nil
+	return err
 }
 
-// ExtendVolume grows an image to the requested size; an image already that big is left alone.
+// clonedFrom reports whether pool/name exists as a clone of parent; an image of that name with
+// another parent is a conflict no retry can fix.
+func (a *Activities) clonedFrom(ctx context.Context, pool, name string, parent storage.Parent) (bool, error) {
+	info, err := a.Storage.Stat(ctx, pool, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if info.Parent == nil || *info.Parent != parent {
+		return false, nonRetryable(ErrTypeConflictingImage, "image %s/%s exists and is not a clone of %s/%s@%s", pool, name, parent.Pool, parent.Image, parent.Snapshot)
+	}
+	return true, nil
+}
+
+// ExtendVolume grows an image to the requested size; an image already that big is left alone,
+// and one bigger than requested (a cached disk image larger than the volume) is refused.
 func (a *Activities) ExtendVolume(ctx context.Context, in ResizeInput) error {
 	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
 	if err != nil {
 		return err
 	}
-	if int64(info.Size) >= in.SizeBytes {
+	switch {
+	case int64(info.Size) == in.SizeBytes:
 		return nil
+	case int64(info.Size) > in.SizeBytes:
+		return nonRetryable(ErrTypeVolumeTooSmall, "the image's disk is %d bytes, larger than the requested volume (%d bytes)", info.Size, in.SizeBytes)
 	}
 	return a.Storage.Resize(ctx, in.Pool, in.Name, uint64(in.SizeBytes))
 }
@@ -183,20 +218,7 @@ func (a *Activities) FlattenVolume(ctx context.Context, in ImageName) error {
 	if info.Parent == nil {
 		return nil
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, "flattening")
-			}
-		}
-	}()
+	defer heartbeatEvery(ctx, 5*time.Second, "flattening")()
 	return a.Storage.Flatten(ctx, in.Pool, in.Name)
 }
 
@@ -249,4 +271,147 @@ func (a *Activities) SetVolumeState(ctx context.Context, in VolumeUpdate) error 
 // CacheParent is the snapshot user volumes are cloned from, of the cache volume with that id.
 func CacheParent(pool, cacheVolumeID string) storage.Parent {
 	return storage.Parent{Pool: pool, Image: models.RBDName(cacheVolumeID), Snapshot: models.CacheSnapshot}
+}
+
+// EvictEntry evicts one cache entry at an operator's request. A pinned entry is refused unless
+// Force is set; an entry being cloned from is retried (by Temporal) until its lease ends.
+func (a *Activities) EvictEntry(ctx context.Context, in EvictEntryInput) (EvictEntryResult, error) {
+	e, err := a.Store.GetCacheEntry(ctx, in.EntryID)
+	if errors.Is(err, models.ErrNotFound) {
+		return EvictEntryResult{}, nil
+	} else if err != nil {
+		return EvictEntryResult{}, err
+	}
+	if e.Pinned && !in.Force {
+		return EvictEntryResult{}, nonRetryable(ErrTypeEntryPinned, "cache entry %d is pinned; unpin it first", e.ID)
+	}
+	if e.State == models.EntryFilling {
+		return EvictEntryResult{}, fmt.Errorf("cache entry %d is still filling", e.ID)
+	}
+	trashed, err := a.evict(ctx, e, in.Force)
+	if errors.Is(err, models.ErrLeased) {
+		return EvictEntryResult{}, fmt.Errorf("cache entry %d: a clone is in progress: %w", e.ID, err)
+	}
+	return EvictEntryResult{Evicted: err == nil, Trashed: trashed}, err
+}
+
+// PurgeTrash deletes for good this host's trashed cache volumes that no clone depends on any
+// more, and forgets them, which frees their bytes in the cache's size accounting.
+func (a *Activities) PurgeTrash(ctx context.Context) (int, error) {
+	ts, err := a.Store.ListTrashed(ctx, a.Config.Host)
+	if err != nil {
+		return 0, err
+	}
+	purged := 0
+	for i := range ts {
+		ok, err := a.purge(ctx, &ts[i])
+		if err != nil {
+			return purged, err
+		}
+		if ok {
+			purged++
+		}
+	}
+	return purged, nil
+}
+
+// purge deletes one trashed cache volume if it has no clone left; false while it has.
+func (a *Activities) purge(ctx context.Context, t *models.TrashedCacheVolume) (bool, error) {
+	err := a.Storage.PurgeTrashed(ctx, t.Pool, models.RBDName(t.VolumeID))
+	switch {
+	case errors.Is(err, storage.ErrInUse):
+		return false, nil
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return false, err
+	}
+	if err := a.Store.DeleteTrashed(ctx, t.ID); err != nil {
+		return false, err
+	}
+	a.log(ctx).Info("purged trashed cache volume", "volume", t.VolumeID, "image_id", t.ImageID)
+	return true, nil
+}
+
+// RemoveVolume deletes a user volume's image (and any staging image). When its parent is an
+// evicted cache volume waiting in the trash and this was its last clone, the parent is purged
+// too.
+func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolumeResult, error) {
+	var res RemoveVolumeResult
+	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+	case err != nil:
+		return res, err
+	default:
+		res.Removed = true
+	}
+	if err := a.RemoveImage(ctx, in); err != nil {
+		return res, err
+	}
+	if info.Parent == nil {
+		return res, nil
+	}
+	volumeID, ok := strings.CutPrefix(info.Parent.Image, "volume-")
+	if !ok {
+		return res, nil
+	}
+	t, err := a.Store.FindTrashed(ctx, info.Parent.Pool, volumeID)
+	if errors.Is(err, models.ErrNotFound) {
+		return res, nil
+	} else if err != nil {
+		return res, err
+	}
+	res.ParentPurged, err = a.purge(ctx, t)
+	return res, err
+}
+
+// ReconcileHost checks this host's cache against the image service and Ceph: entries of images
+// deleted, deactivated or re-uploaded with other content are evicted, evictions a crash left
+// half-done are finished, and trashed cache volumes without clones are purged. An entry being
+// cloned from is left for the next pass.
+func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error) {
+	rep := ReconcileReport{Host: a.Config.Host}
+	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
+	if err != nil {
+		return rep, err
+	}
+	for i := range entries {
+		e := &entries[i]
+		if e.State == models.EntryFilling {
+			continue
+		}
+		rep.Checked++
+		why := ""
+		if e.State == models.EntryEvicting {
+			why = "eviction left half-done"
+		} else {
+			img, err := a.Images.Get(ctx, e.ImageID)
+			switch {
+			case errors.Is(err, imagesource.ErrNotFound):
+				why = "image deleted"
+			case err != nil:
+				rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d: image service: %v", e.ID, err))
+				continue
+			case img.Status != imagesource.StatusActive:
+				why = "image " + img.Status
+			case img.ContentHash() != e.ContentHash:
+				why = "image content changed"
+			}
+		}
+		if why == "" {
+			continue
+		}
+		if _, err := a.evict(ctx, e, true); err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (%s): %v", e.ID, why, err))
+			continue
+		}
+		rep.Invalidated = append(rep.Invalidated, fmt.Sprintf("entry %d, image %s: %s", e.ID, e.ImageID, why))
+		activity.RecordHeartbeat(ctx, rep.Checked)
+	}
+	rep.Purged, err = a.PurgeTrash(ctx)
+	return rep, err
+}
+
+// DeleteVolumeRow forgets a deleted volume. It runs as a local activity of the workflow worker.
+func (a *Activities) DeleteVolumeRow(ctx context.Context, volumeID string) error {
+	return a.Store.DeleteVolume(ctx, volumeID)
 }

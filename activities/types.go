@@ -6,10 +6,29 @@
 package activities
 
 import (
+	"strings"
 	"time"
 
+	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
+
+// WorkflowQueue is the shared task queue of every workflow (and of their local activities);
+// steps that touch a host's pool run on that host's own queue instead.
+const WorkflowQueue = "imagevol.workflows"
+
+// FillWorkflowName is the registered name of the cache-fill workflow, which JoinFill starts.
+const FillWorkflowName = "FillCache"
+
+// FillWorkflowID is the one workflow ID under which an image's content is filled into a Ceph
+// cluster's cache: concurrent misses anywhere in the cluster start, or join, the same run.
+func FillWorkflowID(cluster, imageID, contentHash string) string {
+	_, hexDigest, _ := strings.Cut(contentHash, ":")
+	if len(hexDigest) > 16 {
+		hexDigest = hexDigest[:16]
+	}
+	return "imagevol-fill-" + imageID + "-" + hexDigest + "@" + cluster
+}
 
 // Error types of non-retryable failures, as seen in temporal.ApplicationError.Type(). The API
 // gateway maps them to HTTP status codes; everything else is retried by Temporal.
@@ -27,6 +46,7 @@ const (
 	ErrTypeCacheVolumeGone  = "CacheVolumeGone"
 	ErrTypeVolumeNotFound   = "VolumeNotFound"
 	ErrTypeConflictingImage = "ConflictingImage"
+	ErrTypeEntryPinned      = "CacheEntryPinned"
 )
 
 // NonRetryable lists the error types a retry policy must not retry.
@@ -34,8 +54,18 @@ var NonRetryable = []string{
 	ErrTypeImageNotFound, ErrTypeImageNotActive, ErrTypeImageNoHash, ErrTypeHashMismatch,
 	ErrTypeSizeMismatch, ErrTypeUnsafeImage, ErrTypeCorruptImage, ErrTypeVolumeTooSmall,
 	ErrTypeUnsupported, ErrTypeNoSpace, ErrTypeCacheVolumeGone, ErrTypeVolumeNotFound,
-	ErrTypeConflictingImage,
+	ErrTypeConflictingImage, ErrTypeEntryPinned,
 }
+
+// imageFaults are the failures that come from the image itself: a fill failing with one of them
+// fails every provision waiting on it; after any other failure they download on their own.
+var imageFaults = map[string]bool{
+	ErrTypeImageNotFound: true, ErrTypeImageNotActive: true, ErrTypeImageNoHash: true, ErrTypeHashMismatch: true,
+	ErrTypeSizeMismatch: true, ErrTypeUnsafeImage: true, ErrTypeCorruptImage: true, ErrTypeUnsupported: true,
+}
+
+// IsImageFault reports whether a failure of that type lies in the image, not in the cache.
+func IsImageFault(errType string) bool { return imageFaults[errType] }
 
 // Reasons a volume was not cached, reported as the volume's cache_reason.
 const (
@@ -43,6 +73,8 @@ const (
 	ReasonTooBig         = "too_big"
 	ReasonFull           = "full"
 	ReasonFillInProgress = "fill_in_progress"
+	ReasonQuota          = "quota"
+	ReasonFillFailed     = "fill_failed"
 )
 
 // Flatten policies: never, always, or "depth>N" — flatten when the new volume would be more
@@ -54,8 +86,11 @@ const (
 
 // Config is one storage host's settings, with Cinder's names for the cache settings.
 type Config struct {
-	Host        string // the host's name; its task queue is imagevol.host.<Host>
-	ClusterName string // Cinder's cluster_name column
+	Host string // the host's name; its task queue is imagevol.host.<Host>
+	// ClusterName names the Ceph cluster the host's pool lives in (its fsid by default). Hosts
+	// of one cluster share their cache: a fill happens once per cluster, and any host clones
+	// from a cache volume in another host's pool.
+	ClusterName string
 	Pool        string // RBD pool of the host's volumes and cache volumes
 	CephConf    string // ceph.conf path, passed to qemu-img for rbd: targets
 
@@ -64,6 +99,10 @@ type Config struct {
 	ImageVolumeCacheMaxCount    int    // image_volume_cache_max_count; 0 = unlimited
 	CinderInternalTenantProject string // cinder_internal_tenant_project_id: owns cache volumes
 	CinderInternalTenantUser    string // cinder_internal_tenant_user_id
+	// The internal project's quota (Cinder's quota_volumes and quota_gigabytes for it); cache
+	// volumes count against it. 0 = unlimited.
+	InternalQuotaVolumes int
+	InternalQuotaGB      int
 
 	FlattenPolicy string // never (default), always, or depth>N
 	ConvertDir    string // scratch space qemu-img may need; its free space is checked first
@@ -86,18 +125,60 @@ type LookupInput struct {
 	VolumeID string
 	ImageID  string
 	SizeGB   int
+	// Prewarm is a lookup on behalf of a pre-warm, not a volume: no size check, and it counts
+	// neither as a hit nor as a miss.
+	Prewarm bool
 }
 
-// LookupResult is the plan for a provision: a hit names the snapshot to clone from.
+// LookupResult is the plan for a provision: a hit names the entry to clone from.
 type LookupResult struct {
 	Image         ImageRef
+	Cluster       string
 	Pool          string
 	Hit           bool
-	Parent        storage.Parent // set on a hit
-	EntryID       uint           // set on a hit
-	Cacheable     bool           // a miss that should fill the cache
-	Reason        string         // why not cacheable
+	Entry         EntryRef // set on a hit: possibly in another host's pool of the cluster
+	Cacheable     bool     // a miss that should fill the cache
+	Reason        string   // why not cacheable
 	FlattenPolicy string
+}
+
+// EntryRef locates a ready cache entry and its cache volume.
+type EntryRef struct {
+	EntryID  uint
+	Host     string
+	Pool     string
+	VolumeID string
+}
+
+// Parent is the snapshot volumes are cloned from.
+func (e EntryRef) Parent() storage.Parent { return CacheParent(e.Pool, e.VolumeID) }
+
+func refOf(e *models.CacheEntry) EntryRef {
+	return EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID}
+}
+
+// FillInput asks for an image's content to be in the cluster's cache, filled on Host (the host
+// of the provision that asked first) unless some host already has it.
+type FillInput struct {
+	Cluster string
+	Host    string
+	Image   ImageRef
+	// MaxVirtualSize bounds what a disk image may unpack to (the first requester's volume size).
+	MaxVirtualSize int64
+}
+
+// FillResult is the outcome of a fill, as every provision waiting on it sees it.
+type FillResult struct {
+	Cached      bool     // Entry is ready to clone from
+	Reason      string   // why the image was not cached
+	Entry       EntryRef // set when Cached
+	Downloaded  bool     // this fill downloaded the image (false: it found it already cached)
+	Bytes       int64
+	ResumedFrom int64
+	Format      string
+	// Set when the fill failed: the failure's type (see IsImageFault) and message.
+	FailureType    string
+	FailureMessage string
 }
 
 // EvictInput reserves cache room for an image, evicting least-recently-used entries first.
@@ -108,7 +189,12 @@ type EvictInput struct {
 
 // EvictResult is the reserved slot (or why there is none) and what was evicted for it.
 type EvictResult struct {
-	Reserved      bool
+	Reserved bool
+	// Ready is set when the image turned out to be cached already, on this host or another host
+	// of the cluster: Entry is that entry and nothing was reserved.
+	Ready bool
+	// Entry is the reserved entry (state filling), or the ready one.
+	Entry         EntryRef
 	Reason        string
 	EntryID       uint
 	CacheVolumeID string
@@ -149,11 +235,11 @@ type CacheInput struct {
 	CacheVolumeID string
 }
 
-// CloneInput clones a user volume from a cache snapshot.
+// CloneInput clones a user volume from a cache entry's snapshot, under a lease on the entry.
 type CloneInput struct {
-	Parent storage.Parent
-	Pool   string
-	Name   string
+	Entry EntryRef
+	Pool  string
+	Name  string
 }
 
 // ResizeInput grows an image to SizeBytes (never shrinks it).
@@ -161,6 +247,33 @@ type ResizeInput struct {
 	Pool      string
 	Name      string
 	SizeBytes int64
+}
+
+// EvictEntryInput evicts one cache entry now, at an operator's request.
+type EvictEntryInput struct {
+	EntryID uint
+	Force   bool // evict even a pinned entry
+}
+
+// EvictEntryResult says what an eviction did.
+type EvictEntryResult struct {
+	Evicted bool // false: there was no such entry
+	Trashed bool // clones still depend on it: its volume waits in the trash
+}
+
+// ReconcileReport is what one host's reconcile pass found and fixed.
+type ReconcileReport struct {
+	Host        string
+	Checked     int      // cache entries looked at
+	Invalidated []string // entries evicted because their image was deleted, deactivated or changed
+	Purged      int      // trashed cache volumes deleted for good (their last clone was gone)
+	Problems    []string // what could not be fixed now
+}
+
+// RemoveVolumeResult says what deleting a volume's image did.
+type RemoveVolumeResult struct {
+	Removed      bool // false: the image was already gone
+	ParentPurged bool // its parent, an evicted cache volume, lost its last clone and was purged
 }
 
 // ImageName names one RBD image.

@@ -8,6 +8,8 @@ set -euo pipefail
 
 "$here/install-deps.sh" all
 
+# A second pool lets the tests run two storage hosts on the one cluster.
+export CEPH_POOLS=${CEPH_POOLS:-volumes volumes2}
 started=()
 cleanup() {
   local s

@@ -63,7 +63,7 @@ func uploadImage(t *testing.T, name, diskFormat string, data []byte) imagesource
 // hostConfig is a storage host with the cache on and no limits; tests change what they test.
 func hostConfig(name string) activities.Config {
 	return activities.Config{
-		Host: name, Pool: stack.pool, CephConf: os.Getenv("CEPH_CONF"),
+		Host: name, Pool: stack.pool, ClusterName: stack.fsid, CephConf: os.Getenv("CEPH_CONF"),
 		ImageVolumeCacheEnabled:     true,
 		CinderInternalTenantProject: "internal-project", CinderInternalTenantUser: "internal-user",
 		FlattenPolicy: activities.FlattenNever,
@@ -73,9 +73,13 @@ func hostConfig(name string) activities.Config {
 // startHost runs the workers of one storage host until the test ends.
 func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 	t.Helper()
+	var logTo io.Writer = io.Discard
+	if os.Getenv("E2E_VERBOSE") != "" {
+		logTo = os.Stderr
+	}
 	acts := &activities.Activities{
-		Store: stack.store, Storage: stack.ceph, Images: stack.glance, Config: cfg,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: stack.store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(logTo, nil)),
 	}
 	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
 	if err != nil {
@@ -133,15 +137,31 @@ func (c *apiClient) call(method, path, body string, out any) int {
 // createVolume requests a volume and waits until it is no longer creating.
 func (c *apiClient) createVolume(imageID string, sizeGB int) starter.VolumeView {
 	c.t.Helper()
+	return c.waitVolume(c.startVolume(imageID, sizeGB, ""))
+}
+
+// startVolume requests a volume, on host if not empty, and returns its id without waiting.
+func (c *apiClient) startVolume(imageID string, sizeGB int, host string) string {
+	c.t.Helper()
 	var created map[string]string
-	body := fmt.Sprintf(`{"image_id":%q,"size_gb":%d,"name":"e2e"}`, imageID, sizeGB)
+	body := fmt.Sprintf(`{"image_id":%q,"size_gb":%d,"name":"e2e","host":%q}`, imageID, sizeGB, host)
 	if code := c.call("POST", "/v1/volumes", body, &created); code != http.StatusAccepted {
 		c.t.Fatalf("create volume from %s: HTTP %d", imageID, code)
 	}
 	if created["status"] != models.StatusCreating || created["workflow_id"] != created["id"] {
 		c.t.Fatalf("create answer %v", created)
 	}
-	return c.waitVolume(created["id"])
+	return created["id"]
+}
+
+// stats reads GET /v1/cache/stats.
+func (c *apiClient) stats() starter.CacheStats {
+	c.t.Helper()
+	var s starter.CacheStats
+	if code := c.call("GET", "/v1/cache/stats", "", &s); code != http.StatusOK {
+		c.t.Fatalf("cache stats: HTTP %d", code)
+	}
+	return s
 }
 
 func (c *apiClient) waitVolume(id string) starter.VolumeView {
@@ -172,10 +192,15 @@ func requireAvailable(t *testing.T, v starter.VolumeView, cache string) {
 	}
 }
 
-// volumeSHA512 hashes the first n bytes of a volume's RBD image, read back from Ceph.
+// volumeSHA512 hashes the first n bytes of a volume's RBD image, read back from Ceph from the
+// pool its row names.
 func volumeSHA512(t *testing.T, volumeID string, n int64) string {
 	t.Helper()
-	r, err := stack.ceph.OpenReader(context.Background(), stack.pool, models.RBDName(volumeID), "")
+	pool := stack.pool
+	if v, err := stack.store.GetVolume(context.Background(), volumeID); err == nil && v.Pool != "" {
+		pool = v.Pool
+	}
+	r, err := stack.ceph.OpenReader(context.Background(), pool, models.RBDName(volumeID), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,20 +238,56 @@ func (e *env) removeAllVolumes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var cacheVols []string
+	entries, err := e.store.ListCacheEntries(ctx, "")
+	if err != nil {
+		return err
+	}
+	isCache := map[string]bool{}
+	for _, en := range entries {
+		isCache[en.VolumeID] = true
+	}
+	var cacheVols []models.Volume
 	for _, v := range vols {
-		if v.ProjectID == "internal-project" {
-			cacheVols = append(cacheVols, v.ID)
+		if isCache[v.ID] {
+			cacheVols = append(cacheVols, v)
 			continue
 		}
-		if _, err := e.ceph.Remove(ctx, e.pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
+		if v.Pool == "" {
+			continue
+		}
+		if _, err := e.ceph.Remove(ctx, v.Pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
 			return err
 		}
 	}
-	for _, id := range cacheVols {
-		if _, err := e.ceph.Remove(ctx, e.pool, models.RBDName(id)); err != nil && !isNotFound(err) {
+	for _, v := range cacheVols {
+		if _, err := e.ceph.Remove(ctx, v.Pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
 			return err
+		}
+	}
+	// Evicted cache volumes whose clones are now gone.
+	trash, err := e.store.ListTrashed(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, t := range trash {
+		name := models.RBDName(t.VolumeID)
+		if err := e.ceph.PurgeTrashed(ctx, t.Pool, name); err != nil && !isNotFound(err) {
+			return fmt.Errorf("%w; clones of it left: %v", err, e.clonesOf(ctx, t.Pool, name))
 		}
 	}
 	return nil
+}
+
+// clonesOf names the images of the run's pools cloned from pool/name.
+func (e *env) clonesOf(ctx context.Context, pool, name string) []string {
+	var out []string
+	for _, p := range []string{e.pool, e.pool2} {
+		names, _ := e.ceph.List(ctx, p)
+		for _, n := range names {
+			if info, err := e.ceph.Stat(ctx, p, n); err == nil && info.Parent != nil && info.Parent.Pool == pool && info.Parent.Image == name {
+				out = append(out, p+"/"+n)
+			}
+		}
+	}
+	return out
 }

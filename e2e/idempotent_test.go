@@ -88,8 +88,8 @@ func TestEveryStepTwice(t *testing.T) {
 	twice("ImportImage", res.CacheVolumeID, acts.ImportImage, activities.ImportInput{Pool: stack.pool, Target: cacheVol, MaxVirtualSize: gib}, &imp)
 	var used int64
 	twice("CloneToCache", res.CacheVolumeID, acts.CloneToCache, activities.CacheInput{EntryID: res.EntryID, Pool: stack.pool, CacheVolumeID: res.CacheVolumeID}, &used)
-	parent := activities.CacheParent(stack.pool, res.CacheVolumeID)
-	twice("CloneVolume", res.CacheVolumeID, acts.CloneVolume, activities.CloneInput{Parent: parent, Pool: stack.pool, Name: volume}, nil)
+	parent := res.Entry.Parent()
+	twice("CloneVolume", res.CacheVolumeID, acts.CloneVolume, activities.CloneInput{Entry: res.Entry, Pool: stack.pool, Name: volume}, nil)
 	twice("ExtendVolume", res.CacheVolumeID, acts.ExtendVolume, activities.ResizeInput{Pool: stack.pool, Name: volume, SizeBytes: 2 * gib}, nil)
 	if info := stat(t, volume); info.Size != uint64(2*gib) || info.Parent == nil || *info.Parent != parent {
 		t.Fatalf("volume after clone and extend: %+v", info)

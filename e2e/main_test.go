@@ -31,6 +31,8 @@ type env struct {
 	ceph     *rbd.Cluster
 	glance   *glance.Client
 	pool     string
+	pool2    string // a second pool, for a second host of the same cluster
+	fsid     string
 	dsn      string
 	// frontend and namespace let worker processes join the in-process Temporal server.
 	frontend  string
@@ -92,7 +94,12 @@ func run(m *testing.M) int {
 	ts := temporaltest.NewServer(temporaltest.WithBaseServerOptions(temporal.WithDynamicConfigClient(dc)))
 	defer ts.Stop()
 
-	stack = &env{temporal: ts.GetDefaultClient(), store: store, ceph: ceph, glance: gl, pool: "volumes", dsn: dsn,
+	fsid, err := ceph.FSID()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	stack = &env{temporal: ts.GetDefaultClient(), store: store, ceph: ceph, glance: gl, pool: "volumes", pool2: "volumes2", fsid: fsid, dsn: dsn,
 		frontend: ts.GetFrontendHostPort(), namespace: ts.GetDefaultNamespace()}
 	code := m.Run()
 	if err := stack.removeAllVolumes(ctx); err != nil {

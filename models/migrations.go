@@ -72,6 +72,31 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&volume{}, "Flatten")
 	}},
+	{3, "cache leases, trash and stats", func(tx *gorm.DB) error {
+		type cacheLease struct {
+			EntryID   uint   `gorm:"primaryKey;autoIncrement:false"`
+			Holder    string `gorm:"primaryKey;size:255"`
+			ExpiresAt time.Time
+		}
+		type trashedCacheVolume struct {
+			ID        uint   `gorm:"primaryKey"`
+			Host      string `gorm:"size:255;not null;index"`
+			Pool      string `gorm:"size:64;not null"`
+			VolumeID  string `gorm:"size:36;not null"`
+			ImageID   string `gorm:"size:36;not null"`
+			SizeBytes int64  `gorm:"not null"`
+			TrashedAt time.Time
+		}
+		type cacheStat struct {
+			Host            string `gorm:"primaryKey;size:255"`
+			Hits            int64  `gorm:"not null;default:0"`
+			Misses          int64  `gorm:"not null;default:0"`
+			Evictions       int64  `gorm:"not null;default:0"`
+			Downloads       int64  `gorm:"not null;default:0"`
+			BytesDownloaded int64  `gorm:"not null;default:0"`
+		}
+		return tx.Migrator().CreateTable(&cacheLease{}, &trashedCacheVolume{}, &cacheStat{})
+	}},
 }
 
 // Migrate applies every migration not yet recorded, in version order.

@@ -22,10 +22,12 @@ const (
 )
 
 // Cache entry states. An entry is "filling" from the moment its slot is reserved until its
-// snapshot exists; only "ready" entries are cloned from.
+// snapshot exists; only "ready" entries are cloned from. "evicting" marks an entry whose cache
+// volume is being removed: nothing may lease it any more.
 const (
-	EntryFilling = "filling"
-	EntryReady   = "ready"
+	EntryFilling  = "filling"
+	EntryReady    = "ready"
+	EntryEvicting = "evicting"
 )
 
 // Volume is a block volume: a user's, or a cache volume owned by the internal project.
@@ -84,6 +86,36 @@ type CacheEntry struct {
 
 // TableName is Cinder's table name for cache entries.
 func (CacheEntry) TableName() string { return "image_volume_cache_entries" }
+
+// CacheLease is a provision's claim on a ready entry while it clones from it: an entry with an
+// unexpired lease is never evicted. The expiry bounds what a crashed holder can block.
+type CacheLease struct {
+	EntryID   uint   `gorm:"primaryKey;autoIncrement:false"`
+	Holder    string `gorm:"primaryKey;size:255"`
+	ExpiresAt time.Time
+}
+
+// TrashedCacheVolume is an evicted cache volume that clones still depend on: it sits in the RBD
+// trash, its bytes reported as the cache's trashed bytes, until its last clone is gone.
+type TrashedCacheVolume struct {
+	ID        uint   `gorm:"primaryKey"`
+	Host      string `gorm:"size:255;not null;index"`
+	Pool      string `gorm:"size:64;not null"`
+	VolumeID  string `gorm:"size:36;not null"`
+	ImageID   string `gorm:"size:36;not null"`
+	SizeBytes int64  `gorm:"not null"`
+	TrashedAt time.Time
+}
+
+// CacheStat holds one host's cache counters since the database was created.
+type CacheStat struct {
+	Host            string `gorm:"primaryKey;size:255" json:"-"`
+	Hits            int64  `gorm:"not null;default:0" json:"hits"`
+	Misses          int64  `gorm:"not null;default:0" json:"misses"`
+	Evictions       int64  `gorm:"not null;default:0" json:"evictions"`
+	Downloads       int64  `gorm:"not null;default:0" json:"downloads"`
+	BytesDownloaded int64  `gorm:"not null;default:0" json:"bytes_downloaded"`
+}
 
 // CacheSnapshot is the name of the snapshot every cache volume is cloned from.
 const CacheSnapshot = "imagevol-cache"

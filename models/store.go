@@ -54,6 +54,9 @@ func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
 			return nil, fmt.Errorf("models: bad MySQL DSN: %w", perr)
 		}
 		mc.ParseTime = true
+		// RowsAffected must count matched rows, not changed ones: leases and state changes
+		// decide on it even when a value is rewritten unchanged.
+		mc.ClientFoundRows = true
 		mc.Loc = time.UTC
 		if mc.Params == nil {
 			mc.Params = map[string]string{}
@@ -198,7 +201,10 @@ type CacheUsage struct {
 	Bytes int64
 }
 
-// CacheUsage sums the entries of one host and pool.
+// CacheUsage sums the entries of one host and pool, filling ones included. Evicted cache
+// volumes still in the trash are not entries: the limits bound what the cache keeps for future
+// clones, while a trashed volume lives as long as its clones do (its bytes are reported apart,
+// see ListTrashed).
 func (s *Store) CacheUsage(ctx context.Context, host, pool string) (CacheUsage, error) {
 	var u CacheUsage
 	err := s.db.WithContext(ctx).Model(&CacheEntry{}).

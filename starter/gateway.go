@@ -10,7 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,6 +36,8 @@ type Gateway struct {
 	// Hosts are the storage hosts volumes may be placed on.
 	Hosts  []string
 	Logger *slog.Logger
+
+	next atomic.Uint64 // round-robin placement of images no host caches
 }
 
 // Handler returns the HTTP routes.
@@ -43,7 +47,13 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("POST /v1/volumes", g.auth(g.createVolume))
 	mux.Handle("GET /v1/volumes", g.auth(g.listVolumes))
 	mux.Handle("GET /v1/volumes/{id}", g.auth(g.getVolume))
+	mux.Handle("DELETE /v1/volumes/{id}", g.auth(g.deleteVolume))
 	mux.Handle("GET /v1/cache", g.auth(g.listCache))
+	mux.Handle("GET /v1/cache/stats", g.auth(g.cacheStats))
+	mux.Handle("POST /v1/cache/warm", g.auth(g.warmCache))
+	mux.Handle("POST /v1/cache/{id}/pin", g.auth(g.pin(true)))
+	mux.Handle("DELETE /v1/cache/{id}/pin", g.auth(g.pin(false)))
+	mux.Handle("DELETE /v1/cache/{id}", g.auth(g.evictEntry))
 	return mux
 }
 
@@ -91,6 +101,9 @@ type CreateVolumeRequest struct {
 	ImageID string `json:"image_id"`
 	SizeGB  int    `json:"size_gb"`
 	Name    string `json:"name"`
+	// Host, when set, places the volume on that storage host instead of letting the gateway
+	// choose.
+	Host string `json:"host,omitempty"`
 }
 
 // VolumeView is a volume as the API shows it.
@@ -143,16 +156,9 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	if req.SizeGB <= 0 {
 		return nil, apiErr(http.StatusBadRequest, "bad_request", "size_gb must be a positive number of GiB, got %d", req.SizeGB)
 	}
-	img, err := g.Images.Get(ctx, req.ImageID)
-	switch {
-	case errors.Is(err, imagesource.ErrNotFound):
-		return nil, apiErr(http.StatusBadRequest, "image_not_found", "image %s does not exist", req.ImageID)
-	case errors.Is(err, imagesource.ErrUnavailable):
-		return nil, apiErr(http.StatusServiceUnavailable, "image_service_unavailable", "%v", err)
-	case err != nil:
+	img, err := g.activeImage(ctx, req.ImageID)
+	if err != nil {
 		return nil, err
-	case img.Status != imagesource.StatusActive:
-		return nil, apiErr(http.StatusConflict, "image_not_active", "image %s is %s, not active", img.ID, img.Status)
 	}
 	need := img.VirtualSize
 	if need == 0 {
@@ -161,9 +167,14 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	if need > int64(req.SizeGB)<<30 {
 		return nil, apiErr(http.StatusBadRequest, "volume_too_small", "image %s needs %d GiB, size_gb is %d", img.ID, models.GiBCeil(need), req.SizeGB)
 	}
-	host, err := g.place(ctx, img)
-	if err != nil {
-		return nil, err
+	host := req.Host
+	if host != "" && !slices.Contains(g.Hosts, host) {
+		return nil, apiErr(http.StatusBadRequest, "unknown_host", "host %q is not one of the storage hosts %v", host, g.Hosts)
+	}
+	if host == "" {
+		if host, err = g.place(ctx, img); err != nil {
+			return nil, err
+		}
 	}
 	id := uuid.NewString()
 	v := &models.Volume{
@@ -187,34 +198,53 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	return v, nil
 }
 
-// place picks the host for a new volume: one that already caches the image's content if any,
-// else the first configured host.
+// activeImage reads an image's metadata and refuses an image that is missing or not active.
+func (g *Gateway) activeImage(ctx context.Context, id string) (imagesource.Image, error) {
+	img, err := g.Images.Get(ctx, id)
+	switch {
+	case errors.Is(err, imagesource.ErrNotFound):
+		return img, apiErr(http.StatusBadRequest, "image_not_found", "image %s does not exist", id)
+	case errors.Is(err, imagesource.ErrUnavailable):
+		return img, apiErr(http.StatusServiceUnavailable, "image_service_unavailable", "%v", err)
+	case err != nil:
+		return img, err
+	case img.Status != imagesource.StatusActive:
+		return img, apiErr(http.StatusConflict, "image_not_active", "image %s is %s, not active", img.ID, img.Status)
+	}
+	return img, nil
+}
+
+// place picks the host for a new volume: a host that already caches the image's content if one
+// is configured here (its clone needs no download, and no cross-pool clone), else the next host
+// in turn.
 func (g *Gateway) place(ctx context.Context, img imagesource.Image) (string, error) {
 	if len(g.Hosts) == 0 {
 		return "", apiErr(http.StatusServiceUnavailable, "no_hosts", "no storage hosts are configured")
 	}
-	entries, err := g.Store.ListCacheEntries(ctx, "")
+	entries, err := g.Store.ListEntriesOfImage(ctx, img.ID)
 	if err != nil {
 		return "", err
 	}
 	for _, e := range entries {
-		if e.ImageID == img.ID && e.ContentHash == img.ContentHash() && e.State == models.EntryReady {
-			for _, h := range g.Hosts {
-				if h == e.Host {
-					return h, nil
-				}
-			}
+		if e.ContentHash == img.ContentHash() && e.State == models.EntryReady && slices.Contains(g.Hosts, e.Host) {
+			return e.Host, nil
 		}
 	}
-	return g.Hosts[0], nil
+	return g.Hosts[(g.next.Add(1)-1)%uint64(len(g.Hosts))], nil
+}
+
+// ownVolume reads a volume of the caller's project; another project's volume is not found.
+func (g *Gateway) ownVolume(r *http.Request) (*models.Volume, error) {
+	v, err := g.Store.GetVolume(r.Context(), r.PathValue("id"))
+	if errors.Is(err, models.ErrNotFound) || (err == nil && v.ProjectID != projectOf(r)) {
+		return nil, apiErr(http.StatusNotFound, "volume_not_found", "volume %s not found", r.PathValue("id"))
+	}
+	return v, err
 }
 
 func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
-	v, err := g.Store.GetVolume(r.Context(), r.PathValue("id"))
-	if errors.Is(err, models.ErrNotFound) || (err == nil && v.ProjectID != projectOf(r)) {
-		writeError(w, apiErr(http.StatusNotFound, "volume_not_found", "volume %s not found", r.PathValue("id")))
-		return
-	} else if err != nil {
+	v, err := g.ownVolume(r)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -233,24 +263,33 @@ type Progress struct {
 	BytesTotal int64  `json:"bytes_total"`
 }
 
-// progress reads a provision's pending step and its last heartbeat from Temporal; it is
-// best-effort and returns nil when Temporal does not answer quickly.
+// progress reads a provision's pending step and its last heartbeat from Temporal, following a
+// provision that waits on a cache fill into the fill's own steps. It is best-effort and returns
+// nil when Temporal does not answer quickly.
 func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	desc, err := g.Temporal.DescribeWorkflowExecution(ctx, workflowID, "")
-	if err != nil {
-		return nil
-	}
 	p := &Progress{Phase: "starting"}
-	for _, pa := range desc.GetPendingActivities() {
-		p.Phase = pa.GetActivityType().GetName()
-		if pa.GetHeartbeatDetails() == nil {
-			continue
+	for hop := 0; hop < 2 && workflowID != ""; hop++ {
+		desc, err := g.Temporal.DescribeWorkflowExecution(ctx, workflowID, "")
+		if err != nil {
+			return nil
 		}
-		var d activities.DownloadProgress
-		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &d) == nil {
-			p.BytesDone, p.BytesTotal = d.Offset, d.Total
+		workflowID = ""
+		for _, pa := range desc.GetPendingActivities() {
+			p.Phase = pa.GetActivityType().GetName()
+			if pa.GetHeartbeatDetails() == nil {
+				continue
+			}
+			dc := converter.GetDefaultDataConverter()
+			var d activities.DownloadProgress
+			var fillID string
+			switch {
+			case p.Phase == "JoinFill" && dc.FromPayloads(pa.GetHeartbeatDetails(), &fillID) == nil:
+				workflowID = fillID
+			case dc.FromPayloads(pa.GetHeartbeatDetails(), &d) == nil:
+				p.BytesDone, p.BytesTotal = d.Offset, d.Total
+			}
 		}
 	}
 	return p
@@ -291,13 +330,17 @@ func (g *Gateway) listCache(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := make([]CacheEntryView, 0, len(es))
-	for _, e := range es {
-		out = append(out, CacheEntryView{
-			ID: e.ID, Host: e.Host, Pool: e.Pool, ImageID: e.ImageID, ContentHash: e.ContentHash, VolumeID: e.VolumeID,
-			SizeBytes: e.SizeBytes, Hits: e.Hits, LastUsed: e.LastUsed, Pinned: e.Pinned, State: e.State,
-		})
+	for i := range es {
+		out = append(out, entryView(&es[i]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+func entryView(e *models.CacheEntry) CacheEntryView {
+	return CacheEntryView{
+		ID: e.ID, Host: e.Host, Pool: e.Pool, ImageID: e.ImageID, ContentHash: e.ContentHash, VolumeID: e.VolumeID,
+		SizeBytes: e.SizeBytes, Hits: e.Hits, LastUsed: e.LastUsed, Pinned: e.Pinned, State: e.State,
+	}
 }
 
 func (g *Gateway) log() *slog.Logger {

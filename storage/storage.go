@@ -76,6 +76,9 @@ type Storage interface {
 	// image is moved to the trash instead, where it stays until its last clone is gone; the
 	// returned trashed flag says so. ErrNotFound if the image does not exist.
 	Remove(ctx context.Context, pool, name string) (trashed bool, err error)
+	// PurgeTrashed deletes for good a trashed image of that name once no clone depends on it:
+	// ErrInUse while clones remain, ErrNotFound when no such image is in the trash.
+	PurgeTrashed(ctx context.Context, pool, name string) error
 	// List names the images of a pool.
 	List(ctx context.Context, pool string) ([]string, error)
 	// UsedBytes is the space an image's data occupies (allocated extents, snapshots included).

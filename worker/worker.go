@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/workflows"
@@ -36,6 +37,11 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 
 	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true})
 	shared.RegisterWorkflow(workflows.CreateVolumeFromImage)
+	shared.RegisterWorkflowWithOptions(workflows.FillCache, workflow.RegisterOptions{Name: activities.FillWorkflowName})
+	shared.RegisterWorkflow(workflows.WarmCache)
+	shared.RegisterWorkflow(workflows.EvictCacheEntry)
+	shared.RegisterWorkflow(workflows.ReconcileCache)
+	shared.RegisterWorkflow(workflows.DeleteVolume)
 	// Local activities (volume state updates) run here; they only need the database.
 	shared.RegisterActivity(acts)
 

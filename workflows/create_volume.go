@@ -16,7 +16,7 @@ import (
 )
 
 // TaskQueue is the shared queue of workflow tasks and host-independent steps.
-const TaskQueue = "imagevol.workflows"
+const TaskQueue = activities.WorkflowQueue
 
 // HostQueue is the task queue of the steps that must run on a storage host.
 func HostQueue(host string) string { return "imagevol.host." + host }
@@ -57,12 +57,17 @@ var (
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
 
-// CreateVolumeFromImage provisions one volume: lookup cache → (miss) evict LRU → download →
-// import → clone-to-cache → clone → extend → optional flatten. A miss imports the image into a
-// cache volume owned by the internal project and clones the user's volume from its snapshot, so
-// every user volume is one clone level deep. An image that is not cached is imported straight
-// into the user's volume. On failure every image the run created is removed and the volume is
-// marked "error" with the cause.
+// maxLookups bounds how often a provision looks the cache up again after the entry it was
+// about to clone from was evicted.
+const maxLookups = 3
+
+// CreateVolumeFromImage provisions one volume: lookup cache → (miss) join the cluster's fill of
+// the image (evict LRU, download, import, clone-to-cache) → clone → extend → optional flatten.
+// A fill imports the image into a cache volume owned by the internal project, and user volumes
+// are clones of its snapshot, so every user volume is one clone level deep. Concurrent misses of
+// one image share one fill. An image that is not cached is imported straight into the user's
+// volume. On failure every image the run created is removed and the volume is marked "error"
+// with the cause.
 func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res CreateVolumeResult, err error) {
 	var a *activities.Activities
 	res.VolumeID = in.VolumeID
@@ -75,8 +80,8 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	}
 
 	var plan activities.LookupResult
-	var reservation activities.EvictResult
 	volume := models.RBDName(in.VolumeID)
+	sizeBytes := int64(in.SizeGB) * gib
 	defer func() {
 		if err == nil {
 			return
@@ -89,84 +94,69 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 				workflow.GetLogger(ctx).Error("compensation: remove volume image failed", "error", cerr)
 			}
 		}
-		if reservation.Reserved {
-			if cerr := workflow.ExecuteActivity(chost, a.AbandonCacheFill, reservation.EntryID).Get(cctx, nil); cerr != nil {
-				workflow.GetLogger(ctx).Error("compensation: abandon cache fill failed", "error", cerr)
-			}
-		}
 		u := activities.VolumeUpdate{VolumeID: in.VolumeID, Status: models.StatusError, Error: errorMessage(err)}
 		lctx := workflow.WithLocalActivityOptions(cctx, localStep)
 		_ = workflow.ExecuteLocalActivity(lctx, a.SetVolumeState, u).Get(cctx, nil)
 	}()
 
-	// 1. Lookup cache.
-	if err := workflow.ExecuteActivity(host, a.LookupCache, activities.LookupInput{
-		VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB,
-	}).Get(ctx, &plan); err != nil {
-		return res, err
-	}
-	sizeBytes := int64(in.SizeGB) * gib
-
-	switch {
-	case plan.Hit:
-		res.Cache = models.CacheHit
-	case plan.Cacheable:
-		// 2. Evict LRU entries until the image fits, and reserve its slot.
-		if err := workflow.ExecuteActivity(host, a.EvictLRU, activities.EvictInput{
-			Image: plan.Image, FillWorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID,
-		}).Get(ctx, &reservation); err != nil {
+	var source *activities.EntryRef // the cache entry the volume is cloned from, if any
+	for lookup := 1; source == nil; lookup++ {
+		// 1. Lookup cache.
+		if err := workflow.ExecuteActivity(host, a.LookupCache, activities.LookupInput{
+			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB,
+		}).Get(ctx, &plan); err != nil {
 			return res, err
 		}
-		if reservation.Reserved {
-			res.Cache = models.CacheMiss
-		} else {
-			res.Cache, res.CacheReason = models.CacheNotCached, reservation.Reason
-		}
-	default:
 		res.Cache, res.CacheReason = models.CacheNotCached, plan.Reason
-	}
-	if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
-		return res, err
-	}
-
-	if !plan.Hit {
-		// 3-4. Download (verified, streamed into RBD) and import, into the cache volume when
-		// the image is being cached, else straight into the user's volume.
-		target := volume
-		if reservation.Reserved {
-			target = models.RBDName(reservation.CacheVolumeID)
-		}
-		var dl activities.DownloadResult
-		if err := workflow.ExecuteActivity(hostData, a.DownloadImage, activities.DownloadInput{
-			Image: plan.Image, Pool: plan.Pool, Target: target,
-		}).Get(ctx, &dl); err != nil {
-			return res, err
-		}
-		res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
-		var imp activities.ImportResult
-		if err := workflow.ExecuteActivity(hostData, a.ImportImage, activities.ImportInput{
-			Pool: plan.Pool, Target: target, MaxVirtualSize: sizeBytes,
-		}).Get(ctx, &imp); err != nil {
-			return res, err
-		}
-		res.Format = imp.Format
-		if reservation.Reserved {
-			// 5. Clone-to-cache: the cache volume becomes the root parent.
-			if err := workflow.ExecuteActivity(host, a.CloneToCache, activities.CacheInput{
-				EntryID: reservation.EntryID, Pool: plan.Pool, CacheVolumeID: reservation.CacheVolumeID,
-			}).Get(ctx, nil); err != nil {
+		switch {
+		case plan.Hit:
+			res.Cache, source = models.CacheHit, &plan.Entry
+		case plan.Cacheable:
+			// 2-5. Join the cluster's one fill of this content (evict LRU, download, import,
+			// clone-to-cache), started by whichever provision missed first.
+			var fill activities.FillResult
+			if err := workflow.ExecuteActivity(hostData, a.JoinFill, activities.FillInput{
+				Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes,
+			}).Get(ctx, &fill); err != nil {
 				return res, err
 			}
-			plan.Parent = activities.CacheParent(plan.Pool, reservation.CacheVolumeID)
+			switch {
+			case fill.FailureType != "" && activities.IsImageFault(fill.FailureType):
+				return res, temporal.NewNonRetryableApplicationError(fill.FailureMessage, fill.FailureType, nil)
+			case fill.FailureType != "":
+				// The cache could not be filled, but the volume can still be made by download.
+				workflow.GetLogger(ctx).Warn("cache fill failed; downloading without the cache", "type", fill.FailureType, "error", fill.FailureMessage)
+				res.CacheReason = activities.ReasonFillFailed
+			case fill.Cached:
+				res.Cache, source = models.CacheMiss, &fill.Entry
+				res.Bytes, res.ResumedFrom, res.Format = fill.Bytes, fill.ResumedFrom, fill.Format
+			default:
+				res.CacheReason = fill.Reason
+			}
 		}
-	}
-	// 6. Clone the user's volume from the cache snapshot.
-	if plan.Hit || reservation.Reserved {
-		if err := workflow.ExecuteActivity(host, a.CloneVolume, activities.CloneInput{
-			Parent: plan.Parent, Pool: plan.Pool, Name: volume,
-		}).Get(ctx, nil); err != nil {
+		if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
 			return res, err
 		}
+		if source == nil {
+			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
+			// the user's volume.
+			if err := importInto(hostData, plan, volume, sizeBytes, &res); err != nil {
+				return res, err
+			}
+			break
+		}
+		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
+		err := workflow.ExecuteActivity(host, a.CloneVolume, activities.CloneInput{Entry: *source, Pool: plan.Pool, Name: volume}).Get(ctx, nil)
+		var appErr *temporal.ApplicationError
+		if err != nil && errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeCacheVolumeGone && lookup < maxLookups {
+			// Evicted between lookup and clone: look again (another fill, or another entry).
+			source = nil
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		break
 	}
 	// 7. Extend to the requested size.
 	if err := workflow.ExecuteActivity(host, a.ExtendVolume, activities.ResizeInput{
@@ -174,36 +164,55 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	}).Get(ctx, nil); err != nil {
 		return res, err
 	}
-	if err := setState(activities.VolumeUpdate{Status: models.StatusAvailable, Flatten: pendingFlatten(plan, reservation)}); err != nil {
+	flatten := false
+	if source != nil {
+		flatten, _ = activities.ShouldFlatten(plan.FlattenPolicy, 1)
+	}
+	pending := ""
+	if flatten {
+		pending = models.FlattenPending
+	}
+	if err := setState(activities.VolumeUpdate{Status: models.StatusAvailable, Flatten: pending}); err != nil {
 		return res, err
 	}
 	// 8. Optional flatten, after the volume is already usable (its status shows the flatten). A
 	// failure here leaves a working clone behind, so it is recorded, not made the volume's error.
-	if plan.Hit || reservation.Reserved {
-		if flatten, _ := activities.ShouldFlatten(plan.FlattenPolicy, 1); flatten {
-			if err := setState(activities.VolumeUpdate{Flatten: models.FlattenRunning}); err != nil {
-				return res, err
-			}
-			state := models.FlattenDone
-			if ferr := workflow.ExecuteActivity(hostData, a.FlattenVolume, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(ctx, nil); ferr != nil {
-				workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
-				state = models.FlattenFailed
-			}
-			res.Flattened = state == models.FlattenDone
-			if err := setState(activities.VolumeUpdate{Flatten: state}); err != nil {
-				return res, err
-			}
+	if flatten {
+		if err := setState(activities.VolumeUpdate{Flatten: models.FlattenRunning}); err != nil {
+			return res, err
+		}
+		state := models.FlattenDone
+		if ferr := workflow.ExecuteActivity(hostData, a.FlattenVolume, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(ctx, nil); ferr != nil {
+			workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
+			state = models.FlattenFailed
+		}
+		res.Flattened = state == models.FlattenDone
+		if err := setState(activities.VolumeUpdate{Flatten: state}); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
 }
 
-// pendingFlatten is the flatten state a volume is made available with.
-func pendingFlatten(plan activities.LookupResult, r activities.EvictResult) string {
-	if flatten, _ := activities.ShouldFlatten(plan.FlattenPolicy, 1); flatten && (plan.Hit || r.Reserved) {
-		return models.FlattenPending
+// importInto downloads the image and imports it into the RBD image target (a user volume, or a
+// cache volume during a fill), recording what it did in res.
+func importInto(ctx workflow.Context, plan activities.LookupResult, target string, maxVirtualSize int64, res *CreateVolumeResult) error {
+	var a *activities.Activities
+	var dl activities.DownloadResult
+	if err := workflow.ExecuteActivity(ctx, a.DownloadImage, activities.DownloadInput{
+		Image: plan.Image, Pool: plan.Pool, Target: target,
+	}).Get(ctx, &dl); err != nil {
+		return err
 	}
-	return ""
+	res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
+	var imp activities.ImportResult
+	if err := workflow.ExecuteActivity(ctx, a.ImportImage, activities.ImportInput{
+		Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize,
+	}).Get(ctx, &imp); err != nil {
+		return err
+	}
+	res.Format = imp.Format
+	return nil
 }
 
 func withQueue(o workflow.ActivityOptions, queue string) workflow.ActivityOptions {

@@ -34,6 +34,7 @@ func run(logger *slog.Logger) error {
 	listen := flag.String("listen", config.Env("IMAGEVOL_LISTEN", "127.0.0.1:8776"), "address to serve the API on")
 	hosts := flag.String("hosts", config.Env("IMAGEVOL_HOSTS", "node1"), "comma-separated storage hosts")
 	tokensFile := flag.String("tokens", config.Env("IMAGEVOL_TOKENS_FILE", ""), "file of 'token project' lines")
+	reconcile := flag.Duration("reconcile-every", 10*time.Minute, "how often the cache reconcile workflow runs (0: no schedule)")
 	flag.Parse()
 
 	tokens, err := loadTokens(*tokensFile)
@@ -53,6 +54,11 @@ func run(logger *slog.Logger) error {
 	defer svc.Close()
 
 	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger}
+	if *reconcile > 0 {
+		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{Addr: *listen, Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

@@ -334,6 +334,33 @@ func (c *Cluster) Remove(_ context.Context, pool, name string) (bool, error) {
 	return true, nil
 }
 
+// PurgeTrashed removes a trashed image by name. Without force, librbd refuses (EBUSY or
+// ENOTEMPTY) while a clone still depends on one of its snapshots.
+func (c *Cluster) PurgeTrashed(_ context.Context, pool, name string) error {
+	io, err := c.ioctx(pool)
+	if err != nil {
+		return err
+	}
+	trash, err := cephrbd.GetTrashList(io)
+	if err != nil {
+		return fmt.Errorf("rbd: trash of %s: %w", pool, translate(err))
+	}
+	found := false
+	for _, t := range trash {
+		if t.Name != name {
+			continue
+		}
+		found = true
+		if err := cephrbd.TrashRemove(io, t.Id, false); err != nil {
+			return fmt.Errorf("rbd: purge %s/%s from the trash: %w", pool, name, translate(err))
+		}
+	}
+	if !found {
+		return fmt.Errorf("rbd: %s/%s is not in the trash: %w", pool, name, storage.ErrNotFound)
+	}
+	return nil
+}
+
 // List names the images of a pool.
 func (c *Cluster) List(_ context.Context, pool string) ([]string, error) {
 	io, err := c.ioctx(pool)

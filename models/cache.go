@@ -1,0 +1,179 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// ErrLeased means a cache entry cannot be evicted now: a provision is cloning from it.
+var ErrLeased = errors.New("models: cache entry is leased")
+
+// FindReadyEntries returns the ready entries of an image's content on every host of a cluster,
+// most recently used first.
+func (s *Store) FindReadyEntries(ctx context.Context, cluster, imageID, contentHash string) ([]CacheEntry, error) {
+	var out []CacheEntry
+	err := s.db.WithContext(ctx).
+		Where("cluster_name = ? AND image_id = ? AND content_hash = ? AND state = ?", cluster, imageID, contentHash, EntryReady).
+		Order("last_used DESC, id DESC").Find(&out).Error
+	return out, wrap(err, "models: ready entries of image "+imageID)
+}
+
+// ListEntriesOfImage lists every entry of an image, in any state, on every host.
+func (s *Store) ListEntriesOfImage(ctx context.Context, imageID string) ([]CacheEntry, error) {
+	var out []CacheEntry
+	err := s.db.WithContext(ctx).Where("image_id = ?", imageID).Order("id").Find(&out).Error
+	return out, wrap(err, "models: entries of image "+imageID)
+}
+
+// LeaseCacheEntry lets holder clone from a ready entry until the lease expires or is released.
+// The entry's row is locked first (by updating it), the same order BeginEvict takes, so a lease
+// and an eviction of one entry never interleave. ErrNotFound when the entry is not ready.
+func (s *Store) LeaseCacheEntry(ctx context.Context, id uint, holder string, now time.Time, ttl time.Duration) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&CacheEntry{}).Where("id = ? AND state = ?", id, EntryReady).Update("last_used", now)
+		if res.Error != nil {
+			return wrap(res.Error, fmt.Sprintf("models: lease cache entry %d", id))
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("models: cache entry %d is not ready: %w", id, ErrNotFound)
+		}
+		l := CacheLease{EntryID: id, Holder: holder, ExpiresAt: now.Add(ttl)}
+		err := tx.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "entry_id"}, {Name: "holder"}},
+			DoUpdates: clause.AssignmentColumns([]string{"expires_at"}),
+		}).Create(&l).Error
+		return wrap(err, fmt.Sprintf("models: lease cache entry %d", id))
+	})
+}
+
+// ReleaseLease ends holder's lease on an entry; a missing lease is not an error.
+func (s *Store) ReleaseLease(ctx context.Context, id uint, holder string) error {
+	err := s.db.WithContext(ctx).Where("entry_id = ? AND holder = ?", id, holder).Delete(&CacheLease{}).Error
+	return wrap(err, fmt.Sprintf("models: release lease on cache entry %d", id))
+}
+
+// BeginEvict marks a ready entry "evicting" so that nothing can lease it any more, unless it is
+// leased now (ErrLeased) or pinned and force is false (ErrNotFound, as for an entry that is not
+// ready). An entry already "evicting" — an eviction that crashed half-way — may be taken again.
+func (s *Store) BeginEvict(ctx context.Context, id uint, now time.Time, force bool) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		q := tx.Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryReady, EntryEvicting})
+		if !force {
+			q = q.Where("pinned = ?", false)
+		}
+		res := q.Update("state", EntryEvicting)
+		if res.Error != nil {
+			return wrap(res.Error, fmt.Sprintf("models: evict cache entry %d", id))
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("models: cache entry %d cannot be evicted: %w", id, ErrNotFound)
+		}
+		var leases int64
+		if err := tx.Model(&CacheLease{}).Where("entry_id = ? AND expires_at > ?", id, now).Count(&leases).Error; err != nil {
+			return wrap(err, fmt.Sprintf("models: leases of cache entry %d", id))
+		}
+		if leases > 0 {
+			// Rolls the state back to what it was.
+			return fmt.Errorf("models: cache entry %d has %d leases: %w", id, leases, ErrLeased)
+		}
+		return nil
+	})
+}
+
+// FinishEvict removes an evicted entry's rows: the entry, its cache volume and its leases. When
+// its cache volume went to the trash (clones still depend on it) a TrashedCacheVolume row keeps
+// it accounted for until it is purged.
+func (s *Store) FinishEvict(ctx context.Context, e *CacheEntry, trashed bool, now time.Time) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The entry's row first, as LeaseCacheEntry locks it before the leases: no deadlock.
+		if err := tx.Where("id = ?", e.ID).Delete(&CacheEntry{}).Error; err != nil {
+			return wrap(err, fmt.Sprintf("models: delete cache entry %d", e.ID))
+		}
+		if err := tx.Where("entry_id = ?", e.ID).Delete(&CacheLease{}).Error; err != nil {
+			return wrap(err, fmt.Sprintf("models: leases of cache entry %d", e.ID))
+		}
+		if err := tx.Where("id = ?", e.VolumeID).Delete(&Volume{}).Error; err != nil {
+			return wrap(err, "models: delete cache volume "+e.VolumeID)
+		}
+		if !trashed {
+			return nil
+		}
+		t := TrashedCacheVolume{Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID, ImageID: e.ImageID, SizeBytes: e.SizeBytes, TrashedAt: now}
+		return wrap(tx.Create(&t).Error, "models: record trashed cache volume "+e.VolumeID)
+	})
+}
+
+// ListTrashed lists the trashed cache volumes of a host ("" for all).
+func (s *Store) ListTrashed(ctx context.Context, host string) ([]TrashedCacheVolume, error) {
+	q := s.db.WithContext(ctx).Order("id")
+	if host != "" {
+		q = q.Where("host = ?", host)
+	}
+	var out []TrashedCacheVolume
+	return out, wrap(q.Find(&out).Error, "models: list trashed cache volumes")
+}
+
+// FindTrashed returns the trashed cache volume of that pool and volume id.
+func (s *Store) FindTrashed(ctx context.Context, pool, volumeID string) (*TrashedCacheVolume, error) {
+	var t TrashedCacheVolume
+	if err := s.db.WithContext(ctx).Where("pool = ? AND volume_id = ?", pool, volumeID).Take(&t).Error; err != nil {
+		return nil, wrap(err, "models: trashed cache volume "+volumeID)
+	}
+	return &t, nil
+}
+
+// DeleteTrashed forgets a trashed cache volume once it has been purged.
+func (s *Store) DeleteTrashed(ctx context.Context, id uint) error {
+	return wrap(s.db.WithContext(ctx).Where("id = ?", id).Delete(&TrashedCacheVolume{}).Error, fmt.Sprintf("models: delete trashed cache volume %d", id))
+}
+
+// SetPinned pins an entry (it is then never evicted for room) or unpins it.
+func (s *Store) SetPinned(ctx context.Context, id uint, pinned bool) error {
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).Update("pinned", pinned)
+	if res.Error == nil && res.RowsAffected == 0 {
+		return fmt.Errorf("models: cache entry %d: %w", id, ErrNotFound)
+	}
+	return wrap(res.Error, fmt.Sprintf("models: pin cache entry %d", id))
+}
+
+// ProjectUsage is what a project's volumes hold: their number and their GiB.
+type ProjectUsage struct {
+	Volumes int64
+	GB      int64
+}
+
+// ProjectUsage sums the volumes of a project on every host.
+func (s *Store) ProjectUsage(ctx context.Context, projectID string) (ProjectUsage, error) {
+	var u ProjectUsage
+	err := s.db.WithContext(ctx).Model(&Volume{}).
+		Select("COUNT(*) AS volumes, COALESCE(SUM(size_gb), 0) AS gb").
+		Where("project_id = ?", projectID).Scan(&u).Error
+	return u, wrap(err, "models: usage of project "+projectID)
+}
+
+// AddStats adds d's counters to a host's.
+func (s *Store) AddStats(ctx context.Context, host string, d CacheStat) error {
+	d.Host = host
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns: []clause.Column{{Name: "host"}},
+		DoUpdates: clause.Assignments(map[string]any{
+			"hits":             gorm.Expr("hits + ?", d.Hits),
+			"misses":           gorm.Expr("misses + ?", d.Misses),
+			"evictions":        gorm.Expr("evictions + ?", d.Evictions),
+			"downloads":        gorm.Expr("downloads + ?", d.Downloads),
+			"bytes_downloaded": gorm.Expr("bytes_downloaded + ?", d.BytesDownloaded),
+		}),
+	}).Create(&d).Error
+	return wrap(err, "models: cache stats of "+host)
+}
+
+// Stats returns every host's counters.
+func (s *Store) Stats(ctx context.Context) ([]CacheStat, error) {
+	var out []CacheStat
+	return out, wrap(s.db.WithContext(ctx).Order("host").Find(&out).Error, "models: cache stats")
+}

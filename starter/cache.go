@@ -1,0 +1,246 @@
+package starter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/workflows"
+)
+
+// opWait bounds how long a request waits for an operator workflow (eviction, warm with
+// ?wait=true) before answering 202 with its workflow ID.
+const opWait = time.Minute
+
+func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
+	v, err := g.ownVolume(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	switch v.Status {
+	case models.StatusCreating:
+		writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is still being created", v.ID))
+		return
+	case models.StatusDeleting:
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
+		return
+	}
+	ctx := r.Context()
+	if err := g.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusDeleting}); err != nil {
+		writeError(w, err)
+		return
+	}
+	_, err = g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       "imagevol-delete-" + v.ID,
+		TaskQueue:                workflows.TaskQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+	}, workflows.DeleteVolume, workflows.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool})
+	if err != nil {
+		// Nothing started: put the status back so the delete can be asked again.
+		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})
+		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the deletion: %v", err))
+		return
+	}
+	g.log().Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": models.StatusDeleting})
+}
+
+// CacheStats is the body of GET /v1/cache/stats: counters since the database was created, and
+// what the cache holds now, in total and per host.
+type CacheStats struct {
+	models.CacheStat
+	Entries      int64                  `json:"entries"`
+	BytesCached  int64                  `json:"bytes_cached"`
+	BytesTrashed int64                  `json:"bytes_trashed"`
+	Hosts        map[string]*CacheStats `json:"hosts,omitempty"`
+}
+
+func (c *CacheStats) add(o models.CacheStat) {
+	c.Hits += o.Hits
+	c.Misses += o.Misses
+	c.Evictions += o.Evictions
+	c.Downloads += o.Downloads
+	c.BytesDownloaded += o.BytesDownloaded
+}
+
+func (g *Gateway) cacheStats(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	counters, err := g.Store.Stats(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	entries, err := g.Store.ListCacheEntries(ctx, "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	trash, err := g.Store.ListTrashed(ctx, "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	total := &CacheStats{Hosts: map[string]*CacheStats{}}
+	host := func(h string) *CacheStats {
+		if total.Hosts[h] == nil {
+			total.Hosts[h] = &CacheStats{}
+		}
+		return total.Hosts[h]
+	}
+	for _, c := range counters {
+		total.add(c)
+		host(c.Host).add(c)
+	}
+	for _, e := range entries {
+		if e.State != models.EntryReady {
+			continue
+		}
+		for _, s := range []*CacheStats{total, host(e.Host)} {
+			s.Entries++
+			s.BytesCached += e.SizeBytes
+		}
+	}
+	for _, t := range trash {
+		total.BytesTrashed += t.SizeBytes
+		host(t.Host).BytesTrashed += t.SizeBytes
+	}
+	writeJSON(w, http.StatusOK, total)
+}
+
+// WarmRequest is the body of POST /v1/cache/warm; no hosts means every host.
+type WarmRequest struct {
+	ImageID string   `json:"image_id"`
+	Hosts   []string `json:"hosts"`
+}
+
+// warmCache starts a WarmCache workflow. With ?wait=true it answers with the per-host results
+// once the fills are done (or 202 after opWait).
+func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req WarmRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, apiErr(http.StatusBadRequest, "bad_request", "malformed JSON body: %v", err))
+		return
+	}
+	if req.ImageID == "" {
+		writeError(w, apiErr(http.StatusBadRequest, "bad_request", "image_id is required"))
+		return
+	}
+	if len(req.Hosts) == 0 {
+		req.Hosts = g.Hosts
+	}
+	for _, h := range req.Hosts {
+		if !slices.Contains(g.Hosts, h) {
+			writeError(w, apiErr(http.StatusBadRequest, "unknown_host", "host %q is not one of the storage hosts %v", h, g.Hosts))
+			return
+		}
+	}
+	img, err := g.activeImage(ctx, req.ImageID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	run, err := g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: "imagevol-warm-" + uuid.NewString(), TaskQueue: workflows.TaskQueue,
+	}, workflows.WarmCache, workflows.WarmInput{ImageID: img.ID, Hosts: req.Hosts})
+	if err != nil {
+		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the warm-up: %v", err))
+		return
+	}
+	g.log().Info("cache warm-up started", "image_id", img.ID, "hosts", req.Hosts, "workflow_id", run.GetID())
+	if wait, _ := strconv.ParseBool(r.URL.Query().Get("wait")); !wait {
+		writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, opWait)
+	defer cancel()
+	var res []workflows.WarmHostResult
+	if err := run.Get(wctx, &res); err != nil {
+		writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"workflow_id": run.GetID(), "hosts": res})
+}
+
+// entryOf reads the cache entry named in the path.
+func (g *Gateway) entryOf(r *http.Request) (*models.CacheEntry, error) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return nil, apiErr(http.StatusBadRequest, "bad_request", "cache entry id %q is not a number", r.PathValue("id"))
+	}
+	e, err := g.Store.GetCacheEntry(r.Context(), uint(id))
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, apiErr(http.StatusNotFound, "cache_entry_not_found", "cache entry %d not found", id)
+	}
+	return e, err
+}
+
+func (g *Gateway) pin(pinned bool) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		e, err := g.entryOf(r)
+		if err == nil {
+			err = g.Store.SetPinned(r.Context(), e.ID, pinned)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		e.Pinned = pinned
+		writeJSON(w, http.StatusOK, entryView(e))
+	}
+}
+
+// evictEntry evicts an entry now (DELETE /v1/cache/{id}[?force=true]), through an
+// EvictCacheEntry workflow on the entry's host, and answers with what it did.
+func (g *Gateway) evictEntry(w http.ResponseWriter, r *http.Request) {
+	e, err := g.entryOf(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
+	if e.Pinned && !force {
+		writeError(w, apiErr(http.StatusConflict, "cache_entry_pinned", "cache entry %d is pinned; unpin it or use ?force=true", e.ID))
+		return
+	}
+	ctx := r.Context()
+	run, err := g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: "imagevol-evict-" + strconv.FormatUint(uint64(e.ID), 10), TaskQueue: workflows.TaskQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+	}, workflows.EvictCacheEntry, workflows.EvictInput{Host: e.Host, EntryID: e.ID, Force: force})
+	if err != nil {
+		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the eviction: %v", err))
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, opWait)
+	defer cancel()
+	var res activities.EvictEntryResult
+	if err := run.Get(wctx, &res); err != nil {
+		var appErr *temporal.ApplicationError
+		switch {
+		case errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeEntryPinned:
+			writeError(w, apiErr(http.StatusConflict, "cache_entry_pinned", "%s", appErr.Message()))
+		case wctx.Err() != nil:
+			writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
+		default:
+			writeError(w, err)
+		}
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": e.ID, "evicted": res.Evicted, "trashed": res.Trashed})
+}

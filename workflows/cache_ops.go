@@ -1,0 +1,156 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/models"
+)
+
+// Options of the operator workflows: a host whose worker is down is reported, not waited on
+// forever; an eviction waits out the leases of clones in progress.
+var (
+	hostCheck = workflow.ActivityOptions{
+		ScheduleToStartTimeout: time.Minute, StartToCloseTimeout: 30 * time.Minute, HeartbeatTimeout: time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable},
+	}
+	evictStep = workflow.ActivityOptions{
+		StartToCloseTimeout: 2 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: 200 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 5 * time.Second,
+			MaximumAttempts: 40, NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	}
+)
+
+// WarmInput asks for an image to be cached on some hosts ahead of demand.
+type WarmInput struct {
+	ImageID string
+	Hosts   []string
+}
+
+// WarmHostResult is what warming did for one host.
+type WarmHostResult struct {
+	Host       string
+	Cached     bool
+	Entry      activities.EntryRef // may be in another host's pool of the same cluster
+	Downloaded bool
+	Reason     string // why not cached
+	Error      string
+}
+
+// WarmCache fills the cache for an image on every listed host, in parallel. Each host looks the
+// cache up and, on a miss, joins the cluster's fill of the image, so hosts sharing a Ceph cluster
+// share one download and one cache volume.
+func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
+	var a *activities.Activities
+	type pending struct {
+		host   string
+		lookup workflow.Future
+	}
+	var ps []pending
+	for _, h := range in.Hosts {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, HostQueue(h)))
+		ps = append(ps, pending{h, workflow.ExecuteActivity(hctx, a.LookupCache, activities.LookupInput{ImageID: in.ImageID, Prewarm: true})})
+	}
+	out := make([]WarmHostResult, len(ps))
+	fills := make([]workflow.Future, len(ps))
+	for i, p := range ps {
+		out[i].Host = p.host
+		var plan activities.LookupResult
+		if err := p.lookup.Get(ctx, &plan); err != nil {
+			out[i].Error = errorMessage(err)
+			continue
+		}
+		switch {
+		case plan.Hit:
+			out[i].Cached, out[i].Entry = true, plan.Entry
+		case plan.Cacheable:
+			hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(p.host)))
+			fills[i] = workflow.ExecuteActivity(hctx, a.JoinFill, activities.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image})
+		default:
+			out[i].Reason = plan.Reason
+		}
+	}
+	for i, f := range fills {
+		if f == nil {
+			continue
+		}
+		var fill activities.FillResult
+		if err := f.Get(ctx, &fill); err != nil {
+			out[i].Error = errorMessage(err)
+			continue
+		}
+		out[i].Cached, out[i].Entry, out[i].Downloaded, out[i].Reason = fill.Cached, fill.Entry, fill.Downloaded, fill.Reason
+		if fill.FailureType != "" {
+			out[i].Error = fill.FailureType + ": " + fill.FailureMessage
+		}
+	}
+	return out, nil
+}
+
+// EvictInput names the cache entry an operator evicts, and the host it lives on.
+type EvictInput struct {
+	Host    string
+	EntryID uint
+	Force   bool
+}
+
+// EvictCacheEntry evicts one cache entry now, safely: it waits for clones in progress to
+// release their leases, and a cache volume that clones still depend on goes to the trash.
+func EvictCacheEntry(ctx workflow.Context, in EvictInput) (activities.EvictEntryResult, error) {
+	var a *activities.Activities
+	var res activities.EvictEntryResult
+	hctx := workflow.WithActivityOptions(ctx, withQueue(evictStep, HostQueue(in.Host)))
+	err := workflow.ExecuteActivity(hctx, a.EvictEntry, activities.EvictEntryInput{EntryID: in.EntryID, Force: in.Force}).Get(ctx, &res)
+	return res, err
+}
+
+// ReconcileInput lists the hosts whose caches a reconcile pass checks.
+type ReconcileInput struct {
+	Hosts []string
+}
+
+// ReconcileCache checks every host's cache against the image service and Ceph (see
+// activities.ReconcileHost), all hosts in parallel. It runs on a Temporal Schedule; a host that
+// does not answer is reported in its entry and checked again on the next run.
+func ReconcileCache(ctx workflow.Context, in ReconcileInput) ([]activities.ReconcileReport, error) {
+	var a *activities.Activities
+	fs := make([]workflow.Future, len(in.Hosts))
+	for i, h := range in.Hosts {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, HostQueue(h)))
+		fs[i] = workflow.ExecuteActivity(hctx, a.ReconcileHost)
+	}
+	out := make([]activities.ReconcileReport, len(fs))
+	for i, f := range fs {
+		if err := f.Get(ctx, &out[i]); err != nil {
+			out[i] = activities.ReconcileReport{Host: in.Hosts[i], Problems: []string{errorMessage(err)}}
+		}
+	}
+	return out, nil
+}
+
+// DeleteVolumeInput names a user volume to delete and where its image lives.
+type DeleteVolumeInput struct {
+	VolumeID string
+	Host     string
+	Pool     string
+}
+
+// DeleteVolume removes a volume's RBD image — and its parent, an evicted cache volume in the
+// trash, when this was its last clone — then the volume's row.
+func DeleteVolume(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
+	var a *activities.Activities
+	var res activities.RemoveVolumeResult
+	if in.Pool != "" && in.Host != "" {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
+		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, activities.ImageName{Pool: in.Pool, Name: models.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
+			return res, err
+		}
+	}
+	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
+	return res, workflow.ExecuteLocalActivity(lctx, a.DeleteVolumeRow, in.VolumeID).Get(ctx, nil)
+}
