@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet fmt clean
+.PHONY: all build run stop test vet fmt clean bench
 
 all: build
 
@@ -19,6 +19,11 @@ run:
 
 stop:
 	deploy/stop.sh
+
+# Performance figures beside their floors, on a stack with two storage hosts: bench/results/.
+# BENCH_QUICK=1 for small sizes and counts.
+bench:
+	deploy/bench.sh
 
 test:
 	deploy/test.sh

@@ -58,20 +58,18 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 }
 
 // LookupCache reads the image's metadata and looks for a ready cache entry of its content: on
-// this host first, then on any other host of the same Ceph cluster (a clone can cross pools). A
-// hit is only reported once the cache volume's snapshot is seen in Ceph: an entry whose volume
-// disappeared is dropped, and the provision falls back to a download. Entries of an image that
-// is gone, deactivated or whose content changed are evicted on the way.
+// this host first, then on any other host of the same Ceph cluster (a clone can cross pools).
+// Entries of an image that is gone, deactivated or whose content changed are evicted on the way.
 func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupResult, error) {
-	img, err := a.Images.Get(ctx, in.ImageID)
+	img, err := a.imageOf(ctx, in)
 	switch {
 	case errors.Is(err, imagesource.ErrNotFound):
-		a.invalidate(ctx, in.ImageID, "")
+		a.invalidateImage(ctx, in.ImageID)
 		return LookupResult{}, nonRetryable(ErrTypeImageNotFound, "image %s not found", in.ImageID)
 	case err != nil:
 		return LookupResult{}, err
 	case img.Status != imagesource.StatusActive:
-		a.invalidate(ctx, in.ImageID, "")
+		a.invalidateImage(ctx, in.ImageID)
 		return LookupResult{}, nonRetryable(ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
 	case img.ContentHash() == "":
 		return LookupResult{}, nonRetryable(ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
@@ -94,9 +92,15 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 		res.Reason = ReasonDisabled
 		return res, nil
 	}
+	entries, err := a.Store.ListEntriesOfImage(ctx, img.ID)
+	if err != nil {
+		return LookupResult{}, err
+	}
 	// A new upload under the same image id is new content: its old entries are stale.
-	a.invalidate(ctx, img.ID, res.Image.ContentHash)
-	entry, err := a.readyEntry(ctx, img.ID, res.Image.ContentHash)
+	a.invalidate(ctx, entries, res.Image.ContentHash)
+	// No Ceph round trip here: the clone finds out if the cache volume vanished, and the
+	// provision then looks again.
+	entry, err := a.pickReady(ctx, entries, res.Image.ContentHash, false)
 	if err != nil {
 		return LookupResult{}, err
 	}
@@ -121,16 +125,39 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	return res, nil
 }
 
+// imageMaxAge is how long image metadata read by the gateway is trusted without a new read.
+const imageMaxAge = time.Minute
+
+// imageOf returns the image's metadata: the gateway's copy while it is fresh, else a new read.
+func (a *Activities) imageOf(ctx context.Context, in LookupInput) (imagesource.Image, error) {
+	if in.Image != nil && in.Image.ID == in.ImageID && time.Since(in.ImageRead) < imageMaxAge {
+		return *in.Image, nil
+	}
+	return a.Images.Get(ctx, in.ImageID)
+}
+
 // readyEntry is the ready entry of an image's content to clone from, this host's first, or nil.
-// Entries whose cache volume vanished from Ceph (deleted behind the engine's back) are dropped.
 func (a *Activities) readyEntry(ctx context.Context, imageID, contentHash string) (*models.CacheEntry, error) {
 	entries, err := a.Store.FindReadyEntries(ctx, a.Config.ClusterName, imageID, contentHash)
 	if err != nil {
 		return nil, err
 	}
+	return a.pickReady(ctx, entries, contentHash, true)
+}
+
+// pickReady chooses among an image's entries the ready one of this content in this cluster to
+// clone from, this host's first. With verify, an entry is taken only once its snapshot is seen in
+// Ceph, and entries whose cache volume vanished (deleted behind the engine's back) are dropped.
+func (a *Activities) pickReady(ctx context.Context, entries []models.CacheEntry, contentHash string, verify bool) (*models.CacheEntry, error) {
+	entries = slices.DeleteFunc(slices.Clone(entries), func(e models.CacheEntry) bool {
+		return e.State != models.EntryReady || e.ContentHash != contentHash || e.ClusterName != a.Config.ClusterName
+	})
 	slices.SortStableFunc(entries, func(x, y models.CacheEntry) int {
 		return cmp.Compare(b2i(x.Host != a.Config.Host), b2i(y.Host != a.Config.Host))
 	})
+	if !verify && len(entries) > 0 {
+		return &entries[0], nil
+	}
 	for i := range entries {
 		e := &entries[i]
 		parent := CacheParent(e.Pool, e.VolumeID)
@@ -156,15 +183,20 @@ func b2i(b bool) int {
 	return 0
 }
 
-// invalidate evicts this host's ready entries of an image whose content hash is not keepHash
-// (all of them when keepHash is empty). It is best effort: a failure is logged, and the
-// reconcile workflow catches what is left.
-func (a *Activities) invalidate(ctx context.Context, imageID, keepHash string) {
+// invalidateImage evicts this host's entries of an image that is gone or not active.
+func (a *Activities) invalidateImage(ctx context.Context, imageID string) {
 	entries, err := a.Store.ListEntriesOfImage(ctx, imageID)
 	if err != nil {
 		a.log(ctx).Error("invalidate: list entries", "image_id", imageID, "err", err)
 		return
 	}
+	a.invalidate(ctx, entries, "")
+}
+
+// invalidate evicts this host's entries among those whose content hash is not keepHash (all of
+// them when keepHash is empty). It is best effort: a failure is logged, and the reconcile
+// workflow catches what is left.
+func (a *Activities) invalidate(ctx context.Context, entries []models.CacheEntry, keepHash string) {
 	for i := range entries {
 		e := &entries[i]
 		if e.Host != a.Config.Host || e.ContentHash == keepHash || e.State == models.EntryFilling {

@@ -146,17 +146,19 @@ const leaseTTL = 10 * time.Minute
 
 // CloneVolume makes the user's volume a copy-on-write clone of a cache entry's snapshot, which
 // may sit in another host's pool of the same cluster. It holds a lease on the entry while it
-// clones, so the entry cannot be evicted under it; an entry already evicted is reported as
-// CacheVolumeGone and the provision looks the cache up again. An existing image with the same
-// parent is an earlier attempt's success.
+// clones, so the entry cannot be evicted under it. An entry already evicted, or whose cache
+// volume vanished from Ceph (its rows are then dropped), is reported as CacheVolumeGone and the
+// provision looks the cache up again. An existing image with the same parent is an earlier
+// attempt's success.
 func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 	parent := in.Entry.Parent()
-	if done, err := a.clonedFrom(ctx, in.Pool, in.Name, parent); done || err != nil {
-		return err
-	}
 	holder := in.Pool + "/" + in.Name
 	err := a.Store.LeaseCacheEntry(ctx, in.Entry.EntryID, holder, time.Now().UTC(), leaseTTL)
 	if errors.Is(err, models.ErrNotFound) {
+		// Crash recovery: an earlier attempt may have cloned before the entry went.
+		if done, cerr := a.clonedFrom(ctx, in.Pool, in.Name, parent); done || cerr != nil {
+			return cerr
+		}
 		return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d was evicted before the clone", in.Entry.EntryID)
 	} else if err != nil {
 		return err
@@ -171,6 +173,14 @@ func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, storage.ErrNotFound):
+		// The cache volume was deleted behind the engine's back: forget it, so that the next
+		// lookup misses and fills the cache again.
+		a.log(ctx).Warn("cache volume disappeared; dropping its entry", "entry", in.Entry.EntryID, "volume", in.Entry.VolumeID)
+		if e, gerr := a.Store.GetCacheEntry(ctx, in.Entry.EntryID); gerr == nil {
+			if derr := a.Store.DeleteCacheEntry(ctx, e); derr != nil {
+				return derr
+			}
+		}
 		return nonRetryable(ErrTypeCacheVolumeGone, "cache snapshot %s/%s@%s is gone: %v", parent.Pool, parent.Image, parent.Snapshot, err)
 	case errors.Is(err, storage.ErrExists):
 		_, err = a.clonedFrom(ctx, in.Pool, in.Name, parent)
@@ -196,17 +206,14 @@ func (a *Activities) clonedFrom(ctx context.Context, pool, name string, parent s
 // ExtendVolume grows an image to the requested size; an image already that big is left alone,
 // and one bigger than requested (a cached disk image larger than the volume) is refused.
 func (a *Activities) ExtendVolume(ctx context.Context, in ResizeInput) error {
-	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
+	before, err := a.Storage.Grow(ctx, in.Pool, in.Name, uint64(in.SizeBytes))
 	if err != nil {
 		return err
 	}
-	switch {
-	case int64(info.Size) == in.SizeBytes:
-		return nil
-	case int64(info.Size) > in.SizeBytes:
-		return nonRetryable(ErrTypeVolumeTooSmall, "the image's disk is %d bytes, larger than the requested volume (%d bytes)", info.Size, in.SizeBytes)
+	if int64(before) > in.SizeBytes {
+		return nonRetryable(ErrTypeVolumeTooSmall, "the image's disk is %d bytes, larger than the requested volume (%d bytes)", before, in.SizeBytes)
 	}
-	return a.Storage.Resize(ctx, in.Pool, in.Name, uint64(in.SizeBytes))
+	return nil
 }
 
 // FlattenVolume copies a clone's parent data into it, detaching it from the cache volume.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -128,6 +129,10 @@ type LookupInput struct {
 	// Prewarm is a lookup on behalf of a pre-warm, not a volume: no size check, and it counts
 	// neither as a hit nor as a miss.
 	Prewarm bool
+	// Image is the metadata the gateway read when it accepted the request, to spare the image
+	// service a second read on the hot path; it is read again when older than imageMaxAge.
+	Image     *imagesource.Image
+	ImageRead time.Time
 }
 
 // LookupResult is the plan for a provision: a hit names the entry to clone from.

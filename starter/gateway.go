@@ -156,6 +156,7 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	if req.SizeGB <= 0 {
 		return nil, apiErr(http.StatusBadRequest, "bad_request", "size_gb must be a positive number of GiB, got %d", req.SizeGB)
 	}
+	read := time.Now().UTC()
 	img, err := g.activeImage(ctx, req.ImageID)
 	if err != nil {
 		return nil, err
@@ -188,7 +189,9 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 		ID:                    id,
 		TaskQueue:             workflows.TaskQueue,
 		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host})
+	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{
+		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
+	})
 	if err != nil {
 		// Nothing was started: the row must not stay "creating" forever.
 		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), id, map[string]any{"status": models.StatusError, "error": "could not start provisioning: " + err.Error()})

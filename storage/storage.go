@@ -60,8 +60,9 @@ type Storage interface {
 	OpenReader(ctx context.Context, pool, name, snap string) (ReaderAt, error)
 	// Stat describes an image; ErrNotFound if it does not exist.
 	Stat(ctx context.Context, pool, name string) (ImageInfo, error)
-	// Resize sets an image's size.
-	Resize(ctx context.Context, pool, name string, size uint64) error
+	// Grow resizes an image to size if it is smaller, in one open, and returns the size it had:
+	// an image already that big (or bigger) is left as it is.
+	Grow(ctx context.Context, pool, name string, size uint64) (before uint64, err error)
 	// Rename renames an image within its pool.
 	Rename(ctx context.Context, pool, from, to string) error
 	// CreateSnapshot snapshots an image; ErrExists if the snapshot exists.

@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 )
 
@@ -27,6 +28,10 @@ type CreateVolumeInput struct {
 	ImageID  string
 	SizeGB   int
 	Host     string
+	// Image is the metadata the gateway read when it accepted the request, at ImageRead; the
+	// cache lookup uses it while fresh instead of asking the image service again.
+	Image     *imagesource.Image
+	ImageRead time.Time
 }
 
 // CreateVolumeResult says how the volume was made.
@@ -103,7 +108,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	for lookup := 1; source == nil; lookup++ {
 		// 1. Lookup cache.
 		if err := workflow.ExecuteActivity(host, a.LookupCache, activities.LookupInput{
-			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB,
+			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead,
 		}).Get(ctx, &plan); err != nil {
 			return res, err
 		}
@@ -134,8 +139,12 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 				res.CacheReason = fill.Reason
 			}
 		}
-		if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
-			return res, err
+		if !plan.Hit {
+			// A miss takes a while: show its cache result now. A hit records it with the
+			// final status, one local step less on the fast path.
+			if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
+				return res, err
+			}
 		}
 		if source == nil {
 			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
@@ -172,7 +181,9 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	if flatten {
 		pending = models.FlattenPending
 	}
-	if err := setState(activities.VolumeUpdate{Status: models.StatusAvailable, Flatten: pending}); err != nil {
+	if err := setState(activities.VolumeUpdate{
+		Status: models.StatusAvailable, Flatten: pending, Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool,
+	}); err != nil {
 		return res, err
 	}
 	// 8. Optional flatten, after the volume is already usable (its status shows the flatten). A

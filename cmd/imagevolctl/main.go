@@ -3,7 +3,8 @@
 //	imagevolctl create --image ID --size GB [--name N] [--wait]
 //	imagevolctl show VOLUME
 //	imagevolctl list
-//	imagevolctl cache
+//	imagevolctl delete VOLUME
+//	imagevolctl cache ls | stats | warm IMAGE [HOST...] | pin ENTRY | unpin ENTRY | evict [--force] ENTRY
 //
 // It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN.
 package main
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string) error {
 		hc:    &http.Client{Timeout: 30 * time.Second},
 	}
 	if len(args) == 0 {
-		return errors.New("usage: imagevolctl create|show|list|cache ...")
+		return errors.New("usage: imagevolctl create|show|list|delete|cache ...")
 	}
 	switch args[0] {
 	case "create":
@@ -127,14 +128,54 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		return printJSON(v)
-	case "cache":
+	case "delete":
+		if len(args) != 2 {
+			return errors.New("usage: imagevolctl delete VOLUME")
+		}
 		var v map[string]any
-		if err := a.do(ctx, "GET", "/v1/cache", nil, &v); err != nil {
+		if err := a.do(ctx, "DELETE", "/v1/volumes/"+args[1], nil, &v); err != nil {
 			return err
 		}
 		return printJSON(v)
+	case "cache":
+		return a.cache(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// cache runs the cache subcommands: ls, stats, warm IMAGE [HOST...], pin|unpin|evict ENTRY.
+func (a *api) cache(ctx context.Context, args []string) error {
+	const usage = "usage: imagevolctl cache ls | stats | warm IMAGE [HOST...] | pin ENTRY | unpin ENTRY | evict [--force] ENTRY"
+	if len(args) == 0 {
+		args = []string{"ls"}
+	}
+	var (
+		method, path string
+		body         any
+	)
+	switch cmd, rest := args[0], args[1:]; {
+	case cmd == "ls" && len(rest) == 0:
+		method, path = "GET", "/v1/cache"
+	case cmd == "stats" && len(rest) == 0:
+		method, path = "GET", "/v1/cache/stats"
+	case cmd == "warm" && len(rest) >= 1:
+		method, path, body = "POST", "/v1/cache/warm?wait=true", map[string]any{"image_id": rest[0], "hosts": rest[1:]}
+	case cmd == "pin" && len(rest) == 1:
+		method, path = "POST", "/v1/cache/"+rest[0]+"/pin"
+	case cmd == "unpin" && len(rest) == 1:
+		method, path = "DELETE", "/v1/cache/"+rest[0]+"/pin"
+	case cmd == "evict" && len(rest) == 1:
+		method, path = "DELETE", "/v1/cache/"+rest[0]
+	case cmd == "evict" && len(rest) == 2 && rest[0] == "--force":
+		method, path = "DELETE", "/v1/cache/"+rest[1]+"?force=true"
+	default:
+		return errors.New(usage)
+	}
+	var v any
+	if err := a.do(ctx, method, path, body, &v); err != nil {
+		return err
+	}
+	return printJSON(v)
 }
 
 // wait polls the volume until it leaves "creating".

@@ -190,17 +190,24 @@ func (c *Cluster) Stat(_ context.Context, pool, name string) (storage.ImageInfo,
 	return info, nil
 }
 
-// Resize sets the image size.
-func (c *Cluster) Resize(_ context.Context, pool, name string, size uint64) error {
+// Grow resizes the image to size when it is smaller and returns its size before.
+func (c *Cluster) Grow(_ context.Context, pool, name string, size uint64) (uint64, error) {
 	img, err := c.open(pool, name, cephrbd.NoSnapshot, false)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer img.Close()
-	if err := img.Resize(size); err != nil {
-		return fmt.Errorf("rbd: resize %s/%s: %w", pool, name, translate(err))
+	before, err := img.GetSize()
+	if err != nil {
+		return 0, fmt.Errorf("rbd: size of %s/%s: %w", pool, name, translate(err))
 	}
-	return nil
+	if before >= size {
+		return before, nil
+	}
+	if err := img.Resize(size); err != nil {
+		return before, fmt.Errorf("rbd: resize %s/%s: %w", pool, name, translate(err))
+	}
+	return before, nil
 }
 
 // Rename renames an image within its pool.

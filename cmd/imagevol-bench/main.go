@@ -1,0 +1,165 @@
+// Command imagevol-bench measures imagevol's performance figures against a running stack (API
+// gateway, workers node1 and node2, Temporal, Glance and Ceph) and writes each beside its floor:
+// the same storage or data work done directly, in the same run, on the same cluster.
+//
+//	imagevol-bench [-quick] [-out bench/results] [-work .run/bench]
+//
+// It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN, Glance from
+// GLANCE_URL, Ceph from CEPH_CONF and the workers' pid files from IMAGEVOL_RUN_DIR; deploy/bench.sh
+// (`make bench`) brings the stack up and runs it. It writes latest.json, latest.md,
+// hit_latency.png and miss_by_size.png to the output directory.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		logger.Error("bad arguments", "err", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, logger, cfg); err != nil {
+		logger.Error("benchmark failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// Config is where the stack is and where the benchmark writes.
+type Config struct {
+	GatewayURL      string        // IMAGEVOL_URL
+	Token           string        // IMAGEVOL_TOKEN
+	GlanceURL       string        // GLANCE_URL
+	CephConf        string        // CEPH_CONF
+	TemporalAddress string        // Temporal frontend host:port
+	Namespace       string        // Temporal namespace
+	RunDir          string        // holds pids/worker-node1.pid
+	WorkDir         string        // scratch image files
+	OutDir          string        // results
+	Host            string        // the host measured for misses, hits and RSS
+	Pool            string        // that host's RBD pool, also used for the floors
+	BurstHosts      []string      // hosts the burst spreads its requests over
+	Quick           bool          // BENCH_QUICK=1: small sizes and counts
+	Timeout         time.Duration // bound on the whole run
+	KeepImages      bool          // keep the Glance images the run uploaded
+	Rerender        string        // a latest.json to render again instead of measuring
+}
+
+func parseFlags(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("imagevol-bench", flag.ContinueOnError)
+	fs.StringVar(&c.GatewayURL, "gateway", envOr("IMAGEVOL_URL", "http://127.0.0.1:8776"), "API gateway URL")
+	fs.StringVar(&c.GlanceURL, "glance", envOr("GLANCE_URL", "http://127.0.0.1:9292/"), "Glance URL")
+	fs.StringVar(&c.CephConf, "ceph-conf", envOr("CEPH_CONF", "/etc/ceph/ceph.conf"), "ceph.conf of the cluster the workers use")
+	fs.StringVar(&c.TemporalAddress, "temporal", envOr("IMAGEVOL_TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend")
+	fs.StringVar(&c.Namespace, "namespace", envOr("IMAGEVOL_TEMPORAL_NAMESPACE", "default"), "Temporal namespace")
+	fs.StringVar(&c.RunDir, "run-dir", envOr("IMAGEVOL_RUN_DIR", ".run"), "run directory holding pids/worker-<host>.pid")
+	fs.StringVar(&c.WorkDir, "work", "", "directory for scratch image files (default <run-dir>/bench)")
+	fs.StringVar(&c.OutDir, "out", "bench/results", "directory the results are written to")
+	fs.StringVar(&c.Host, "host", "node1", "storage host measured for misses, hits and worker RSS")
+	fs.StringVar(&c.Pool, "pool", "volumes", "RBD pool of -host; the floors run there too")
+	hosts := fs.String("burst-hosts", "node1,node2", "comma-separated hosts the burst alternates between")
+	fs.BoolVar(&c.Quick, "quick", envOr("BENCH_QUICK", "") == "1", "small sizes and counts, for development (BENCH_QUICK=1)")
+	fs.DurationVar(&c.Timeout, "timeout", 40*time.Minute, "bound on the whole run")
+	fs.BoolVar(&c.KeepImages, "keep-images", false, "keep the Glance images the run uploaded")
+	fs.StringVar(&c.Rerender, "rerender", "", "render latest.md and the plots again from this latest.json, measuring nothing")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.Token = os.Getenv("IMAGEVOL_TOKEN")
+	if c.Token == "" && c.Rerender == "" {
+		return c, errors.New("IMAGEVOL_TOKEN is not set")
+	}
+	c.GatewayURL = strings.TrimSuffix(c.GatewayURL, "/")
+	c.GlanceURL = strings.TrimSuffix(c.GlanceURL, "/")
+	if c.WorkDir == "" {
+		c.WorkDir = filepath.Join(c.RunDir, "bench")
+	}
+	for _, h := range strings.Split(*hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.BurstHosts = append(c.BurstHosts, h)
+		}
+	}
+	if len(c.BurstHosts) == 0 {
+		return c, errors.New("-burst-hosts names no host")
+	}
+	return c, nil
+}
+
+// newQuietLogger is the Temporal client's logger: warnings and errors only.
+func newQuietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func envOr(k, def string) string {
+	if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+		return v
+	}
+	return def
+}
+
+// run measures every figure, writes the results, and returns an error when a case failed (the
+// results are written all the same, with the failure among their notes).
+func run(ctx context.Context, logger *slog.Logger, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return err
+	}
+	if cfg.Rerender != "" {
+		return rerender(logger, cfg.Rerender, cfg.OutDir)
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return err
+	}
+	b, err := newBench(ctx, logger, cfg, planFor(cfg.Quick))
+	if err != nil {
+		return err
+	}
+	defer b.close(context.WithoutCancel(ctx))
+	if err := b.preflight(ctx); err != nil {
+		return err
+	}
+	failed := b.runAll(ctx)
+	b.res.Meta.WallSeconds = round(time.Since(start).Seconds(), 1)
+	if err := writeResults(logger, cfg.OutDir, &b.res); err != nil {
+		return err
+	}
+	logger.Info("results written", "dir", cfg.OutDir, "wall", time.Since(start).Round(time.Second))
+	if failed > 0 {
+		return fmt.Errorf("%d case(s) failed; see the notes in %s", failed, filepath.Join(cfg.OutDir, "latest.md"))
+	}
+	return nil
+}
+
+// rerender reads a latest.json and writes latest.md and the plots from it again.
+func rerender(logger *slog.Logger, path, dir string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return writeResults(logger, dir, &r)
+}

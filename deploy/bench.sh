@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# bench.sh — `make bench`: bring the stack up as `deploy/run.sh --no-demo --detach` does, but with
+# two storage hosts on the one Ceph cluster (worker node1 on pool volumes, worker node2 on pool
+# volumes2, gateway placing on both), run bin/imagevol-bench against it, and stop again only what
+# this script started (services that were already running stay up).
+#
+# Results: bench/results/latest.json, latest.md, hit_latency.png, miss_by_size.png.
+# Env: BENCH_QUICK=1  small sizes and counts, for development (a full run takes ~10-20 min)
+#      BENCH_ARGS     extra imagevol-bench flags, e.g. "-keep-images"
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export GOTOOLCHAIN=local
+
+"$here/install-deps.sh" all
+make -C "$TOP" --no-print-directory build
+(cd "$TOP" && go build -tags pacific -o bin/ ./cmd/imagevol-bench)
+
+started=()    # services of ceph.sh/glance.sh this script started
+started_bg=() # processes under $RUN/pids this script started
+
+# others_running: the pid of a run/test script or a Go test binary that may be using the services
+# (it found them up, so it will not stop them, and neither must we while it runs).
+others_running() {
+  local pid
+  for pid in $(pgrep -f "deploy/(test|run)\.sh|\.test -test\." || true); do
+    [ "$pid" != "$$" ] && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+
+cleanup() {
+  local rc=$? i s other
+  set +e
+  for ((i = ${#started_bg[@]} - 1; i >= 0; i--)); do stop_bg "${started_bg[i]}"; done
+  for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+    s=${started[i]}
+    if other=$(others_running); then
+      say "leaving $s running: pid $other (deploy/test.sh or run.sh) may be using it"
+      continue
+    fi
+    "$here/$s.sh" stop >/dev/null 2>&1 || true
+    say "stopped $s"
+  done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Running = its daemon is up, healthy or not: one we did not start is never ours to stop.
+up() {
+  local out
+  out=$("$here/$1.sh" status 2>/dev/null || true)
+  grep -qE "$2" <<<"$out"
+}
+up ceph '^mon\.a running' || started+=(ceph)
+# start is idempotent; it also creates volumes2 on a cluster that was already running.
+CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start
+up glance 'pid [0-9]' || started+=(glance)
+"$here/glance.sh" start
+. "$RUN/ceph/env"
+. "$RUN/glance/env"
+# Cache rows in MySQL (MariaDB) through gorm, as the engine is deployed, in a database of its own
+# made afresh for the run.
+"$here/mariadb.sh" status >/dev/null 2>&1 || started+=(mariadb)
+"$here/mariadb.sh" start
+. "$RUN/mariadb/env"
+"$(command -v mariadb || command -v mysql)" -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS imagevol_bench; CREATE DATABASE imagevol_bench'
+export IMAGEVOL_DB_DSN="${IMAGEVOL_TEST_DSN}imagevol_bench"
+
+# The same token and env file as run.sh, so `. .run/env && bin/imagevolctl list` works meanwhile.
+[ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
+export IMAGEVOL_TOKEN=$(cat "$RUN/token")
+export IMAGEVOL_PROJECT=demo
+cat >"$RUN/env" <<ENV
+export IMAGEVOL_URL=http://127.0.0.1:8776
+export IMAGEVOL_TOKEN=$IMAGEVOL_TOKEN
+export GLANCE_URL=$GLANCE_URL
+export TEMPORAL_UI_URL=http://127.0.0.1:8233
+export CEPH_CONF=$CEPH_CONF
+export IMAGEVOL_RUN_DIR=$RUN
+ENV
+
+# bg NAME CMD...: start_bg, remembering NAME when it was not already running.
+bg() {
+  [ -n "$(pid_of "$1")" ] || started_bg+=("$1")
+  start_bg "$@"
+}
+mkdir -p "$RUN/temporal"
+bg temporal "$BIN/imagevol-devserver" --db "$RUN/temporal/temporal.db" --ip 127.0.0.1 --port 7233 --ui-port 8233
+wait_http http://127.0.0.1:8233/ 120 temporal
+bg worker-node1 "$BIN/imagevol-worker" --host node1 --pool volumes
+bg worker-node2 "$BIN/imagevol-worker" --host node2 --pool volumes2
+bg gateway "$BIN/imagevol-gateway" --hosts node1,node2
+wait_http http://127.0.0.1:8776/healthz 60 gateway
+sleep 0.5
+for w in worker-node1 worker-node2; do
+  [ -n "$(pid_of "$w")" ] || { tail -n 30 "$RUN/log/$w.log" >&2; say "$w exited"; exit 1; }
+done
+if ! tr '\0' ' ' <"/proc/$(pid_of gateway)/cmdline" | grep -q 'node2'; then
+  say "warning: the gateway was already running and was not started with --hosts node1,node2; the burst may not reach node2"
+fi
+say "stack up: gateway http://127.0.0.1:8776 (hosts node1, node2), Temporal UI http://127.0.0.1:8233"
+
+args=(-out "$TOP/bench/results" -work "$RUN/bench" -run-dir "$RUN")
+[ "${BENCH_QUICK:-}" != 1 ] || args+=(-quick)
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
+args+=(${BENCH_ARGS:-})
+cd "$TOP"
+t0=$(date +%s)
+rc=0
+"$BIN/imagevol-bench" "${args[@]}" || rc=$?
+[ ! -s bench/results/latest.md ] || sed -n '/^| figure/,/^$/p' bench/results/latest.md >&2
+say "benchmark finished in $(($(date +%s) - t0)) s (exit $rc); results in bench/results/ (latest.md)"
+exit "$rc"
