@@ -106,6 +106,7 @@ func newGateway(t *testing.T, hosts ...string) *apiClient {
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
 		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
+		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	srv := httptest.NewServer(gw.Handler())

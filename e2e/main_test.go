@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -96,6 +97,11 @@ func run(m *testing.M) int {
 
 	fsid, err := ceph.FSID()
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	// temporaltest's namespace starts without imagevol's search attributes.
+	if err := devtemporal.EnsureSearchAttributes(ctx, ts.GetDefaultClient(), ts.GetDefaultNamespace(), slog.Default()); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}

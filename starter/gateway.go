@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/imagesource"
@@ -36,6 +38,10 @@ type Gateway struct {
 	// Hosts are the storage hosts volumes may be placed on.
 	Hosts  []string
 	Logger *slog.Logger
+	// UIURL is the Temporal Web UI's address (e.g. http://127.0.0.1:8233) and Namespace the
+	// provisions' namespace: with UIURL set, a volume links to its workflow's page.
+	UIURL     string
+	Namespace string
 
 	next atomic.Uint64 // round-robin placement of images no host caches
 }
@@ -54,6 +60,8 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("POST /v1/cache/{id}/pin", g.auth(g.pin(true)))
 	mux.Handle("DELETE /v1/cache/{id}/pin", g.auth(g.pin(false)))
 	mux.Handle("DELETE /v1/cache/{id}", g.auth(g.evictEntry))
+	g.cinderRoutes(mux)
+	g.provisionRoutes(mux)
 	return mux
 }
 
@@ -118,6 +126,7 @@ type VolumeView struct {
 	CacheReason string    `json:"cache_reason,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	WorkflowID  string    `json:"workflow_id"`
+	WorkflowURL string    `json:"workflow_url,omitempty"`
 	Flatten     string    `json:"flatten,omitempty"`
 	Progress    *Progress `json:"progress,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
@@ -189,6 +198,10 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 		ID:                    id,
 		TaskQueue:             workflows.TaskQueue,
 		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.SearchImageID.ValueSet(img.ID), workflows.SearchHost.ValueSet(host),
+			workflows.SearchProjectID.ValueSet(project), workflows.SearchPhase.ValueSet(workflows.PhaseCreating),
+		),
 	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{
 		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
 	})
@@ -236,6 +249,18 @@ func (g *Gateway) place(ctx context.Context, img imagesource.Image) (string, err
 	return g.Hosts[(g.next.Add(1)-1)%uint64(len(g.Hosts))], nil
 }
 
+// workflowURL is the Temporal UI page of a workflow, or "" without a UI address.
+func (g *Gateway) workflowURL(id string) string {
+	if g.UIURL == "" || id == "" {
+		return ""
+	}
+	ns := g.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	return strings.TrimSuffix(g.UIURL, "/") + "/namespaces/" + url.PathEscape(ns) + "/workflows/" + url.PathEscape(id)
+}
+
 // ownVolume reads a volume of the caller's project; another project's volume is not found.
 func (g *Gateway) ownVolume(r *http.Request) (*models.Volume, error) {
 	v, err := g.Store.GetVolume(r.Context(), r.PathValue("id"))
@@ -252,6 +277,7 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	view := viewOf(v)
+	view.WorkflowURL = g.workflowURL(v.WorkflowID)
 	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
 		view.Progress = g.progress(r.Context(), v.WorkflowID)
 	}

@@ -99,6 +99,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 				workflow.GetLogger(ctx).Error("compensation: remove volume image failed", "error", cerr)
 			}
 		}
+		phase(cctx, PhaseError, res.Cache)
 		u := activities.VolumeUpdate{VolumeID: in.VolumeID, Status: models.StatusError, Error: errorMessage(err)}
 		lctx := workflow.WithLocalActivityOptions(cctx, localStep)
 		_ = workflow.ExecuteLocalActivity(lctx, a.SetVolumeState, u).Get(cctx, nil)
@@ -119,6 +120,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		case plan.Cacheable:
 			// 2-5. Join the cluster's one fill of this content (evict LRU, download, import,
 			// clone-to-cache), started by whichever provision missed first.
+			phase(ctx, PhaseFilling, models.CacheMiss)
 			var fill activities.FillResult
 			if err := workflow.ExecuteActivity(hostData, a.JoinFill, activities.FillInput{
 				Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes,
@@ -186,6 +188,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	}); err != nil {
 		return res, err
 	}
+	phase(ctx, PhaseAvailable, res.Cache)
 	// 8. Optional flatten, after the volume is already usable (its status shows the flatten). A
 	// failure here leaves a working clone behind, so it is recorded, not made the volume's error.
 	if flatten {
@@ -224,6 +227,18 @@ func importInto(ctx workflow.Context, plan activities.LookupResult, target strin
 	}
 	res.Format = imp.Format
 	return nil
+}
+
+// phase records the provision's phase and cache result in its search attributes. A failure to
+// do so is logged: it must not fail the provision.
+func phase(ctx workflow.Context, p, cache string) {
+	updates := []temporal.SearchAttributeUpdate{SearchPhase.ValueSet(p)}
+	if cache != "" {
+		updates = append(updates, SearchCacheResult.ValueSet(cache))
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
+		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
+	}
 }
 
 func withQueue(o workflow.ActivityOptions, queue string) workflow.ActivityOptions {

@@ -16,8 +16,6 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	uiconfig "github.com/temporalio/ui-server/v2/server/config"
 	"github.com/temporalio/ui-server/v2/server/server_options"
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
@@ -364,7 +362,7 @@ func waitReady(ctx context.Context, hostPort, namespace string, logger *slog.Log
 	if err != nil {
 		return fmt.Errorf("namespace %q not ready after %s: %w", namespace, readyTimeout, err)
 	}
-	return ensureSearchAttributes(ctx, c, namespace, logger)
+	return devtemporal.EnsureSearchAttributes(ctx, c, namespace, logger)
 }
 
 // waitHealthy polls the gRPC health service of the frontend at hostPort
@@ -402,38 +400,6 @@ func poll(ctx context.Context, probe func() error) error {
 		case <-time.After(pollInterval):
 		}
 	}
-}
-
-// ensureSearchAttributes adds the custom search attributes that namespace
-// lacks, which happens when the database was created by an older version of
-// this command.
-func ensureSearchAttributes(ctx context.Context, c client.Client, namespace string, logger *slog.Logger) error {
-	resp, err := c.OperatorService().ListSearchAttributes(ctx,
-		&operatorservice.ListSearchAttributesRequest{Namespace: namespace})
-	if err != nil {
-		return fmt.Errorf("list search attributes: %w", err)
-	}
-	missing := map[string]enumspb.IndexedValueType{}
-	for name, typ := range devtemporal.SearchAttributes() {
-		got, ok := resp.GetCustomAttributes()[name]
-		switch {
-		case !ok:
-			missing[name] = typ
-		case got != typ:
-			logger.Warn("search attribute has an unexpected type", "name", name, "type", got, "want", typ)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if _, err := c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
-		Namespace:        namespace,
-		SearchAttributes: missing,
-	}); err != nil {
-		return fmt.Errorf("add search attributes: %w", err)
-	}
-	logger.Info("added missing search attributes", "namespace", namespace, "count", len(missing))
-	return nil
 }
 
 // freePorts returns n distinct TCP ports that are currently free on ip. All

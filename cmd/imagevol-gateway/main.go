@@ -34,6 +34,7 @@ func run(logger *slog.Logger) error {
 	listen := flag.String("listen", config.Env("IMAGEVOL_LISTEN", "127.0.0.1:8776"), "address to serve the API on")
 	hosts := flag.String("hosts", config.Env("IMAGEVOL_HOSTS", "node1"), "comma-separated storage hosts")
 	tokensFile := flag.String("tokens", config.Env("IMAGEVOL_TOKENS_FILE", ""), "file of 'token project' lines")
+	uiURL := flag.String("temporal-ui", config.Env("TEMPORAL_UI_URL", "http://127.0.0.1:8233"), "Temporal Web UI address, for links to each provision's workflow (empty: none)")
 	reconcile := flag.Duration("reconcile-every", 10*time.Minute, "how often the cache reconcile workflow runs (0: no schedule)")
 	flag.Parse()
 
@@ -53,7 +54,8 @@ func run(logger *slog.Logger) error {
 	}
 	defer svc.Close()
 
-	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger}
+	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger,
+		UIURL: *uiURL, Namespace: common.Namespace}
 	if *reconcile > 0 {
 		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
 			return err
