@@ -68,17 +68,7 @@ up glance 'pid [0-9]' || started+=(glance)
 export IMAGEVOL_DB_DSN="${IMAGEVOL_TEST_DSN}imagevol_bench"
 
 # The same token and env file as run.sh, so `. .run/env && bin/imagevolctl list` works meanwhile.
-[ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
-export IMAGEVOL_TOKEN=$(cat "$RUN/token")
-export IMAGEVOL_PROJECT=demo
-cat >"$RUN/env" <<ENV
-export IMAGEVOL_URL=http://127.0.0.1:8776
-export IMAGEVOL_TOKEN=$IMAGEVOL_TOKEN
-export GLANCE_URL=$GLANCE_URL
-export TEMPORAL_UI_URL=http://127.0.0.1:8233
-export CEPH_CONF=$CEPH_CONF
-export IMAGEVOL_RUN_DIR=$RUN
-ENV
+write_run_env
 
 # bg NAME CMD...: start_bg, remembering NAME when it was not already running.
 bg() {

@@ -64,3 +64,20 @@ wait_http() {
   say "$3 did not answer at $1 in $2 s; log: $RUN/log/$3.log"
   return 1
 }
+
+# write_run_env: the API token (made once, kept in $RUN/token) for project "demo", exported, and
+# $RUN/env with the addresses of a running stack, for `. .run/env && bin/imagevolctl ...`.
+# Needs GLANCE_URL and CEPH_CONF.
+write_run_env() {
+  [ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
+  IMAGEVOL_TOKEN=$(cat "$RUN/token")
+  export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo
+  cat >"$RUN/env" <<ENV
+export IMAGEVOL_URL=http://127.0.0.1:8776
+export IMAGEVOL_TOKEN=$IMAGEVOL_TOKEN
+export GLANCE_URL=$GLANCE_URL
+export TEMPORAL_UI_URL=http://127.0.0.1:8233
+export CEPH_CONF=$CEPH_CONF
+export IMAGEVOL_RUN_DIR=$RUN
+ENV
+}

@@ -27,17 +27,7 @@ make -C "$TOP" --no-print-directory build
 . "$RUN/ceph/env"
 . "$RUN/glance/env"
 
-[ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
-export IMAGEVOL_TOKEN=$(cat "$RUN/token")
-export IMAGEVOL_PROJECT=demo
-cat >"$RUN/env" <<ENV
-export IMAGEVOL_URL=http://127.0.0.1:8776
-export IMAGEVOL_TOKEN=$IMAGEVOL_TOKEN
-export GLANCE_URL=$GLANCE_URL
-export TEMPORAL_UI_URL=http://127.0.0.1:8233
-export CEPH_CONF=$CEPH_CONF
-export IMAGEVOL_RUN_DIR=$RUN
-ENV
+write_run_env
 
 stop_all() { "$here/stop.sh"; }
 if [ "$detach" = 0 ]; then trap 'echo; stop_all; exit 0' INT TERM; fi

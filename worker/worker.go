@@ -36,12 +36,7 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 	host.RegisterActivity(acts)
 
 	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true})
-	shared.RegisterWorkflow(workflows.CreateVolumeFromImage)
-	shared.RegisterWorkflowWithOptions(workflows.FillCache, workflow.RegisterOptions{Name: activities.FillWorkflowName})
-	shared.RegisterWorkflow(workflows.WarmCache)
-	shared.RegisterWorkflow(workflows.EvictCacheEntry)
-	shared.RegisterWorkflow(workflows.ReconcileCache)
-	shared.RegisterWorkflow(workflows.DeleteVolume)
+	RegisterWorkflows(shared)
 	// Local activities (volume state updates) run here; they only need the database.
 	shared.RegisterActivity(acts)
 
@@ -56,6 +51,22 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 		started = append(started, w)
 	}
 	return started, nil
+}
+
+// Registry is where workflows are registered: a worker, or a replayer of recorded histories.
+type Registry interface {
+	RegisterWorkflow(w any)
+	RegisterWorkflowWithOptions(w any, options workflow.RegisterOptions)
+}
+
+// RegisterWorkflows registers every imagevol workflow on r, under the names they are started by.
+func RegisterWorkflows(r Registry) {
+	r.RegisterWorkflow(workflows.CreateVolumeFromImage)
+	r.RegisterWorkflowWithOptions(workflows.FillCache, workflow.RegisterOptions{Name: activities.FillWorkflowName})
+	r.RegisterWorkflow(workflows.WarmCache)
+	r.RegisterWorkflow(workflows.EvictCacheEntry)
+	r.RegisterWorkflow(workflows.ReconcileCache)
+	r.RegisterWorkflow(workflows.DeleteVolume)
 }
 
 // Run starts the workers and blocks until ctx is done.
