@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet fmt clean bench
+.PHONY: all build run stop test vet fmt clean bench ui-screenshot
 
 all: build
 
@@ -27,6 +27,11 @@ bench:
 
 test:
 	deploy/test.sh
+
+# The Temporal UI's workflow list filtered by one image, as docs/ui-filtered-by-image.png; needs
+# the `make run` stack up, and installs chromium if it is missing.
+ui-screenshot:
+	deploy/ui-screenshot.sh
 
 vet:
 	go vet $(TAGS) ./...

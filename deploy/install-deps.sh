@@ -2,8 +2,9 @@
 # install-deps.sh — installs, non-interactively, only the Debian packages imagevol needs that are
 # missing: Ceph (server + CLI), the librados/librbd headers go-ceph builds against, qemu-img with
 # its RBD driver, and Debian's glance-api. Safe to run again: it does nothing when all is present.
+# Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless.
 #
-# Usage: deploy/install-deps.sh [ceph|glance|all]   (default all)
+# Usage: deploy/install-deps.sh [ceph|glance|chromium|all]   (default all)
 set -euo pipefail
 
 want=${1:-all}
@@ -11,6 +12,7 @@ log() { echo "install-deps: $*" >&2; }
 
 ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime)
 glance_pkgs=(glance-api)
+chromium_pkgs=(chromium)
 
 missing=()
 check() {
@@ -22,8 +24,9 @@ check() {
 case "$want" in
   ceph) check "${ceph_pkgs[@]}" ;;
   glance) check "${glance_pkgs[@]}" ;;
+  chromium) check "${chromium_pkgs[@]}" ;;
   all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
-  *) echo "usage: $0 [ceph|glance|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [ceph|glance|chromium|all]" >&2; exit 2 ;;
 esac
 [ ${#missing[@]} -gt 0 ] || exit 0
 [ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }

@@ -1,12 +1,18 @@
 // Command imagevolctl is a small client of imagevol's API gateway.
 //
 //	imagevolctl create --image ID --size GB [--name N] [--wait]
+//	imagevolctl retry VOLUME [--wait]
 //	imagevolctl show VOLUME
 //	imagevolctl list
 //	imagevolctl delete VOLUME
 //	imagevolctl cache ls | stats | warm IMAGE [HOST...] | pin ENTRY | unpin ENTRY | evict [--force] ENTRY
+//	imagevolctl replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME
+//	imagevolctl replay --file HISTORY.json
 //
-// It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN.
+// It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN. While --wait
+// waits, it shows the provision's progress on stderr. replay talks to Temporal itself
+// (IMAGEVOL_TEMPORAL_ADDRESS, IMAGEVOL_TEMPORAL_NAMESPACE): it replays a volume's workflow
+// history against this binary's workflow code and exits 1 if the code is no longer deterministic.
 package main
 
 import (
@@ -81,7 +87,7 @@ func run(ctx context.Context, args []string) error {
 		hc:    &http.Client{Timeout: 30 * time.Second},
 	}
 	if len(args) == 0 {
-		return errors.New("usage: imagevolctl create|show|list|delete|cache ...")
+		return errors.New("usage: imagevolctl create|retry|show|list|delete|cache|replay ...")
 	}
 	switch args[0] {
 	case "create":
@@ -103,16 +109,20 @@ func run(ctx context.Context, args []string) error {
 		if !*wait {
 			return printJSON(created)
 		}
-		v, err := a.wait(ctx, created["id"], *timeout)
+		v, err := a.wait(ctx, created["id"], *timeout, newProgress(os.Stderr))
 		if err != nil {
 			return err
 		}
-		fmt.Printf("volume %s %s cache=%s in %s (202 after %s)\n", v["id"], v["status"], v["cache"],
+		fmt.Printf("volume %s %s cache=%s in %s (202 after %s)\n", v["id"], v["status"], str(v["cache"]),
 			time.Since(start).Round(time.Millisecond), accepted.Round(time.Millisecond))
 		if v["status"] != "available" {
 			return fmt.Errorf("volume %s: %v", v["id"], v["error"])
 		}
 		return nil
+	case "retry":
+		return a.retry(ctx, args[1:])
+	case "replay":
+		return replay(ctx, args[1:])
 	case "show":
 		if len(args) != 2 {
 			return errors.New("usage: imagevolctl show VOLUME")
@@ -178,23 +188,74 @@ func (a *api) cache(ctx context.Context, args []string) error {
 	return printJSON(v)
 }
 
-// wait polls the volume until it leaves "creating".
-func (a *api) wait(ctx context.Context, id string, timeout time.Duration) (map[string]any, error) {
+// wait polls the volume until it leaves "creating", showing each reading on p.
+func (a *api) wait(ctx context.Context, id string, timeout time.Duration, p *progress) (map[string]any, error) {
 	deadline := time.Now().Add(timeout)
 	delay := 20 * time.Millisecond
+	defer p.done()
 	for {
-		var v map[string]any
+		var v volumeStatus
 		if err := a.do(ctx, "GET", "/v1/volumes/"+id, nil, &v); err != nil {
 			return nil, err
 		}
-		if v["status"] != "creating" {
-			return v, nil
+		if v.fields["status"] != "creating" {
+			return v.fields, nil
 		}
+		p.show(time.Now(), id, v.Progress)
 		if time.Now().After(deadline) {
-			return v, fmt.Errorf("volume %s still creating after %s", id, timeout)
+			return v.fields, fmt.Errorf("volume %s still creating after %s", id, timeout)
 		}
 		time.Sleep(delay)
 		delay = min(delay*2, 250*time.Millisecond)
+	}
+}
+
+// retry asks the gateway to run a failed volume's provision again, and with --wait waits for it.
+func (a *api) retry(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("retry", flag.ContinueOnError)
+	wait := fs.Bool("wait", false, "wait until the volume is available or failed again")
+	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return errors.New("usage: imagevolctl retry VOLUME [--wait]")
+	}
+	start := time.Now()
+	var started map[string]string
+	if err := a.do(ctx, "POST", "/v1/volumes/"+rest[0]+"/retry", nil, &started); err != nil {
+		return err
+	}
+	if !*wait {
+		return printJSON(started)
+	}
+	v, err := a.wait(ctx, started["id"], *timeout, newProgress(os.Stderr))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("volume %s %s cache=%s in %s (run %s)\n", v["id"], v["status"], str(v["cache"]),
+		time.Since(start).Round(time.Millisecond), started["run_id"])
+	if v["status"] != "available" {
+		return fmt.Errorf("volume %s: %v", v["id"], v["error"])
+	}
+	return nil
+}
+
+// parseInterspersed parses flags given before and after the positional arguments, which the
+// flag package alone stops at, and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
 	}
 }
 
@@ -202,6 +263,14 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// str is a JSON field as text, "" when the gateway left it out.
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
 }
 
 func envOr(k, def string) string {
