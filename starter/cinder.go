@@ -1,6 +1,351 @@
 package starter
 
-import "net/http"
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 
-// cinderRoutes serves the Cinder v3-compatible subset of the API.
-func (g *Gateway) cinderRoutes(mux *http.ServeMux) {}
+	"github.com/imagevol/imagevol/models"
+)
+
+// CinderStatusDownloading is the status Cinder shows while a volume's image is being downloaded;
+// imagevol reports it for a volume still creating whose provision downloads the image.
+const CinderStatusDownloading = "downloading"
+
+// cinderTime is how Cinder's v3 API writes timestamps: UTC, microseconds, no zone.
+const cinderTime = "2006-01-02T15:04:05.000000"
+
+// cinderRoutes serves the Cinder v3-compatible subset of the API: create a volume from an image,
+// show, list and delete volumes of the token's project, under /v3/{project_id}/, with Cinder's
+// bodies and error shapes so that OpenStack clients (gophercloud, openstackclient) work
+// unchanged.
+func (g *Gateway) cinderRoutes(mux *http.ServeMux) {
+	mux.Handle("POST /v3/{project_id}/volumes", g.cinderAuth(g.cinderCreate))
+	mux.Handle("GET /v3/{project_id}/volumes/detail", g.cinderAuth(g.cinderList))
+	mux.Handle("GET /v3/{project_id}/volumes/{id}", g.cinderAuth(g.cinderGet))
+	mux.Handle("DELETE /v3/{project_id}/volumes/{id}", g.cinderAuth(g.cinderDelete))
+	mux.Handle("/v3/", g.cinderAuth(g.unrouted(mux, "/v3/", writeCinderError)))
+}
+
+// cinderAuth is auth with Cinder's error shape; a project in the path that is not the token's
+// is not found, as Cinder answers for a project the caller cannot see.
+func (g *Gateway) cinderAuth(next func(http.ResponseWriter, *http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		project := g.tokenProject(r)
+		if project == "" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeCinderError(w, apiErr(http.StatusUnauthorized, "unauthorized", "The request you have made requires authentication."))
+			return
+		}
+		if p := r.PathValue("project_id"); p != "" && p != project {
+			writeCinderError(w, apiErr(http.StatusNotFound, "project_not_found", "project %s not found", p))
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, project)))
+	})
+}
+
+// cinderFaults are Cinder's names for the error object of each status (its wsgi Fault names).
+var cinderFaults = map[int]string{
+	http.StatusBadRequest:            "badRequest",
+	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "itemNotFound",
+	http.StatusMethodNotAllowed:      "badMethod",
+	http.StatusConflict:              "conflictingRequest",
+	http.StatusRequestEntityTooLarge: "overLimit",
+	http.StatusUnsupportedMediaType:  "badMediaType",
+	http.StatusNotImplemented:        "notImplemented",
+	http.StatusServiceUnavailable:    "serviceUnavailable",
+}
+
+// CinderFault is the body of a failed Cinder request, under its fault name, e.g.
+// {"itemNotFound":{"message":"...","code":404}}.
+type CinderFault struct {
+	Message string `json:"message"`
+	Code    int    `json:"code"`
+}
+
+// writeCinderError is writeError in Cinder's shape.
+func writeCinderError(w http.ResponseWriter, err error) {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		ae = apiErr(http.StatusInternalServerError, "internal", "%v", err)
+	}
+	name, ok := cinderFaults[ae.Status]
+	if !ok {
+		name = "computeFault"
+	}
+	writeJSON(w, ae.Status, map[string]CinderFault{name: {Message: ae.Message, Code: ae.Status}})
+}
+
+// CinderVolume is a volume as Cinder's v3 API shows it: the fields gophercloud's and
+// openstackclient's volume types read, with the values Cinder gives a volume made from an image.
+type CinderVolume struct {
+	ID                  string            `json:"id"`
+	Name                string            `json:"name"`
+	Description         *string           `json:"description"`
+	Status              string            `json:"status"`
+	Size                int               `json:"size"`
+	AvailabilityZone    string            `json:"availability_zone"`
+	CreatedAt           string            `json:"created_at"`
+	UpdatedAt           string            `json:"updated_at"`
+	Attachments         []any             `json:"attachments"`
+	VolumeType          string            `json:"volume_type"`
+	SnapshotID          *string           `json:"snapshot_id"`
+	SourceVolID         *string           `json:"source_volid"`
+	Metadata            map[string]string `json:"metadata"`
+	UserID              string            `json:"user_id"`
+	Bootable            string            `json:"bootable"`
+	Encrypted           bool              `json:"encrypted"`
+	ReplicationStatus   *string           `json:"replication_status"`
+	ConsistencyGroupID  *string           `json:"consistencygroup_id"`
+	Multiattach         bool              `json:"multiattach"`
+	VolumeImageMetadata map[string]string `json:"volume_image_metadata"`
+	Host                string            `json:"os-vol-host-attr:host"`
+	TenantID            string            `json:"os-vol-tenant-attr:tenant_id"`
+	Links               []CinderLink      `json:"links"`
+}
+
+// CinderLink is one of a resource's links.
+type CinderLink struct {
+	Href string `json:"href"`
+	Rel  string `json:"rel"`
+}
+
+// cinderStatus maps a volume's status to Cinder's, which shows a download apart from the rest of
+// creating. A volume records "miss" once its cache fill is done and "not_cached" before it
+// downloads on its own; a hit records nothing until it is available.
+func cinderStatus(v *models.Volume) string {
+	if v.Status == models.StatusCreating && (v.Cache == models.CacheMiss || v.Cache == models.CacheNotCached) {
+		return CinderStatusDownloading
+	}
+	return v.Status
+}
+
+func cinderViewOf(r *http.Request, v *models.Volume) CinderVolume {
+	host := ""
+	if v.Host != "" {
+		// Cinder's host@backend#pool.
+		host = v.Host + "@rbd"
+		if v.Pool != "" {
+			host += "#" + v.Pool
+		}
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	self := scheme + "://" + r.Host + "/v3/" + v.ProjectID + "/volumes/" + v.ID
+	return CinderVolume{
+		ID: v.ID, Name: v.Name, Status: cinderStatus(v), Size: v.SizeGB, AvailabilityZone: "nova",
+		CreatedAt: v.CreatedAt.UTC().Format(cinderTime), UpdatedAt: v.UpdatedAt.UTC().Format(cinderTime),
+		Attachments: []any{}, VolumeType: "__DEFAULT__", Metadata: map[string]string{}, UserID: v.UserID,
+		Bootable: "true", VolumeImageMetadata: map[string]string{"image_id": v.ImageID},
+		Host: host, TenantID: v.ProjectID,
+		Links: []CinderLink{{Href: self, Rel: "self"}},
+	}
+}
+
+// cinderCreate serves POST /v3/{project_id}/volumes: a volume from an image (imageRef), which is
+// the only source imagevol makes volumes from.
+func (g *Gateway) cinderCreate(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeCinderCreate(r.Body)
+	if err == nil {
+		var v *models.Volume
+		if v, err = g.createFrom(r.Context(), projectOf(r), req); err == nil {
+			writeJSON(w, http.StatusAccepted, map[string]CinderVolume{"volume": cinderViewOf(r, v)})
+			return
+		}
+	}
+	writeCinderError(w, err)
+}
+
+// decodeCinderCreate reads Cinder's create body. Fields imagevol cannot honour (another source,
+// a volume type, metadata...) are refused unless empty, rather than silently dropped: clients
+// such as openstackclient send them as null.
+func decodeCinderCreate(body io.Reader) (CreateVolumeRequest, error) {
+	var req CreateVolumeRequest
+	bad := func(format string, args ...any) (CreateVolumeRequest, error) {
+		return req, apiErr(http.StatusBadRequest, "bad_request", "Invalid input received: "+format, args...)
+	}
+	var top map[string]json.RawMessage
+	if err := json.NewDecoder(io.LimitReader(body, maxBody)).Decode(&top); err != nil {
+		return bad("malformed request body: %v", err)
+	}
+	var vol map[string]json.RawMessage
+	if raw, ok := top["volume"]; !ok || json.Unmarshal(raw, &vol) != nil || vol == nil {
+		return bad("the body must be {\"volume\": {...}}")
+	}
+	delete(top, "volume")
+	if k := firstSet(top); k != "" {
+		return bad("%s is not supported", k)
+	}
+	if raw, ok := vol["name"]; ok && !isEmptyJSON(raw) {
+		if err := json.Unmarshal(raw, &req.Name); err != nil {
+			return bad("name must be a string")
+		}
+	}
+	if raw, ok := vol["imageRef"]; ok && !isEmptyJSON(raw) {
+		if err := json.Unmarshal(raw, &req.ImageID); err != nil {
+			return bad("imageRef must be a string")
+		}
+	}
+	if req.ImageID == "" {
+		return bad("imageRef is required: imagevol makes volumes from images only")
+	}
+	size, err := cinderSize(vol["size"])
+	if err != nil {
+		return bad("%v", err)
+	}
+	req.SizeGB = size
+	if raw, ok := vol["availability_zone"]; ok && !isEmptyJSON(raw) {
+		var az string
+		if json.Unmarshal(raw, &az) != nil || az != "nova" {
+			return bad("availability zone %s is invalid", raw)
+		}
+	}
+	for _, k := range []string{"name", "imageRef", "size", "availability_zone"} {
+		delete(vol, k)
+	}
+	if k := firstSet(vol); k != "" {
+		return bad("%s is not supported", k)
+	}
+	return req, nil
+}
+
+// cinderSize reads a volume size as Cinder accepts it: a whole number of GiB, as a JSON integer
+// or a string of digits, greater than 0.
+func cinderSize(raw json.RawMessage) (int, error) {
+	if isEmptyJSON(raw) {
+		return 0, errors.New("size is required")
+	}
+	text := string(raw)
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		text = s
+	}
+	n, err := strconv.Atoi(text)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size must be an integer greater than 0, got %s", raw)
+	}
+	return n, nil
+}
+
+// firstSet names a field of obj that is not empty, or "" if all are.
+func firstSet(obj map[string]json.RawMessage) string {
+	for k, v := range obj {
+		if !isEmptyJSON(v) {
+			return k
+		}
+	}
+	return ""
+}
+
+// isEmptyJSON says whether a JSON value is absent, null, false, "", {} or [].
+func isEmptyJSON(raw json.RawMessage) bool {
+	switch string(bytes.Join(bytes.Fields(raw), nil)) {
+	case "", "null", "false", `""`, "{}", "[]":
+		return true
+	}
+	return false
+}
+
+// cinderGet serves GET /v3/{project_id}/volumes/{id}.
+func (g *Gateway) cinderGet(w http.ResponseWriter, r *http.Request) {
+	v, err := g.ownVolume(r)
+	if err != nil {
+		writeCinderError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]CinderVolume{"volume": cinderViewOf(r, v)})
+}
+
+// cinderList serves GET /v3/{project_id}/volumes/detail, filtered by ?name= and ?status= as
+// Cinder does. Everything fits one page, so there are no volumes_links.
+func (g *Gateway) cinderList(w http.ResponseWriter, r *http.Request) {
+	vs, err := g.Store.ListVolumes(r.Context(), projectOf(r))
+	if err != nil {
+		writeCinderError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	out := make([]CinderVolume, 0, len(vs))
+	for i := range vs {
+		cv := cinderViewOf(r, &vs[i])
+		if (q.Has("name") && cv.Name != q.Get("name")) || (q.Has("status") && cv.Status != q.Get("status")) {
+			continue
+		}
+		out = append(out, cv)
+	}
+	writeJSON(w, http.StatusOK, map[string][]CinderVolume{"volumes": out})
+}
+
+// cinderDelete serves DELETE /v3/{project_id}/volumes/{id} through DELETE /v1's handler, so the
+// two cannot drift apart: it only rewrites the answer in Cinder's shape (202 without a body).
+func (g *Gateway) cinderDelete(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{header: http.Header{}}
+	g.deleteVolume(rec, r)
+	if rec.status == http.StatusAccepted {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	var body struct {
+		Error *APIError `json:"error"`
+	}
+	if err := json.Unmarshal(rec.body.Bytes(), &body); err != nil || body.Error == nil {
+		body.Error = apiErr(http.StatusInternalServerError, "internal", "%s", bytes.TrimSpace(rec.body.Bytes()))
+	}
+	body.Error.Status = rec.status
+	writeCinderError(w, body.Error)
+}
+
+// recorder is the http.ResponseWriter of a handler whose answer is rewritten before it is sent.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (c *recorder) Header() http.Header { return c.header }
+
+func (c *recorder) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	return c.body.Write(b)
+}
+
+func (c *recorder) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+
+// unrouted answers what no pattern of mux claims under prefix, with the API's own error shape
+// rather than the mux's plain text: 405 and the allowed methods when the path exists with other
+// methods, else 404.
+func (g *Gateway) unrouted(mux *http.ServeMux, prefix string, write func(http.ResponseWriter, error)) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != prefix {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			write(w, apiErr(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; allowed: %v", r.Method, r.URL.Path, allowed))
+			return
+		}
+		write(w, apiErr(http.StatusNotFound, "not_found", "no such resource: %s %s", r.Method, r.URL.Path))
+	}
+}

@@ -42,6 +42,10 @@ type Gateway struct {
 	// provisions' namespace: with UIURL set, a volume links to its workflow's page.
 	UIURL     string
 	Namespace string
+	// Quotas maps a project to the most volumes it may have, as Cinder's "volumes" quota:
+	// every row of the project counts, deleting ones included, until it is gone. A project not
+	// in the map, or with a negative limit, is unlimited; 0 allows none.
+	Quotas map[string]int
 
 	next atomic.Uint64 // round-robin placement of images no host caches
 }
@@ -50,6 +54,7 @@ type Gateway struct {
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	mux.Handle("POST /v1/volumes", g.auth(g.createVolume))
 	mux.Handle("GET /v1/volumes", g.auth(g.listVolumes))
 	mux.Handle("GET /v1/volumes/{id}", g.auth(g.getVolume))
@@ -62,6 +67,8 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("DELETE /v1/cache/{id}", g.auth(g.evictEntry))
 	g.cinderRoutes(mux)
 	g.provisionRoutes(mux)
+	// Registered last so that it only gets what no other pattern claims.
+	mux.Handle("/v1/", g.auth(g.unrouted(mux, "/v1/", writeError)))
 	return mux
 }
 
@@ -70,15 +77,7 @@ type ctxKey struct{}
 // auth checks the bearer token and puts its project in the request context.
 func (g *Gateway) auth(next func(http.ResponseWriter, *http.Request)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		project := ""
-		if ok {
-			for t, p := range g.Tokens {
-				if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
-					project = p
-				}
-			}
-		}
+		project := g.tokenProject(r)
 		if project == "" {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeError(w, apiErr(http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token"))
@@ -86,6 +85,24 @@ func (g *Gateway) auth(next func(http.ResponseWriter, *http.Request)) http.Handl
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, project)))
 	})
+}
+
+// tokenProject is the project of the request's token, or "" if it has none that is known. The
+// token is a bearer token, or in X-Auth-Token as OpenStack clients send it.
+func (g *Gateway) tokenProject(r *http.Request) string {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		tok = r.Header.Get("X-Auth-Token")
+	}
+	project := ""
+	if tok != "" {
+		for t, p := range g.Tokens {
+			if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
+				project = p
+			}
+		}
+	}
+	return project
 }
 
 func projectOf(r *http.Request) string { p, _ := r.Context().Value(ctxKey{}).(string); return p }
@@ -159,6 +176,11 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	if err := dec.Decode(&req); err != nil {
 		return nil, apiErr(http.StatusBadRequest, "bad_request", "malformed JSON body: %v", err)
 	}
+	return g.createFrom(ctx, project, req)
+}
+
+// createFrom validates a request, records the volume and starts its provision.
+func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolumeRequest) (*models.Volume, error) {
 	if req.ImageID == "" {
 		return nil, apiErr(http.StatusBadRequest, "bad_request", "image_id is required")
 	}
@@ -186,6 +208,9 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 			return nil, err
 		}
 	}
+	if err := g.checkQuota(ctx, project); err != nil {
+		return nil, err
+	}
 	id := uuid.NewString()
 	v := &models.Volume{
 		ID: id, ProjectID: project, Name: req.Name, SizeGB: req.SizeGB, ImageID: img.ID, Host: host,
@@ -212,6 +237,23 @@ func (g *Gateway) create(ctx context.Context, project string, body io.Reader) (*
 	}
 	g.log().Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
 	return v, nil
+}
+
+// checkQuota refuses a new volume of a project that already has as many as Quotas allows. Two
+// requests at once may both pass: the limit is a guard, not an accounting.
+func (g *Gateway) checkQuota(ctx context.Context, project string) error {
+	limit, ok := g.Quotas[project]
+	if !ok || limit < 0 {
+		return nil
+	}
+	vs, err := g.Store.ListVolumes(ctx, project)
+	if err != nil {
+		return err
+	}
+	if len(vs) >= limit {
+		return apiErr(http.StatusRequestEntityTooLarge, "quota_exceeded", "project %s has %d volumes, its quota is %d", project, len(vs), limit)
+	}
+	return nil
 }
 
 // activeImage reads an image's metadata and refuses an image that is missing or not active.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ func run(logger *slog.Logger) error {
 	hosts := flag.String("hosts", config.Env("IMAGEVOL_HOSTS", "node1"), "comma-separated storage hosts")
 	tokensFile := flag.String("tokens", config.Env("IMAGEVOL_TOKENS_FILE", ""), "file of 'token project' lines")
 	uiURL := flag.String("temporal-ui", config.Env("TEMPORAL_UI_URL", "http://127.0.0.1:8233"), "Temporal Web UI address, for links to each provision's workflow (empty: none)")
+	quotas := flag.String("quotas", config.Env("IMAGEVOL_QUOTAS", ""), "comma-separated project=N: most volumes each project may have")
 	reconcile := flag.Duration("reconcile-every", 10*time.Minute, "how often the cache reconcile workflow runs (0: no schedule)")
 	flag.Parse()
 
@@ -44,6 +46,10 @@ func run(logger *slog.Logger) error {
 	}
 	if len(tokens) == 0 {
 		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE")
+	}
+	quota, err := parseQuotas(*quotas)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -55,7 +61,7 @@ func run(logger *slog.Logger) error {
 	defer svc.Close()
 
 	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace}
+		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota}
 	if *reconcile > 0 {
 		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
 			return err
@@ -112,4 +118,18 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseQuotas reads "project=N,project2=M".
+func parseQuotas(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, kv := range splitList(s) {
+		project, n, ok := strings.Cut(kv, "=")
+		v, err := strconv.Atoi(n)
+		if !ok || project == "" || err != nil {
+			return nil, fmt.Errorf("quota %q: want project=N", kv)
+		}
+		out[project] = v
+	}
+	return out, nil
 }
