@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Format is a disk image format recognised from the bytes, never from what the uploader declared.
@@ -52,8 +53,12 @@ func Detect(head []byte, size int64) (Info, error) {
 		if len(head) < 20 {
 			return Info{}, fmt.Errorf("%w: vmdk header truncated", ErrCorruptImage)
 		}
-		// capacity is in 512-byte sectors at offset 12
-		return Info{Format: FormatVMDK, VirtualSize: int64(binary.LittleEndian.Uint64(head[12:20])) * 512}, nil
+		// capacity is in 512-byte sectors at offset 12; in bytes it must fit an int64.
+		sectors := binary.LittleEndian.Uint64(head[12:20])
+		if sectors > math.MaxInt64/512 {
+			return Info{}, fmt.Errorf("%w: vmdk capacity of %d sectors is implausible", ErrCorruptImage, sectors)
+		}
+		return Info{Format: FormatVMDK, VirtualSize: int64(sectors) * 512}, nil
 	case bytes.HasPrefix(head, []byte("# Disk DescriptorFile")):
 		// A descriptor-only VMDK points at extent files elsewhere: never follow it.
 		return Info{}, fmt.Errorf("%w: vmdk descriptor file references external extents", ErrUnsafeImage)
@@ -61,7 +66,12 @@ func Detect(head []byte, size int64) (Info, error) {
 		if len(head) < 56 {
 			return Info{}, fmt.Errorf("%w: vhd footer truncated", ErrCorruptImage)
 		}
-		return Info{Format: FormatVHD, VirtualSize: int64(binary.BigEndian.Uint64(head[48:56]))}, nil
+		// current size in bytes at offset 48; it must fit an int64.
+		vsize := binary.BigEndian.Uint64(head[48:56])
+		if vsize > math.MaxInt64 {
+			return Info{}, fmt.Errorf("%w: vhd size %d is implausible", ErrCorruptImage, vsize)
+		}
+		return Info{Format: FormatVHD, VirtualSize: int64(vsize)}, nil
 	case len(head) >= 32774 && string(head[32769:32774]) == "CD001":
 		return Info{Format: FormatISO, VirtualSize: size}, nil
 	}
@@ -88,7 +98,8 @@ func qcow2Info(head []byte) (Info, error) {
 	}
 	if off := binary.BigEndian.Uint64(head[qcow2OffBackingOffset:]); off != 0 {
 		name := ""
-		if n := binary.BigEndian.Uint32(head[qcow2OffBackingSize:]); off+uint64(n) <= uint64(len(head)) {
+		// Name it only if it lies inside head; off+n may overflow, so compare without adding.
+		if n := binary.BigEndian.Uint32(head[qcow2OffBackingSize:]); off <= uint64(len(head)) && uint64(n) <= uint64(len(head))-off {
 			name = string(head[off : off+uint64(n)])
 		}
 		return Info{}, fmt.Errorf("%w: qcow2 has a backing file %q", ErrUnsafeImage, name)
