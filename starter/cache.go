@@ -30,10 +30,12 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	in := workflows.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
 	switch v.Status {
 	case models.StatusCreating:
-		writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is still being created", v.ID))
-		return
+		// Cancel the provision; its compensation removes what it made, then the row goes. The
+		// pool is known only once the provision has looked the cache up: the host's is used.
+		in.Provision = v.WorkflowID
 	case models.StatusDeleting:
 		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
 		return
@@ -47,7 +49,7 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		ID:                       "imagevol-delete-" + v.ID,
 		TaskQueue:                workflows.TaskQueue,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-	}, workflows.DeleteVolume, workflows.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool})
+	}, workflows.DeleteVolume, in)
 	if err != nil {
 		// Nothing started: put the status back so the delete can be asked again.
 		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})

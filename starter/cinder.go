@@ -290,6 +290,12 @@ func (g *Gateway) cinderList(w http.ResponseWriter, r *http.Request) {
 // cinderDelete serves DELETE /v3/{project_id}/volumes/{id} through DELETE /v1's handler, so the
 // two cannot drift apart: it only rewrites the answer in Cinder's shape (202 without a body).
 func (g *Gateway) cinderDelete(w http.ResponseWriter, r *http.Request) {
+	// Cinder refuses to delete a volume still creating (its force-delete action is not served
+	// here); /v1 cancels the provision instead.
+	if v, err := g.ownVolume(r); err == nil && v.Status == models.StatusCreating {
+		writeCinderError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is still being created", v.ID))
+		return
+	}
 	rec := &recorder{header: http.Header{}}
 	g.deleteVolume(rec, r)
 	if rec.status == http.StatusAccepted {

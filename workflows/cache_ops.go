@@ -138,13 +138,23 @@ type DeleteVolumeInput struct {
 	VolumeID string
 	Host     string
 	Pool     string
+	// Provision is the workflow ID of a provision still running: it is cancelled, and its own
+	// compensation removes what it made, before the deletion goes on.
+	Provision string
 }
 
 // DeleteVolume removes a volume's RBD image — and its parent, an evicted cache volume in the
-// trash, when this was its last clone — then the volume's row.
+// trash, when this was its last clone — then the volume's row. A provision still running is
+// cancelled first.
 func DeleteVolume(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
 	var a *activities.Activities
 	var res activities.RemoveVolumeResult
+	if in.Provision != "" && in.Host != "" {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
+		if err := workflow.ExecuteActivity(hctx, a.CancelProvision, in.Provision).Get(ctx, nil); err != nil {
+			return res, err
+		}
+	}
 	if in.Pool != "" && in.Host != "" {
 		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
 		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, activities.ImageName{Pool: in.Pool, Name: models.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
