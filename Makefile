@@ -4,14 +4,14 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet fmt clean bench ui-screenshot
+.PHONY: all build run stop test vet fmt clean bench ui-screenshot test-faults
 
 all: build
 
 # The gateway, worker and CLI stay small; the Temporal dev server (with its UI) is a separate binary.
 build:
 	@deploy/install-deps.sh ceph
-	go build $(TAGS) -o bin/ ./cmd/imagevol-worker ./cmd/imagevol-gateway ./cmd/imagevolctl
+	go build $(TAGS) -o bin/ ./cmd/imagevol-worker ./cmd/imagevol-gateway ./cmd/imagevolctl ./cmd/imagevol-migrate
 	go build -o bin/ ./cmd/imagevol-devserver
 
 run:
@@ -27,6 +27,11 @@ bench:
 
 test:
 	deploy/test.sh
+
+# Provisions with one part killed or stopped mid-way (worker, Temporal, MariaDB, Ceph OSD, Glance)
+# on a stack of its own beside the shared Ceph and Glance, which it stops briefly: run it alone.
+test-faults:
+	deploy/faults.sh
 
 # The Temporal UI's workflow list filtered by one image, as docs/ui-filtered-by-image.png; needs
 # the `make run` stack up, and installs chromium if it is missing.

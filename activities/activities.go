@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/importer"
+	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -37,6 +39,8 @@ type Activities struct {
 	Temporal client.Client
 	Config   Config
 	Logger   *slog.Logger
+	// Metrics counts cache events and imported bytes for Prometheus; nil counts nothing.
+	Metrics *metrics.Registry
 }
 
 const gib = int64(1) << 30
@@ -53,6 +57,13 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 	if activity.IsActivity(ctx) {
 		info := activity.GetInfo(ctx)
 		l = l.With("workflow_id", info.WorkflowExecution.ID, "activity", info.ActivityType.Name, "attempt", info.Attempt)
+		// A provision's and a deletion's workflow IDs name their volume; other workflows
+		// (fills, evictions) log the volumes they touch themselves.
+		if id, ok := strings.CutPrefix(info.WorkflowExecution.ID, "imagevol-delete-"); ok && info.WorkflowType.Name == "DeleteVolume" {
+			l = l.With("volume_id", id)
+		} else if info.WorkflowType.Name == "CreateVolumeFromImage" {
+			l = l.With("volume_id", info.WorkflowExecution.ID)
+		}
 	}
 	return l.With("host", a.Config.Host)
 }
@@ -373,6 +384,7 @@ func (a *Activities) evict(ctx context.Context, e *models.CacheEntry, force bool
 // count adds to this host's cache counters; the counters are statistics, so a failure is logged
 // rather than failing the step.
 func (a *Activities) count(ctx context.Context, d models.CacheStat) {
+	a.Metrics.CountCache(a.Config.Host, d)
 	if err := a.Store.AddStats(ctx, a.Config.Host, d); err != nil {
 		a.log(ctx).Warn("cache stats not recorded", "err", err)
 	}

@@ -63,6 +63,7 @@ func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportRes
 		if err := a.Storage.Rename(ctx, in.Pool, staging, in.Target); err != nil {
 			return ImportResult{}, err
 		}
+		a.Metrics.CountImported(a.Config.Host, res.VirtualSize)
 		return res, nil
 	}
 	// A crashed conversion may have left a partial target behind: convert again from scratch.
@@ -74,6 +75,7 @@ func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportRes
 		return ImportResult{}, err
 	}
 	a.removeQuietly(ctx, in.Pool, staging)
+	a.Metrics.CountImported(a.Config.Host, res.VirtualSize)
 	return res, nil
 }
 
@@ -371,10 +373,11 @@ func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolu
 	return res, err
 }
 
-// ReconcileHost checks this host's cache against the image service and Ceph: entries of images
-// deleted, deactivated or re-uploaded with other content are evicted, evictions a crash left
-// half-done are finished, and trashed cache volumes without clones are purged. An entry being
-// cloned from is left for the next pass.
+// ReconcileHost checks this host's cache and volumes against the image service, Temporal and
+// Ceph: entries of images deleted, deactivated or re-uploaded with other content are evicted,
+// evictions a crash left half-done are finished, volumes left "creating" by a provision no longer
+// running are marked error, images no row accounts for are reported, and trashed cache volumes
+// without clones are purged. An entry being cloned from is left for the next pass.
 func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error) {
 	rep := ReconcileReport{Host: a.Config.Host}
 	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
@@ -389,6 +392,9 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 		rep.Checked++
 		why := ""
 		if e.State == models.EntryEvicting {
+			if time.Since(e.UpdatedAt) < models.EvictionStale {
+				continue // an eviction in progress
+			}
 			why = "eviction left half-done"
 		} else {
 			img, err := a.Images.Get(ctx, e.ImageID)
@@ -413,6 +419,12 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 		}
 		rep.Invalidated = append(rep.Invalidated, fmt.Sprintf("entry %d, image %s: %s", e.ID, e.ImageID, why))
 		activity.RecordHeartbeat(ctx, rep.Checked)
+	}
+	if err := a.reconcileVolumes(ctx, &rep); err != nil {
+		return rep, err
+	}
+	if err := a.findOrphans(ctx, &rep); err != nil {
+		return rep, err
 	}
 	rep.Purged, err = a.PurgeTrash(ctx)
 	return rep, err

@@ -105,6 +105,10 @@ type Config struct {
 	InternalQuotaVolumes int
 	InternalQuotaGB      int
 
+	// SettleTime is how old a row or an image must be before reconcile judges it; younger ones
+	// may belong to a provision starting now. 0 means 5 minutes.
+	SettleTime time.Duration
+
 	FlattenPolicy string // never (default), always, or depth>N
 	ConvertDir    string // scratch space qemu-img may need; its free space is checked first
 }
@@ -272,6 +276,8 @@ type ReconcileReport struct {
 	Checked     int      // cache entries looked at
 	Invalidated []string // entries evicted because their image was deleted, deactivated or changed
 	Purged      int      // trashed cache volumes deleted for good (their last clone was gone)
+	Stuck       []string // volumes left "creating" by a provision no longer running, marked error
+	Orphans     []string // images of the pool no row accounts for (reported, not removed)
 	Problems    []string // what could not be fixed now
 }
 

@@ -18,6 +18,8 @@ type Common struct {
 	RunDir          string // IMAGEVOL_RUN_DIR, default .run
 	GlanceURL       string // GLANCE_URL, default http://127.0.0.1:9292/
 	GlanceToken     string // GLANCE_TOKEN, empty for a Glance without Keystone
+	// TLS to Temporal: IMAGEVOL_TEMPORAL_TLS_CA, _CERT, _KEY, _SERVER_NAME; unset means plain TCP.
+	TLS TemporalTLS
 }
 
 // DBFile is the embedded database used when no DSN is configured.
@@ -66,5 +68,11 @@ func LoadCommon() Common {
 		RunDir:          Env("IMAGEVOL_RUN_DIR", ".run"),
 		GlanceURL:       Env("GLANCE_URL", "http://127.0.0.1:9292/"),
 		GlanceToken:     Env("GLANCE_TOKEN", ""),
+		TLS: TemporalTLS{
+			CAFile:     Env("IMAGEVOL_TEMPORAL_TLS_CA", ""),
+			CertFile:   Env("IMAGEVOL_TEMPORAL_TLS_CERT", ""),
+			KeyFile:    Env("IMAGEVOL_TEMPORAL_TLS_KEY", ""),
+			ServerName: Env("IMAGEVOL_TEMPORAL_TLS_SERVER_NAME", ""),
+		},
 	}
 }

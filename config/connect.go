@@ -20,7 +20,14 @@ type Services struct {
 }
 
 // Connect opens the database (applying migrations), the Glance client and the Temporal client.
-func (c Common) Connect(ctx context.Context, logger *slog.Logger) (*Services, error) {
+// The Temporal client reports the SDK's metrics to metricsHandler; nil reports none.
+func (c Common) Connect(ctx context.Context, logger *slog.Logger, metricsHandler client.MetricsHandler) (*Services, error) {
+	// Checked before the database is opened: a bad certificate path fails fast. nil (no TLS
+	// configured) leaves the connection exactly as before, plain TCP.
+	tlsCfg, err := c.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	store, err := models.Open(ctx, c.DBDSN, c.DBFile())
 	if err != nil {
 		return nil, err
@@ -32,6 +39,7 @@ func (c Common) Connect(ctx context.Context, logger *slog.Logger) (*Services, er
 	}
 	tc, err := client.Dial(client.Options{
 		HostPort: c.TemporalAddress, Namespace: c.Namespace, Logger: sdklog.NewStructuredLogger(logger),
+		MetricsHandler: metricsHandler, ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
 	})
 	if err != nil {
 		store.Close()

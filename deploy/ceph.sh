@@ -2,12 +2,14 @@
 # ceph.sh — single-node Ceph Pacific (1 mon "a", 1 mgr "x", 1 bluestore OSD on a sparse file)
 # on 127.0.0.1 with cephx, for development and tests. No systemd, no containers.
 #
-# Usage: deploy/ceph.sh start|stop|status|purge
+# Usage: deploy/ceph.sh start|stop|status|purge|restart-osd
 #   start   bootstrap on first use, start the daemons, create missing pools, wait until a write
 #           to every pool succeeds; does nothing harmful when already running
 #   stop    stop the daemons this script started (by pid file)
 #   status  exit 0 when mon, mgr and osd run and the OSD is up
 #   purge   stop, then delete all Ceph state
+#   restart-osd  stop osd.0 (SIGTERM), start it again, wait until it is up and the CEPH_POOLS
+#           take a write (fault tests; clients of the cluster stall meanwhile)
 #
 # State: $IMAGEVOL_RUN_DIR/ceph (default <repo>/.run/ceph). Callers: `. $RUN/ceph/env` sets CEPH_CONF,
 # which is all rbd/rados/librados need (the [client] section names the admin keyring).
@@ -318,11 +320,26 @@ cmd_purge() {
   log "deleted $DIR"
 }
 
+cmd_restart_osd() {
+  local i
+  [ -e "$MARK" ] || die "no cluster in $DIR"
+  [ -n "$(dpid mon.a)" ] || die "mon.a is not running; use start"
+  stop_one osd.0
+  # the OSD reports its shutdown to the mon: wait for that, so "up" below is the new process
+  for ((i = 0; i < TIMEOUT * 2; i++)); do
+    c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":0,' && break
+    sleep 0.5
+  done
+  start_osd
+  ensure_pools
+  log "osd.0 restarted in $(took)"
+}
 
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   purge) cmd_purge ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  restart-osd) cmd_restart_osd ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,6 +7,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$here/install-deps.sh" all
+# e2e/observability_test.go screenshots the gateway's status page with headless Chromium.
+"$here/install-deps.sh" chromium
 
 # A second pool lets the tests run two storage hosts on the one cluster.
 export CEPH_POOLS=${CEPH_POOLS:-volumes volumes2}
@@ -36,3 +38,6 @@ go test -count=1 -timeout 45m "$@" ./...
 # Fuzz the detector of untrusted image headers briefly: its seed corpus already ran above as unit
 # tests, and 20 s of mutations keeps `make test` quick; long runs are done by hand.
 go test -run '^$' -fuzz '^FuzzDetect$' -fuzztime 20s ./importer/
+# The fault suite last, alone: it restarts the OSD and stops Glance, which nothing else may be
+# using then. It brings up and stops its own Temporal, MariaDB, worker and gateway.
+"$here/faults.sh"

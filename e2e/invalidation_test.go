@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"go.temporal.io/sdk/client"
 
 	"github.com/imagevol/imagevol/activities"
@@ -41,7 +43,9 @@ func glanceCall(t *testing.T, method, path, contentType, body string) {
 func TestInvalidationByReconcileSchedule(t *testing.T) {
 	ctx := context.Background()
 	host := "e2e-inval"
-	startHost(t, hostConfig(host))
+	cfg := hostConfig(host)
+	cfg.SettleTime = time.Millisecond // judge the planted row and image below at once
+	startHost(t, cfg)
 	api := newGateway(t, host)
 	a := uploadImage(t, "inval-a", "raw", imageBytes(8*mib, 61, 2))
 	b := uploadImage(t, "inval-b", "raw", imageBytes(8*mib, 62, 2))
@@ -57,6 +61,19 @@ func TestInvalidationByReconcileSchedule(t *testing.T) {
 	if err := stack.glance.Delete(ctx, b.ID); err != nil {
 		t.Fatal(err)
 	}
+	// A row left "creating" by a provision that no longer runs, and an image no row accounts for.
+	stuck := &models.Volume{ID: uuid.NewString(), ProjectID: "project-e2e", Host: host, Pool: stack.pool,
+		Status: models.StatusCreating, WorkflowID: "no-such-provision"}
+	if err := stack.store.CreateVolume(ctx, stuck); err != nil {
+		t.Fatal(err)
+	}
+	orphan := models.RBDName(uuid.NewString())
+	if err := stack.ceph.Create(ctx, stack.pool, orphan, uint64(mib)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = stack.ceph.Remove(context.Background(), stack.pool, orphan) })
+	time.Sleep(10 * time.Millisecond)
+
 	gw := &starter.Gateway{Store: stack.store, Temporal: stack.temporal, Hosts: []string{host}}
 	if err := gw.EnsureReconcileSchedule(ctx, time.Hour); err != nil {
 		t.Fatal(err)
@@ -87,8 +104,20 @@ func TestInvalidationByReconcileSchedule(t *testing.T) {
 	if err := stack.temporal.GetWorkflow(ctx, runID, "").Get(ctx, &reports); err != nil {
 		t.Fatal(err)
 	}
-	if len(reports) != 1 || len(reports[0].Invalidated) != 2 || len(reports[0].Problems) != 0 {
-		t.Fatalf("reconcile reports %+v; want both entries invalidated", reports)
+	if len(reports) != 1 || len(reports[0].Invalidated) != 2 || len(reports[0].Problems) != 0 || len(reports[0].Stuck) != 1 ||
+		!slices.Contains(reports[0].Orphans, stack.pool+"/"+orphan) {
+		t.Fatalf("reconcile reports %+v; want both entries invalidated, the stuck volume fixed and the orphan reported", reports)
+	}
+	if v, err := stack.store.GetVolume(ctx, stuck.ID); err != nil || v.Status != models.StatusError {
+		t.Fatalf("stuck volume after reconcile: %+v, %v", v, err)
+	}
+	if _, err := stack.ceph.Stat(ctx, stack.pool, orphan); err != nil {
+		t.Fatalf("the orphan was removed, not just reported: %v", err)
+	}
+	var last starter.ReconcileLast
+	if code := api.call("GET", "/v1/reconcile/last", "", &last); code != http.StatusOK || last.WorkflowID != runID || last.Running ||
+		len(last.Hosts) != 1 || len(last.Hosts[0].Invalidated) != 2 {
+		t.Fatalf("GET /v1/reconcile/last: HTTP %d %+v", code, last)
 	}
 	for _, img := range []string{a.ID, b.ID} {
 		if es := entriesOfImage(t, img); len(es) != 0 {

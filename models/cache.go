@@ -57,12 +57,19 @@ func (s *Store) ReleaseLease(ctx context.Context, id uint, holder string) error 
 	return wrap(err, fmt.Sprintf("models: release lease on cache entry %d", id))
 }
 
+// EvictionStale is how long an entry may stay "evicting" before another eviction may take it
+// over: only a crashed eviction leaves one that long, and two at once would race in Ceph.
+const EvictionStale = 10 * time.Minute
+
 // BeginEvict marks a ready entry "evicting" so that nothing can lease it any more, unless it is
 // leased now (ErrLeased) or pinned and force is false (ErrNotFound, as for an entry that is not
-// ready). An entry already "evicting" — an eviction that crashed half-way — may be taken again.
+// ready). An entry "evicting" for longer than EvictionStale — an eviction that crashed half-way —
+// may be taken over; one evicting now may not (ErrNotFound), so one entry is never removed twice
+// at once.
 func (s *Store) BeginEvict(ctx context.Context, id uint, now time.Time, force bool) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		q := tx.Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryReady, EntryEvicting})
+		q := tx.Model(&CacheEntry{}).Where("id = ? AND (state = ? OR (state = ? AND updated_at < ?))",
+			id, EntryReady, EntryEvicting, now.Add(-EvictionStale))
 		if !force {
 			q = q.Where("pinned = ?", false)
 		}
@@ -176,4 +183,28 @@ func (s *Store) AddStats(ctx context.Context, host string, d CacheStat) error {
 func (s *Store) Stats(ctx context.Context) ([]CacheStat, error) {
 	var out []CacheStat
 	return out, wrap(s.db.WithContext(ctx).Order("host").Find(&out).Error, "models: cache stats")
+}
+
+// ListVolumesOn lists the volumes placed on a host in one of the given statuses.
+func (s *Store) ListVolumesOn(ctx context.Context, host string, statuses ...string) ([]Volume, error) {
+	var out []Volume
+	err := s.db.WithContext(ctx).Where("host = ? AND status IN ?", host, statuses).Order("created_at").Find(&out).Error
+	return out, wrap(err, "models: volumes on "+host)
+}
+
+// KnownVolumeIDs is the set of every volume id the database knows: volume rows and trashed
+// cache volumes.
+func (s *Store) KnownVolumeIDs(ctx context.Context) (map[string]bool, error) {
+	var ids, trashed []string
+	if err := s.db.WithContext(ctx).Model(&Volume{}).Pluck("id", &ids).Error; err != nil {
+		return nil, wrap(err, "models: volume ids")
+	}
+	if err := s.db.WithContext(ctx).Model(&TrashedCacheVolume{}).Pluck("volume_id", &trashed).Error; err != nil {
+		return nil, wrap(err, "models: trashed volume ids")
+	}
+	out := make(map[string]bool, len(ids)+len(trashed))
+	for _, id := range append(ids, trashed...) {
+		out[id] = true
+	}
+	return out, nil
 }

@@ -36,7 +36,9 @@ func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
 	if dsn == "" {
 		dsn = "sqlite:" + defaultFile
 	}
-	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent), TranslateError: true}
+	// UTC everywhere: timestamps are compared across processes and, in SQLite, as text.
+	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent), TranslateError: true,
+		NowFunc: func() time.Time { return time.Now().UTC() }}
 	var (
 		db  *gorm.DB
 		err error

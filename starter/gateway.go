@@ -24,6 +24,7 @@ import (
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/workflows"
 )
@@ -46,6 +47,9 @@ type Gateway struct {
 	// every row of the project counts, deleting ones included, until it is gone. A project not
 	// in the map, or with a negative limit, is unlimited; 0 allows none.
 	Quotas map[string]int
+	// Metrics is served at /metrics with the gauges computed from the database; nil serves
+	// only those gauges.
+	Metrics *metrics.Registry
 
 	next atomic.Uint64 // round-robin placement of images no host caches
 }
@@ -55,6 +59,10 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", g.healthz)
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
+	mux.HandleFunc("GET /metrics", g.serveMetrics)
+	// Exactly "/", any method: the page answers 405 itself, as "GET /{$}" cannot be named in
+	// openapi.json.
+	mux.HandleFunc("/{$}", g.statusPage)
 	mux.Handle("POST /v1/volumes", g.auth(g.createVolume))
 	mux.Handle("GET /v1/volumes", g.auth(g.listVolumes))
 	mux.Handle("GET /v1/volumes/{id}", g.auth(g.getVolume))
@@ -65,6 +73,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("POST /v1/cache/{id}/pin", g.auth(g.pin(true)))
 	mux.Handle("DELETE /v1/cache/{id}/pin", g.auth(g.pin(false)))
 	mux.Handle("DELETE /v1/cache/{id}", g.auth(g.evictEntry))
+	mux.Handle("GET /v1/reconcile/last", g.auth(g.reconcileLast))
 	g.cinderRoutes(mux)
 	g.provisionRoutes(mux)
 	// Registered last so that it only gets what no other pattern claims.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 )
 
 // Sentinel errors. Implementations wrap them with %w so callers can tell "already done" from
@@ -28,10 +29,11 @@ type Parent struct {
 
 // ImageInfo describes one image.
 type ImageInfo struct {
-	Pool   string
-	Name   string
-	Size   uint64
-	Parent *Parent // nil when the image is not a clone
+	Pool    string
+	Name    string
+	Size    uint64
+	Parent  *Parent   // nil when the image is not a clone
+	Created time.Time // when the image was created (zero where the backend does not say)
 }
 
 // WriterAt writes into an open image at byte offsets; safe for concurrent use on distinct ranges.

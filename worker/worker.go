@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/workflows"
 )
 
@@ -21,21 +23,28 @@ import (
 type Options struct {
 	// MaxConcurrentActivities bounds the host's concurrent steps (each download holds buffers).
 	MaxConcurrentActivities int
+	// Metrics, when set, times every step (activity attempt) of the host; nil records nothing.
+	Metrics *metrics.Registry
 }
 
 // Start registers the workflows and the host's activities and starts polling. Stop the returned
 // workers when done. Several hosts may run in one process, each with its own Activities.
 func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkworker.Worker, error) {
+	var steps []interceptor.WorkerInterceptor
+	if i := opts.Metrics.StepInterceptor(acts.Config.Host); i != nil {
+		steps = append(steps, i)
+	}
 	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
 		DisableWorkflowWorker:              true,
 		// Send a download's progress (its resume point) at least every second, not every
 		// 80% of the heartbeat timeout: a crash then loses at most a second of work.
 		MaxHeartbeatThrottleInterval: time.Second,
+		Interceptors:                 steps,
 	})
 	host.RegisterActivity(acts)
 
-	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true})
+	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps})
 	RegisterWorkflows(shared)
 	// Local activities (volume state updates) run here; they only need the database.
 	shared.RegisterActivity(acts)

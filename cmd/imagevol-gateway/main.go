@@ -1,5 +1,6 @@
 // Command imagevol-gateway serves imagevol's REST API on 127.0.0.1:8776: it records volumes and
-// starts their provisioning workflows.
+// starts their provisioning workflows. The same port serves Prometheus metrics at /metrics and a
+// status page at /.
 package main
 
 import (
@@ -12,17 +13,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/imagevol/imagevol/config"
+	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/starter"
 )
 
 func main() {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger := newLogger(os.Stderr)
 	slog.SetDefault(logger)
 	if err := run(logger); err != nil {
 		logger.Error("gateway failed", "err", err)
@@ -31,13 +32,19 @@ func main() {
 }
 
 func run(logger *slog.Logger) error {
-	common := config.LoadCommon()
-	listen := flag.String("listen", config.Env("IMAGEVOL_LISTEN", "127.0.0.1:8776"), "address to serve the API on")
-	hosts := flag.String("hosts", config.Env("IMAGEVOL_HOSTS", "node1"), "comma-separated storage hosts")
-	tokensFile := flag.String("tokens", config.Env("IMAGEVOL_TOKENS_FILE", ""), "file of 'token project' lines")
-	uiURL := flag.String("temporal-ui", config.Env("TEMPORAL_UI_URL", "http://127.0.0.1:8233"), "Temporal Web UI address, for links to each provision's workflow (empty: none)")
-	quotas := flag.String("quotas", config.Env("IMAGEVOL_QUOTAS", ""), "comma-separated project=N: most volumes each project may have")
-	reconcile := flag.Duration("reconcile-every", 10*time.Minute, "how often the cache reconcile workflow runs (0: no schedule)")
+	// Defaults < config file (--config or IMAGEVOL_CONFIG) < environment < flags.
+	file, err := config.LoadFile(config.ConfigPath(os.Args[1:]))
+	if err != nil {
+		return err
+	}
+	common, gwc := file.Common(), file.Gateway
+	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
+	listen := flag.String("listen", gwc.Listen, "address to serve the API on")
+	hosts := flag.String("hosts", strings.Join(gwc.Hosts, ","), "comma-separated storage hosts")
+	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project' lines")
+	uiURL := flag.String("temporal-ui", gwc.TemporalUI, "Temporal Web UI address, for links to each provision's workflow (empty: none)")
+	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N: most volumes each project may have")
+	reconcile := flag.Duration("reconcile-every", gwc.ReconcileEvery, "how often the cache reconcile workflow runs (0: no schedule)")
 	flag.Parse()
 
 	tokens, err := loadTokens(*tokensFile)
@@ -47,27 +54,28 @@ func run(logger *slog.Logger) error {
 	if len(tokens) == 0 {
 		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE")
 	}
-	quota, err := parseQuotas(*quotas)
+	quota, err := config.ParseQuotas(*quotas)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	svc, err := common.Connect(ctx, logger)
+	reg := metrics.NewRegistry()
+	svc, err := common.Connect(ctx, logger, reg.Temporal())
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
 
-	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: splitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota}
+	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: config.SplitList(*hosts), Logger: logger,
+		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg}
 	if *reconcile > 0 {
 		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
 			return err
 		}
 	}
-	srv := &http.Server{Addr: *listen, Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: *listen, Handler: gw.LogRequests(gw.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts)
@@ -79,6 +87,14 @@ func run(logger *slog.Logger) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdown)
+}
+
+// newLogger logs JSON for log collectors, or text for a person when w is a terminal.
+func newLogger(w *os.File) *slog.Logger {
+	if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
 // loadTokens reads "token project" lines from path, plus IMAGEVOL_TOKEN for IMAGEVOL_PROJECT.
@@ -108,28 +124,4 @@ func loadTokens(path string) (map[string]string, error) {
 		tokens[fields[0]] = fields[1]
 	}
 	return tokens, sc.Err()
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// parseQuotas reads "project=N,project2=M".
-func parseQuotas(s string) (map[string]int, error) {
-	out := map[string]int{}
-	for _, kv := range splitList(s) {
-		project, n, ok := strings.Cut(kv, "=")
-		v, err := strconv.Atoi(n)
-		if !ok || project == "" || err != nil {
-			return nil, fmt.Errorf("quota %q: want project=N", kv)
-		}
-		out[project] = v
-	}
-	return out, nil
 }

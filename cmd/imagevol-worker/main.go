@@ -1,23 +1,29 @@
 // Command imagevol-worker runs the Temporal workers of one storage host: the steps that touch
-// its Ceph pool on the queue imagevol.host.<host>, and workflow tasks on the shared queue.
+// its Ceph pool on the queue imagevol.host.<host>, and workflow tasks on the shared queue. With
+// --metrics-listen (IMAGEVOL_METRICS_LISTEN) it serves Prometheus metrics at /metrics there.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/config"
+	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/storage/rbd"
 	"github.com/imagevol/imagevol/worker"
 )
 
 func main() {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger := newLogger(os.Stderr)
 	slog.SetDefault(logger)
 	if err := run(logger); err != nil {
 		logger.Error("worker failed", "err", err)
@@ -26,40 +32,26 @@ func main() {
 }
 
 func run(logger *slog.Logger) error {
-	common := config.LoadCommon()
-	enabled, err := config.EnvBool("IMAGE_VOLUME_CACHE_ENABLED", true)
+	// Defaults < config file (--config or IMAGEVOL_CONFIG) < environment < flags.
+	file, err := config.LoadFile(config.ConfigPath(os.Args[1:]))
 	if err != nil {
 		return err
 	}
-	maxSize, err := config.EnvInt("IMAGE_VOLUME_CACHE_MAX_SIZE_GB", 0)
-	if err != nil {
-		return err
-	}
-	maxCount, err := config.EnvInt("IMAGE_VOLUME_CACHE_MAX_COUNT", 0)
-	if err != nil {
-		return err
-	}
-	quotaVolumes, err := config.EnvInt("CINDER_INTERNAL_TENANT_QUOTA_VOLUMES", 0)
-	if err != nil {
-		return err
-	}
-	quotaGB, err := config.EnvInt("CINDER_INTERNAL_TENANT_QUOTA_GIGABYTES", 0)
-	if err != nil {
-		return err
-	}
-	var cfg activities.Config
-	flag.StringVar(&cfg.Host, "host", config.Env("IMAGEVOL_HOST", "node1"), "storage host name (task queue imagevol.host.<host>)")
-	flag.StringVar(&cfg.Pool, "pool", config.Env("IMAGEVOL_POOL", "volumes"), "RBD pool of this host")
-	flag.StringVar(&cfg.ClusterName, "cluster", config.Env("IMAGEVOL_CLUSTER", ""), "name of the Ceph cluster the pool is in (default: its fsid); hosts of one cluster share their cache")
-	flag.StringVar(&cfg.CephConf, "ceph-conf", config.Env("CEPH_CONF", "/etc/ceph/ceph.conf"), "ceph.conf path")
-	flag.BoolVar(&cfg.ImageVolumeCacheEnabled, "image_volume_cache_enabled", enabled, "cache images as volumes")
-	flag.IntVar(&cfg.ImageVolumeCacheMaxSizeGB, "image_volume_cache_max_size_gb", maxSize, "cache capacity in GiB (0 = unlimited)")
-	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", maxCount, "cache entries (0 = unlimited)")
-	flag.StringVar(&cfg.CinderInternalTenantProject, "cinder_internal_tenant_project_id", config.Env("CINDER_INTERNAL_TENANT_PROJECT_ID", "imagevol-internal"), "project owning cache volumes")
-	flag.StringVar(&cfg.CinderInternalTenantUser, "cinder_internal_tenant_user_id", config.Env("CINDER_INTERNAL_TENANT_USER_ID", "imagevol-internal"), "user owning cache volumes")
-	flag.IntVar(&cfg.InternalQuotaVolumes, "internal_quota_volumes", quotaVolumes, "volumes the internal project may hold (0 = unlimited)")
-	flag.IntVar(&cfg.InternalQuotaGB, "internal_quota_gigabytes", quotaGB, "GiB the internal project may hold (0 = unlimited)")
-	flag.StringVar(&cfg.FlattenPolicy, "flatten", config.Env("IMAGEVOL_FLATTEN", activities.FlattenNever), "flatten policy: never, always or depth>N")
+	common, cfg := file.Common(), file.Worker.ActivitiesConfig()
+	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
+	flag.StringVar(&cfg.Host, "host", cfg.Host, "storage host name (task queue imagevol.host.<host>)")
+	flag.StringVar(&cfg.Pool, "pool", cfg.Pool, "RBD pool of this host")
+	flag.StringVar(&cfg.ClusterName, "cluster", cfg.ClusterName, "name of the Ceph cluster the pool is in (default: its fsid); hosts of one cluster share their cache")
+	flag.StringVar(&cfg.CephConf, "ceph-conf", cfg.CephConf, "ceph.conf path")
+	flag.BoolVar(&cfg.ImageVolumeCacheEnabled, "image_volume_cache_enabled", cfg.ImageVolumeCacheEnabled, "cache images as volumes")
+	flag.IntVar(&cfg.ImageVolumeCacheMaxSizeGB, "image_volume_cache_max_size_gb", cfg.ImageVolumeCacheMaxSizeGB, "cache capacity in GiB (0 = unlimited)")
+	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", cfg.ImageVolumeCacheMaxCount, "cache entries (0 = unlimited)")
+	flag.StringVar(&cfg.CinderInternalTenantProject, "cinder_internal_tenant_project_id", cfg.CinderInternalTenantProject, "project owning cache volumes")
+	flag.StringVar(&cfg.CinderInternalTenantUser, "cinder_internal_tenant_user_id", cfg.CinderInternalTenantUser, "user owning cache volumes")
+	flag.IntVar(&cfg.InternalQuotaVolumes, "internal_quota_volumes", cfg.InternalQuotaVolumes, "volumes the internal project may hold (0 = unlimited)")
+	flag.IntVar(&cfg.InternalQuotaGB, "internal_quota_gigabytes", cfg.InternalQuotaGB, "GiB the internal project may hold (0 = unlimited)")
+	flag.StringVar(&cfg.FlattenPolicy, "flatten", cfg.FlattenPolicy, "flatten policy: never, always or depth>N")
+	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics (empty: none)")
 	flag.Parse()
 	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
 		return err
@@ -67,9 +59,19 @@ func run(logger *slog.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The activities add the host to their own lines (a.log); everything else gets it here.
+	actLogger := logger
 	logger = logger.With("host", cfg.Host)
 
-	svc, err := common.Connect(ctx, logger)
+	reg := metrics.NewRegistry()
+	if *metricsListen != "" {
+		stopMetrics, err := serveMetrics(*metricsListen, reg, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	svc, err := common.Connect(ctx, logger, reg.Temporal())
 	if err != nil {
 		return err
 	}
@@ -84,6 +86,37 @@ func run(logger *slog.Logger) error {
 			return err
 		}
 	}
-	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: logger}
-	return worker.Run(ctx, svc.Temporal, acts, worker.Options{})
+	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg}
+	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities})
+}
+
+// serveMetrics serves reg at addr/metrics until the returned function is called. The listener
+// is opened here, so a taken port fails the start rather than going unnoticed.
+func serveMetrics(addr string, reg *metrics.Registry, logger *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", reg.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "err", err)
+		}
+	}()
+	logger.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// newLogger logs JSON for log collectors, or text for a person when w is a terminal.
+func newLogger(w *os.File) *slog.Logger {
+	if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
 }

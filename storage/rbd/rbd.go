@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ceph/go-ceph/rados"
 	cephrbd "github.com/ceph/go-ceph/rbd"
@@ -178,6 +179,9 @@ func (c *Cluster) Stat(_ context.Context, pool, name string) (storage.ImageInfo,
 		return storage.ImageInfo{}, fmt.Errorf("rbd: size of %s/%s: %w", pool, name, translate(err))
 	}
 	info := storage.ImageInfo{Pool: pool, Name: name, Size: size}
+	if ts, err := img.GetCreateTimestamp(); err == nil {
+		info.Created = time.Unix(int64(ts.Sec), int64(ts.Nsec)).UTC()
+	}
 	p, err := img.GetParent()
 	switch {
 	case err == nil:

@@ -1,0 +1,425 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// clearEnv blanks every variable LoadFile reads (empty counts as unset), so the developer's
+// shell (say a sourced .run/env) does not leak into the cases.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	_, settings, _ := resolve(&rawFile{})
+	for _, s := range settings {
+		t.Setenv(s.env, "")
+	}
+	t.Setenv("IMAGEVOL_CONFIG", "")
+	t.Setenv("OS_CLIENT_CONFIG_FILE", "")
+}
+
+func writeFile(t *testing.T, name, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const fullYAML = `
+temporal:
+  address: temporal.example:7233
+  namespace: imagevol
+database:
+  dsn: "imagevol:secret@tcp(db.example:3306)/imagevol"
+glance:
+  url: https://glance.example:9292/
+  token: tok
+gateway:
+  listen: ":8776"
+  hosts: [node1, node2]
+  tokens_file: /etc/imagevol/tokens
+  quotas: {demo: 10, ops: 0}
+  temporal_ui: https://temporal-ui.example
+  reconcile_every: 5m
+worker:
+  host: node2
+  pool: volumes-node2
+  cluster: ceph-a
+  ceph_conf: /etc/ceph/a.conf
+  cache:
+    enabled: false
+    max_size_gb: 500
+    max_count: 50
+  internal_project:
+    project_id: p-internal
+    user_id: u-internal
+    quota_volumes: 100
+    quota_gigabytes: 2000
+  flatten: depth>3
+  max_concurrent_activities: 16
+metrics:
+  listen: 127.0.0.1:9464
+`
+
+func TestLoadFile(t *testing.T) {
+	cases := []struct {
+		name    string
+		yaml    string // empty: no file
+		env     map[string]string
+		check   func(t *testing.T, f File)
+		wantErr []string // substrings of the error; none means success
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, f File) {
+				c := f.Common()
+				if c.TemporalAddress != "127.0.0.1:7233" || c.Namespace != "default" || c.DBDSN != "" || c.RunDir != ".run" ||
+					c.GlanceURL != "http://127.0.0.1:9292/" || c.TLS.Enabled() {
+					t.Errorf("common defaults: %+v", c)
+				}
+				if !reflect.DeepEqual(f.Gateway.Hosts, []string{"node1"}) || f.Gateway.Listen != "127.0.0.1:8776" ||
+					f.Gateway.ReconcileEvery != 10*time.Minute || len(f.Gateway.Quotas) != 0 || f.Gateway.TemporalUI != "http://127.0.0.1:8233" {
+					t.Errorf("gateway defaults: %+v", f.Gateway)
+				}
+				a := f.Worker.ActivitiesConfig()
+				if a.Host != "node1" || a.Pool != "volumes" || a.CephConf != "/etc/ceph/ceph.conf" || !a.ImageVolumeCacheEnabled ||
+					a.CinderInternalTenantProject != "imagevol-internal" || a.FlattenPolicy != "never" {
+					t.Errorf("worker defaults: %+v", a)
+				}
+			},
+		},
+		{
+			name: "file only",
+			yaml: fullYAML,
+			check: func(t *testing.T, f File) {
+				if f.Temporal.Address != "temporal.example:7233" || f.Temporal.Namespace != "imagevol" ||
+					f.Database.DSN != "imagevol:secret@tcp(db.example:3306)/imagevol" || f.Glance.Token != "tok" {
+					t.Errorf("common: %+v", f.Common())
+				}
+				if !reflect.DeepEqual(f.Gateway.Hosts, []string{"node1", "node2"}) || f.Gateway.Listen != ":8776" ||
+					!reflect.DeepEqual(f.Gateway.Quotas, map[string]int{"demo": 10, "ops": 0}) || f.Gateway.ReconcileEvery != 5*time.Minute {
+					t.Errorf("gateway: %+v", f.Gateway)
+				}
+				w := f.Worker
+				if w.Host != "node2" || w.Pool != "volumes-node2" || w.Cluster != "ceph-a" || w.Cache.Enabled || w.Cache.MaxSizeGB != 500 ||
+					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 {
+					t.Errorf("worker: %+v", w)
+				}
+				if f.Metrics.Listen != "127.0.0.1:9464" {
+					t.Errorf("metrics: %+v", f.Metrics)
+				}
+			},
+		},
+		{
+			name: "env only",
+			env: map[string]string{
+				"IMAGEVOL_TEMPORAL_ADDRESS": "t.example:7233", "IMAGEVOL_DB_DSN": "sqlite:/var/lib/imagevol/db",
+				"IMAGEVOL_HOSTS": "a, b", "IMAGEVOL_QUOTAS": "demo=3", "IMAGE_VOLUME_CACHE_ENABLED": "no",
+				"IMAGE_VOLUME_CACHE_MAX_COUNT": "7", "IMAGEVOL_FLATTEN": "always", "IMAGEVOL_TEMPORAL_TLS_SERVER_NAME": "t.example",
+				"IMAGEVOL_RECONCILE_EVERY": "0s",
+			},
+			check: func(t *testing.T, f File) {
+				if f.Temporal.Address != "t.example:7233" || f.Database.DSN != "sqlite:/var/lib/imagevol/db" ||
+					!reflect.DeepEqual(f.Gateway.Hosts, []string{"a", "b"}) || f.Gateway.Quotas["demo"] != 3 ||
+					f.Worker.Cache.Enabled || f.Worker.Cache.MaxCount != 7 || f.Worker.Flatten != "always" ||
+					!f.Common().TLS.Enabled() || f.Gateway.ReconcileEvery != 0 {
+					t.Errorf("got %+v", f)
+				}
+			},
+		},
+		{
+			name: "env over file over defaults",
+			yaml: "worker:\n  host: from-file\n  pool: pool-file\ngateway:\n  hosts: [x, y]\n",
+			env:  map[string]string{"IMAGEVOL_HOST": "from-env", "IMAGEVOL_HOSTS": "z"},
+			check: func(t *testing.T, f File) {
+				if f.Worker.Host != "from-env" || f.Worker.Pool != "pool-file" || f.Worker.CephConf != "/etc/ceph/ceph.conf" ||
+					!reflect.DeepEqual(f.Gateway.Hosts, []string{"z"}) {
+					t.Errorf("got worker %+v gateway %+v", f.Worker, f.Gateway)
+				}
+			},
+		},
+		{
+			name: "explicit empty in the file beats a default",
+			yaml: "gateway:\n  temporal_ui: \"\"\n",
+			check: func(t *testing.T, f File) {
+				if f.Gateway.TemporalUI != "" {
+					t.Errorf("temporal_ui = %q", f.Gateway.TemporalUI)
+				}
+			},
+		},
+		{name: "empty file", yaml: "# nothing\n"},
+		{name: "unknown key", yaml: "worker:\n  cache:\n    max_size: 5\n", wantErr: []string{"line 3: unknown key worker.cache.max_size"}},
+		{name: "unknown section", yaml: "scheduler: {}\n", wantErr: []string{"line 1: unknown key scheduler"}},
+		{name: "bad integer in file", yaml: "worker:\n  cache:\n    max_size_gb: lots\n", wantErr: []string{"worker.cache.max_size_gb", `"lots" is not an integer`}},
+		{
+			name: "bad value from env names key and variable", yaml: "worker:\n  cache:\n    max_count: 3\n",
+			env:     map[string]string{"IMAGE_VOLUME_CACHE_MAX_COUNT": "-1", "IMAGE_VOLUME_CACHE_ENABLED": "maybe"},
+			wantErr: []string{"worker.cache.max_count (from IMAGE_VOLUME_CACHE_MAX_COUNT): -1 is negative", "worker.cache.enabled (from IMAGE_VOLUME_CACHE_ENABLED)"},
+		},
+		{name: "bad flatten", yaml: "worker: {flatten: sometimes}\n", wantErr: []string{"worker.flatten"}},
+		{name: "bad duration", yaml: "gateway: {reconcile_every: often}\n", wantErr: []string{"gateway.reconcile_every"}},
+		{name: "bad quota", env: map[string]string{"IMAGEVOL_QUOTAS": "demo"}, wantErr: []string{"gateway.quotas (from IMAGEVOL_QUOTAS)"}},
+		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},
+		{name: "list where a value goes", yaml: "worker: {host: [a, b]}\n", wantErr: []string{"want a single value"}},
+		{name: "cert without key", yaml: "temporal: {tls: {cert_file: /c.pem}}\n", wantErr: []string{"temporal.tls.cert_file"}},
+		{name: "repeated host", yaml: "gateway: {hosts: [a, a]}\n", wantErr: []string{"gateway.hosts"}},
+		{
+			name:    "bad DSN is not echoed",
+			env:     map[string]string{"IMAGEVOL_DB_DSN": "user:hunter2@db.example/imagevol"},
+			wantErr: []string{"database.dsn (from IMAGEVOL_DB_DSN)"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tc.yaml != "" {
+				path = writeFile(t, "imagevol.yaml", tc.yaml)
+			}
+			f, err := LoadFile(path)
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.check != nil {
+					tc.check(t, f)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want one mentioning %q", tc.wantErr)
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadFileMissing(t *testing.T) {
+	clearEnv(t)
+	if _, err := LoadFile(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
+		t.Fatal("missing file: no error")
+	}
+}
+
+func TestConfigPath(t *testing.T) {
+	clearEnv(t)
+	cases := map[string][]string{
+		"a.yaml": {"--host", "n1", "--config", "a.yaml"},
+		"b.yaml": {"-config=b.yaml"},
+		"":       {"--host", "n1", "--", "--config", "c.yaml"},
+	}
+	for want, args := range cases {
+		if got := ConfigPath(args); got != want {
+			t.Errorf("ConfigPath(%q) = %q, want %q", args, got, want)
+		}
+	}
+	t.Setenv("IMAGEVOL_CONFIG", "/etc/imagevol/imagevol.yaml")
+	if got := ConfigPath(nil); got != "/etc/imagevol/imagevol.yaml" {
+		t.Errorf("from env: %q", got)
+	}
+}
+
+func TestQuotasRoundTrip(t *testing.T) {
+	q := map[string]int{"b": 2, "a": 1}
+	s := FormatQuotas(q)
+	if s != "a=1,b=2" {
+		t.Fatalf("FormatQuotas = %q", s)
+	}
+	back, err := ParseQuotas(s)
+	if err != nil || !reflect.DeepEqual(back, q) {
+		t.Fatalf("ParseQuotas(%q) = %v, %v", s, back, err)
+	}
+}
+
+func TestCloudsYAML(t *testing.T) {
+	clearEnv(t)
+	clouds := writeFile(t, "clouds.yaml", `
+clouds:
+  prod:
+    region_name: RegionOne
+    interface: internal
+    auth:
+      auth_url: https://keystone.example:5000/v3
+      username: imagevol
+      password: pw
+      project_name: service
+      user_domain_name: Default
+      project_domain_name: Default
+  appcred:
+    auth_type: v3applicationcredential
+    auth:
+      auth_url: https://keystone.example:5000/v3
+      application_credential_id: abc
+      application_credential_secret: s3
+  nodomain:
+    auth:
+      auth_url: https://keystone.example:5000/v3
+      username: imagevol
+      password: pw
+      project_id: p1
+`)
+	cfg := writeFile(t, "imagevol.yaml", "glance:\n  cloud: prod\n  clouds_file: "+clouds+"\n")
+	f, err := LoadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.Glance.Auth
+	if a == nil || a.AuthURL != "https://keystone.example:5000/v3" || a.RegionName != "RegionOne" {
+		t.Fatalf("auth = %+v", a)
+	}
+	o := a.AuthOptions()
+	if !o.AllowReauth || o.DomainName != "Default" || o.Scope == nil || o.Scope.ProjectName != "service" || o.Scope.DomainName != "Default" {
+		t.Errorf("auth options = %+v scope %+v", o, o.Scope)
+	}
+
+	t.Setenv("IMAGEVOL_GLANCE_CLOUD", "appcred")
+	t.Setenv("IMAGEVOL_GLANCE_CLOUDS_FILE", clouds)
+	f, err = LoadFile("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := f.Glance.Auth.AuthOptions(); o.ApplicationCredentialID != "abc" || o.Scope != nil {
+		t.Errorf("application credential options = %+v", o)
+	}
+
+	for cloud, want := range map[string]string{"nodomain": "user_domain_name", "absent": `no cloud "absent"`} {
+		t.Setenv("IMAGEVOL_GLANCE_CLOUD", cloud)
+		if _, err := LoadFile(""); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "glance.cloud") {
+			t.Errorf("cloud %s: error %v, want one naming glance.cloud and %q", cloud, err, want)
+		}
+	}
+}
+
+// writePKI writes a self-signed CA-capable certificate and its key as PEM files.
+func writePKI(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "imagevol-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = writeFile(t, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	keyFile = writeFile(t, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
+	return certFile, keyFile
+}
+
+func TestTLSConfig(t *testing.T) {
+	if cfg, err := (Common{}).TLSConfig(); cfg != nil || err != nil {
+		t.Fatalf("no TLS set: %v, %v; want nil, nil", cfg, err)
+	}
+	cert, key := writePKI(t)
+	cfg, err := Common{TLS: TemporalTLS{CAFile: cert, CertFile: cert, KeyFile: key, ServerName: "temporal.example"}}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RootCAs == nil || cfg.ServerName != "temporal.example" || cfg.GetClientCertificate == nil {
+		t.Fatalf("config = %+v", cfg)
+	}
+	if c, err := cfg.GetClientCertificate(nil); err != nil || len(c.Certificate) != 1 {
+		t.Fatalf("client certificate: %v, %v", c, err)
+	}
+	notPEM := writeFile(t, "ca.pem", "not a certificate")
+	for name, bad := range map[string]TemporalTLS{
+		"temporal.tls.ca_file":   {CAFile: notPEM},
+		"temporal.tls.cert_file": {CertFile: cert},
+		"key_file":               {CertFile: cert, KeyFile: notPEM},
+	} {
+		if _, err := (Common{TLS: bad}).TLSConfig(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%+v: error %v, want one naming %s", bad, err, name)
+		}
+	}
+}
+
+// TestShippedConfigsLoad keeps the Kubernetes ConfigMap and the guide's example loadable.
+func TestShippedConfigsLoad(t *testing.T) {
+	clearEnv(t)
+	data, err := os.ReadFile("../deploy/k8s/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if text, ok := doc.Data["imagevol.yaml"]; ok && doc.Kind == "ConfigMap" {
+			found++
+			if _, err := LoadFile(writeFile(t, "k8s.yaml", text)); err != nil {
+				t.Errorf("deploy/k8s/config.yaml ConfigMap: %v", err)
+			}
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d ConfigMaps with imagevol.yaml, want 1", found)
+	}
+
+	guide, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```yaml\n# imagevol.yaml\n(.*?)```").FindSubmatch(guide)
+	if block == nil {
+		t.Fatal("docs/deploy.md has no ```yaml block starting with # imagevol.yaml")
+	}
+	if _, err := LoadFile(writeFile(t, "guide.yaml", string(block[1]))); err != nil {
+		t.Errorf("docs/deploy.md example: %v", err)
+	}
+}
+
+// TestReferenceDocumented keeps docs/deploy.md's key table complete: every key with its
+// variable.
+func TestReferenceDocumented(t *testing.T) {
+	guide, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, settings, _ := resolve(&rawFile{})
+	for _, s := range settings {
+		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(s.key) + "` \\| `" + regexp.QuoteMeta(s.env) + "` \\|")
+		if !row.Match(guide) {
+			t.Errorf("docs/deploy.md: no row | `%s` | `%s` | ...", s.key, s.env)
+		}
+	}
+}

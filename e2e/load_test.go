@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/models"
+)
+
+// poolImages names the images of the run's two pools, as pool/name.
+func poolImages(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, p := range []string{stack.pool, stack.pool2} {
+		names, err := stack.ceph.List(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			out[p+"/"+n] = true
+		}
+	}
+	return out
+}
+
+// 200 creates of 5 images on two hosts, 20 at a time, with caches of 2 entries a host — tighter
+// than 3, so that the two hosts' 4 slots cannot hold the 5 images and evictions race the
+// clones: every volume is made with its image's bytes, and the invariants hold at the end — at
+// most 2 entries a host, no image cached twice in the cluster, and no orphan: every image the
+// run added to the pools is a volume or cache volume the database knows, and no staging image
+// is left.
+func TestLoadManyCreatesFewImages(t *testing.T) {
+	ctx := context.Background()
+	const maxCount = 2
+	h1, h2 := "e2e-load-a", "e2e-load-b"
+	for _, h := range []struct{ name, pool string }{{h1, stack.pool}, {h2, stack.pool2}} {
+		cfg := hostConfig(h.name)
+		cfg.Pool = h.pool
+		cfg.ImageVolumeCacheMaxCount = maxCount
+		startHost(t, cfg)
+	}
+	api := newGateway(t, h1, h2)
+	imgs := make([]imagesource.Image, 5)
+	for i := range imgs {
+		imgs[i] = uploadImage(t, fmt.Sprintf("load-%d", i), "raw", imageBytes(8*mib, uint64(100+i), 2))
+	}
+	before := poolImages(t)
+
+	const n, inFlight = 200, 20
+	ids := make([]string, n)
+	results := map[string]int{}
+	var mu sync.Mutex
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			// A spread over the images that is not a simple rotation, half placed by hand.
+			host := ""
+			if i%2 == 0 {
+				host = []string{h1, h2}[(i/2)%2]
+			}
+			ids[i] = api.startVolume(imgs[(i*7+i/5)%5].ID, 1, host)
+			v := api.waitVolume(ids[i])
+			mu.Lock()
+			results[v.Cache+" "+v.CacheReason]++
+			mu.Unlock()
+			if v.Status != models.StatusAvailable {
+				t.Errorf("volume %d (%s): %s %q", i, ids[i], v.Status, v.Error)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Every 10th volume read back in full.
+	for i := 0; i < n; i += 10 {
+		img := imgs[(i*7+i/5)%5]
+		if got := volumeSHA512(t, ids[i], img.Size); got != img.HashValue {
+			t.Fatalf("volume %d: bytes differ from its image", i)
+		}
+	}
+
+	cached := map[string]int{}
+	for _, h := range []string{h1, h2} {
+		ready := readyEntries(t, h)
+		if len(ready) > maxCount {
+			t.Fatalf("host %s holds %d ready entries, max_count %d", h, len(ready), maxCount)
+		}
+		for _, e := range ready {
+			cached[e.ImageID+" "+e.ContentHash]++
+		}
+	}
+	for k, c := range cached {
+		if c > 1 {
+			t.Fatalf("image %s cached %d times in the cluster", k, c)
+		}
+	}
+
+	// No orphan among the images the run added.
+	vols, err := stack.store.ListVolumes(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, v := range vols {
+		known[v.Pool+"/"+models.RBDName(v.ID)] = true
+	}
+	for img := range poolImages(t) {
+		if before[img] {
+			continue
+		}
+		if strings.HasSuffix(img, ".part") {
+			t.Fatalf("staging image %s left behind", img)
+		}
+		if !known[img] {
+			_, name, _ := strings.Cut(img, "/")
+			row, err := stack.store.GetVolume(ctx, strings.TrimPrefix(name, "volume-"))
+			t.Fatalf("orphan image %s: no volume row in its pool (row by id: %+v, %v)", img, row, err)
+		}
+	}
+	for _, id := range ids {
+		v, err := stack.store.GetVolume(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stack.ceph.Stat(ctx, v.Pool, models.RBDName(id)); err != nil {
+			t.Fatalf("volume %s has no image in %s: %v", id, v.Pool, err)
+		}
+	}
+	st := hostStats(api.stats(), h1, h2)
+	if st.Evictions == 0 {
+		t.Fatalf("no eviction in %v: the cache was never under pressure", results)
+	}
+	t.Logf("200 creates of 5 images on 2 hosts (max_count %d): %v; %d downloads, %d evictions", maxCount, results, st.Downloads, st.Evictions)
+}

@@ -1,0 +1,158 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/workflows"
+)
+
+// fault is one part of the stack taken away mid-provision and given back.
+type fault struct {
+	name string
+	// stop and start are verbs of deploy/faults.sh; start may be empty (stop gives it back).
+	stop, start string
+	// down is how long the part stays away between stop and start.
+	down time.Duration
+}
+
+// The faults, each hitting a provision once a fifth of its 1 GiB download is durably in Ceph.
+var faultCases = []fault{
+	{name: "worker-kill9", stop: "kill-worker", start: "start-worker"},
+	{name: "temporal-restart", stop: "stop-temporal", start: "start-temporal"},
+	{name: "mariadb-down-10s", stop: "stop-mariadb", start: "start-mariadb", down: 10 * time.Second},
+	{name: "osd-restart", stop: "restart-osd"},
+	{name: "glance-down-10s", stop: "stop-glance", start: "start-glance", down: 10 * time.Second},
+}
+
+// outcome is one case's line in the summary.
+type outcome struct {
+	name                 string
+	injectAt             time.Duration // after the request
+	injectBytes          int64         // durable download offset when the fault hit
+	faultFor             time.Duration // stop, hold and start
+	total                time.Duration // request to settled
+	status, cache, error string
+	resumedFrom, fetched int64
+	checks               []string
+}
+
+func TestFaults(t *testing.T) {
+	var (
+		images  []imagesource.Image
+		volumes []string
+		results []*outcome
+	)
+	defer func() {
+		t.Run("cleanup", func(t *testing.T) { cleanup(t, volumes, images) })
+		var b strings.Builder
+		fmt.Fprintf(&b, "\n%-18s %-22s %-10s %-8s %-10s %-22s %s\n", "case", "fault at", "fault for", "total", "status", "download", "checks")
+		for _, r := range results {
+			fmt.Fprintf(&b, "%-18s %5.1fs @ %4d MiB     %6.1fs %7.1fs  %-10s resumed %4d, got %4d  %s\n",
+				r.name, r.injectAt.Seconds(), r.injectBytes>>20, r.faultFor.Seconds(), r.total.Seconds(),
+				r.status, r.resumedFrom>>20, r.fetched>>20, strings.Join(r.checks, ", "))
+			if r.error != "" {
+				fmt.Fprintf(&b, "%-18s error: %s\n", "", r.error)
+			}
+		}
+		t.Log(b.String())
+	}()
+
+	for i, f := range faultCases {
+		r := &outcome{name: f.name}
+		results = append(results, r)
+		ok := t.Run(f.name, func(t *testing.T) {
+			img := uploadImage(t, "faults-"+f.name, uint64(i+1))
+			images = append(images, img)
+			t0 := time.Now()
+			id := startVolume(t, img.ID)
+			volumes = append(volumes, id)
+			t.Logf("image %s, volume %s", img.ID, id)
+
+			r.injectBytes = waitDownload(t, id, img.Size, 0.2)
+			r.injectAt = time.Since(t0)
+			restored := false
+			t.Cleanup(func() {
+				// a failed case must not leave the part down for the next ones
+				if !restored && f.start != "" {
+					ctl(t, f.start)
+				}
+			})
+			ctl(t, f.stop)
+			time.Sleep(f.down)
+			if f.start != "" {
+				ctl(t, f.start)
+			}
+			restored = true
+			r.faultFor = time.Since(t0) - r.injectAt
+
+			v := waitSettled(t, id, 5*time.Minute)
+			r.total, r.status, r.cache, r.error = time.Since(t0), v.Status, v.Cache, v.Error
+			if v.Status != models.StatusAvailable {
+				t.Fatalf("volume %s is %s: %s", id, v.Status, v.Error)
+			}
+			r.checks = append(r.checks, "available ("+v.Cache+")")
+			var res workflows.CreateVolumeResult
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := stack.tc.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
+				t.Fatalf("provision result: %v", err)
+			}
+			r.resumedFrom, r.fetched = res.ResumedFrom, res.Bytes
+
+			if got := volumeSHA512(t, id, img.Size); got != img.HashValue {
+				t.Fatalf("volume %s: sha512 %s…, image %s…", id, got[:16], img.HashValue[:16])
+			}
+			r.checks = append(r.checks, "sha512")
+			es := cacheEntriesOf(t, img.ID)
+			if len(es) != 1 || es[0].State != models.EntryReady {
+				t.Fatalf("cache entries of image %s: %+v; want exactly one, ready", img.ID, es)
+			}
+			r.checks = append(r.checks, "1 cache entry")
+			n := checkNoOrphans(t)
+			if !t.Failed() {
+				r.checks = append(r.checks, fmt.Sprintf("no orphans (%d images of the run)", n))
+			}
+		})
+		if !ok && r.status == "" {
+			r.status = "failed"
+		}
+	}
+}
+
+// cleanup deletes the run's volumes, evicts its cache entries, checks that no RBD image of the
+// run is left in the shared pool, and deletes the images from Glance.
+func cleanup(t *testing.T, volumes []string, images []imagesource.Image) {
+	for _, id := range volumes {
+		deleteVolume(t, id)
+	}
+	for _, img := range images {
+		for _, e := range cacheEntriesOf(t, img.ID) {
+			var res struct {
+				Evicted bool `json:"evicted"`
+				Trashed bool `json:"trashed"`
+			}
+			code, err := call("DELETE", fmt.Sprintf("/v1/cache/%d?force=true", e.ID), "", &res)
+			if err != nil || code != http.StatusOK || !res.Evicted || res.Trashed {
+				t.Errorf("evict cache entry %d: HTTP %d, %v, %+v", e.ID, code, err, res)
+			}
+		}
+	}
+	if n := checkNoOrphans(t); n != 0 {
+		t.Errorf("%d RBD images of the run left in pool %s after deleting everything", n, stack.pool)
+	}
+	for _, img := range images {
+		if err := stack.glance.Delete(context.Background(), img.ID); err != nil {
+			t.Errorf("delete image %s: %v", img.ID, err)
+		}
+	}
+	t.Logf("deleted %d volumes, their cache entries and %d images", len(volumes), len(images))
+}
