@@ -225,7 +225,16 @@ func (a *Activities) invalidate(ctx context.Context, entries []models.CacheEntry
 // the internal project. When nothing more can be evicted the result says why and the provision
 // goes on without caching. When the image is already cached somewhere in the cluster (a fill
 // that finished just before this one started) the result points at that entry instead.
-func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (EvictResult, error) {
+func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (res EvictResult, err error) {
+	err = a.Store.WithReservationLock(ctx, func() error {
+		res, err = a.reserve(ctx, in)
+		return err
+	})
+	return res, err
+}
+
+// reserve is EvictLRU under the reservation lock.
+func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, error) {
 	cfg := a.Config
 	if e, err := a.readyEntry(ctx, in.Image.ID, in.Image.ContentHash); err != nil {
 		return EvictResult{}, err

@@ -114,17 +114,7 @@ func TestQcow2WithBackingFileIsRefused(t *testing.T) {
 	host := "e2e-backing"
 	startHost(t, hostConfig(host))
 	api := newGateway(t, host)
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(base, imageBytes(mib, 61, 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	overlay := filepath.Join(dir, "overlay.qcow2")
-	qemuImg(t, "create", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
-	data, err := os.ReadFile(overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := qcow2WithBackingFile(t, 61)
 	img := uploadImage(t, "backing", "qcow2", data)
 	requireFailed(t, host, api.createVolume(img.ID, 1), activities.ErrTypeUnsafeImage)
 }
@@ -154,4 +144,22 @@ func TestVirtualSizeLargerThanVolume(t *testing.T) {
 
 	hidden := uploadImage(t, "big-virtual-as-raw", "raw", data)
 	requireFailed(t, host, api.createVolume(hidden.ID, 1), activities.ErrTypeVolumeTooSmall)
+}
+
+// qcow2WithBackingFile is a qcow2 image whose header names a backing file on the local disk: the
+// known trick to make a converter read a file of the host.
+func qcow2WithBackingFile(t *testing.T, seed uint64) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(base, imageBytes(mib, seed, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	overlay := filepath.Join(dir, "overlay.qcow2")
+	qemuImg(t, "create", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
+	data, err := os.ReadFile(overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

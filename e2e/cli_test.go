@@ -163,17 +163,7 @@ func TestCLIRetryFailed(t *testing.T) {
 	bin := buildCLI(t)
 	startHost(t, hostConfig(cliHost))
 	api := newGateway(t, cliHost)
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(base, imageBytes(mib, 132, 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	overlay := filepath.Join(dir, "overlay.qcow2")
-	qemuImg(t, "create", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
-	data, err := os.ReadFile(overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := qcow2WithBackingFile(t, 132)
 	img := uploadImage(t, "cli-backing", "qcow2", data)
 
 	r := cli(t, bin, api, "create", "--image", img.ID, "--size", "1", "--wait")

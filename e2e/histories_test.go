@@ -81,17 +81,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 
 	// A qcow2 naming a backing file, uploaded as raw: the fill's import refuses it, the fill
 	// drops its reservation and the provision removes its volume and records the error.
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(base, imageBytes(mib, 84, 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	overlay := filepath.Join(dir, "overlay.qcow2")
-	qemuImg(t, "create", "-f", "qcow2", "-b", base, "-F", "raw", overlay)
-	data, err := os.ReadFile(overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := qcow2WithBackingFile(t, 84)
 	unsafe := uploadImage(t, "hist-unsafe", "raw", data)
 	bad := api.waitVolume(api.startVolume(unsafe.ID, 1, host))
 	requireFailed(t, host, bad, activities.ErrTypeUnsafeImage)

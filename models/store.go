@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
@@ -27,6 +28,9 @@ var (
 // Store is imagevol's database: volumes and cache entries.
 type Store struct {
 	db *gorm.DB
+	// reserve serialises cache reservations within this process where the database has no
+	// named locks (SQLite, a single-machine setup).
+	reserve sync.Mutex
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -83,14 +87,32 @@ func (s *Store) migrate(ctx context.Context) error {
 	if s.db.Dialector.Name() != "mysql" {
 		return Migrate(s.db)
 	}
+	return s.withNamedLock(ctx, "imagevol_migrate", func(conn *gorm.DB) error { return Migrate(conn) })
+}
+
+// withNamedLock runs fn holding a MySQL named lock (GET_LOCK) on a connection of its own; the
+// server releases it if this process dies.
+func (s *Store) withNamedLock(ctx context.Context, name string, fn func(conn *gorm.DB) error) error {
 	return s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
 		var got int
-		if err := conn.Raw("SELECT GET_LOCK('imagevol_migrate', 60)").Scan(&got).Error; err != nil || got != 1 {
-			return fmt.Errorf("models: could not take the migration lock (got %d): %v", got, err)
+		if err := conn.Raw("SELECT GET_LOCK(?, 60)", name).Scan(&got).Error; err != nil || got != 1 {
+			return fmt.Errorf("models: could not take the lock %s (got %d): %v", name, got, err)
 		}
-		defer conn.Exec("SELECT RELEASE_LOCK('imagevol_migrate')")
-		return Migrate(conn)
+		defer conn.Exec("SELECT RELEASE_LOCK(?)", name)
+		return fn(conn)
 	})
+}
+
+// WithReservationLock runs fn while no other cache reservation runs, on any host: checking the
+// limits and the internal project's quota, evicting and inserting the reservation then happen as
+// one step, so concurrent fills cannot together overshoot a limit.
+func (s *Store) WithReservationLock(ctx context.Context, fn func() error) error {
+	if s.db.Dialector.Name() != "mysql" {
+		s.reserve.Lock()
+		defer s.reserve.Unlock()
+		return fn()
+	}
+	return s.withNamedLock(ctx, "imagevol_cache_reserve", func(*gorm.DB) error { return fn() })
 }
 
 // Close releases the connection pool.
