@@ -76,6 +76,7 @@ const (
 	ReasonFillInProgress = "fill_in_progress"
 	ReasonQuota          = "quota"
 	ReasonFillFailed     = "fill_failed"
+	ReasonEvicted        = "evicted" // the entry was evicted under every attempt to clone from it
 )
 
 // Flatten policies: never, always, or "depth>N" — flatten when the new volume would be more

@@ -159,10 +159,21 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
 		err := workflow.ExecuteActivity(host, a.CloneVolume, activities.CloneInput{Entry: *source, Pool: plan.Pool, Name: volume}).Get(ctx, nil)
 		var appErr *temporal.ApplicationError
-		if err != nil && errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeCacheVolumeGone && lookup < maxLookups {
-			// Evicted between lookup and clone: look again (another fill, or another entry).
+		if err != nil && errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeCacheVolumeGone {
 			source = nil
-			continue
+			if lookup < maxLookups {
+				// Evicted between lookup and clone: look again (another fill, or another entry).
+				continue
+			}
+			// The cache keeps losing this image to eviction: make the volume without it.
+			res.Cache, res.CacheReason = models.CacheNotCached, activities.ReasonEvicted
+			if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
+				return res, err
+			}
+			if err := importInto(hostData, plan, volume, sizeBytes, &res); err != nil {
+				return res, err
+			}
+			break
 		}
 		if err != nil {
 			return res, err

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagevol/imagevol/apiclient"
 )
 
 // newHTTPClient keeps enough idle connections for the concurrent cases, so that they measure the
@@ -24,17 +26,8 @@ func newHTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-// APIError is a non-2xx answer of the gateway, with its error code and message when it sent one.
-type APIError struct {
-	Status  int    // HTTP status
-	Code    string // the error code of the answer's {"error":{"code","message"}}, if any
-	Message string // its message, or the raw body
-}
-
-// Error implements error.
-func (e *APIError) Error() string {
-	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Message)
-}
+// APIError is a non-2xx answer of the gateway.
+type APIError = apiclient.Error
 
 // Gateway is a client of imagevol's API gateway.
 type Gateway struct {
@@ -90,45 +83,7 @@ type CacheStats struct {
 var errUnsupported = errors.New("not supported by this gateway")
 
 func (g *Gateway) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, g.Base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+g.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := g.HC.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		e := &APIError{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
-		var shaped struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(data, &shaped) == nil && shaped.Error.Code != "" {
-			e.Code, e.Message = shaped.Error.Code, shaped.Error.Message
-		}
-		return e
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(data, out)
+	return (&apiclient.Client{Base: g.Base, Token: g.Token, HTTP: g.HC}).Do(ctx, method, path, body, out)
 }
 
 // Healthz checks that the gateway answers /healthz with 200.
