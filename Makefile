@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet fmt clean bench ui-screenshot test-faults
+.PHONY: all build run stop test vet fmt clean bench ui-screenshot test-faults standalone-proof
 
 all: build
 
@@ -32,6 +32,10 @@ test:
 # on a stack of its own beside the shared Ceph and Glance, which it stops briefly: run it alone.
 test-faults:
 	deploy/faults.sh
+
+# Provisions on both storage hosts against a standalone Temporal server on PostgreSQL and MariaDB.
+standalone-proof:
+	deploy/standalone-proof.sh
 
 # The Temporal UI's workflow list filtered by one image, as docs/ui-filtered-by-image.png; needs
 # the `make run` stack up, and installs chromium if it is missing.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -419,9 +420,16 @@ func fillOptions(id string) client.StartWorkflowOptions {
 // a result (FailureType), not an error, so the provision can decide to download on its own.
 func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, error) {
 	id := FillWorkflowID(in.Cluster, in.Image.ID, in.Image.ContentHash)
-	run, err := a.Temporal.ExecuteWorkflow(ctx, fillOptions(id), FillWorkflowName, in)
-	if err != nil {
-		return FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
+	var run client.WorkflowRun
+	if !in.Deadline.IsZero() && !time.Now().Before(in.Deadline) {
+		// Past the provision's deadline (this is a retry, after a worker was gone): start no
+		// new fill, take the outcome of the last one, whose failure names what went wrong.
+		run = a.Temporal.GetWorkflow(ctx, id, "")
+	} else {
+		var err error
+		if run, err = a.Temporal.ExecuteWorkflow(ctx, fillOptions(id), FillWorkflowName, in); err != nil {
+			return FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
+		}
 	}
 	// The details name the fill, so a status query can follow the provision into it.
 	activity.RecordHeartbeat(ctx, id)
@@ -431,6 +439,10 @@ func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, er
 	if err := run.Get(ctx, &res); err != nil {
 		if ctx.Err() != nil {
 			return FillResult{}, err
+		}
+		var notFound *serviceerror.NotFound
+		if errors.As(err, &notFound) {
+			return FillResult{FailureType: ErrTypeDeadlineExceeded, FailureMessage: "the provision's deadline passed before its cache fill started"}, nil
 		}
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) {

@@ -87,6 +87,12 @@ func (a *Activities) convert(ctx context.Context, format, pool, src, dst string)
 		if a.Config.CephConf != "" {
 			s += ":conf=" + a.Config.CephConf
 		}
+		if a.Config.CephUser != "" {
+			s += ":id=" + a.Config.CephUser
+		}
+		if a.Config.CephKeyring != "" {
+			s += ":keyring=" + a.Config.CephKeyring
+		}
 		return s
 	}
 	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-f", format, "-O", "raw", "-W", "-m", "16", spec(src), spec(dst))

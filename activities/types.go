@@ -6,8 +6,11 @@
 package activities
 
 import (
+	"errors"
 	"strings"
 	"time"
+
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
@@ -48,7 +51,14 @@ const (
 	ErrTypeVolumeNotFound   = "VolumeNotFound"
 	ErrTypeConflictingImage = "ConflictingImage"
 	ErrTypeEntryPinned      = "CacheEntryPinned"
+	// ErrTypeDeadlineExceeded: a step kept failing until the provision's deadline; the message
+	// names the step and its last error.
+	ErrTypeDeadlineExceeded = "ProvisionDeadlineExceeded"
 )
+
+// ErrTypeImageServiceUnavailable is a retryable failure: the image service could not be
+// reached or failed. A step failing with it is retried until the provision's deadline.
+const ErrTypeImageServiceUnavailable = "ImageServiceUnavailable"
 
 // NonRetryable lists the error types a retry policy must not retry.
 var NonRetryable = []string{
@@ -95,6 +105,8 @@ type Config struct {
 	ClusterName string
 	Pool        string // RBD pool of the host's volumes and cache volumes
 	CephConf    string // ceph.conf path, passed to qemu-img for rbd: targets
+	CephUser    string // Ceph client id (client.<CephUser>); empty: the default, client.admin
+	CephKeyring string // keyring of CephUser; empty: the one ceph.conf names
 
 	ImageVolumeCacheEnabled     bool   // image_volume_cache_enabled
 	ImageVolumeCacheMaxSizeGB   int    // image_volume_cache_max_size_gb; 0 = unlimited
@@ -175,6 +187,9 @@ type FillInput struct {
 	Image   ImageRef
 	// MaxVirtualSize bounds what a disk image may unpack to (the first requester's volume size).
 	MaxVirtualSize int64
+	// Deadline is the deadline of the provision that starts the fill (zero: none). Waiters
+	// with more time left download on their own when the fill fails at it.
+	Deadline time.Time
 }
 
 // FillResult is the outcome of a fill, as every provision waiting on it sees it.
@@ -304,4 +319,17 @@ type VolumeUpdate struct {
 	Host        string
 	Pool        string
 	Flatten     string
+}
+
+// TypedError gives a retryable error of a known cause its error type, so that a provision
+// failing at its deadline says which part was down. Application errors pass unchanged.
+func TypedError(err error) error {
+	var appErr *temporal.ApplicationError
+	switch {
+	case err == nil || errors.As(err, &appErr):
+		return err
+	case errors.Is(err, imagesource.ErrUnavailable):
+		return temporal.NewApplicationErrorWithCause(err.Error(), ErrTypeImageServiceUnavailable, err)
+	}
+	return err
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"go.temporal.io/sdk/interceptor"
 )
 
 // Common is what the gateway and the workers both need.
@@ -18,8 +20,13 @@ type Common struct {
 	RunDir          string // IMAGEVOL_RUN_DIR, default .run
 	GlanceURL       string // GLANCE_URL, default http://127.0.0.1:9292/
 	GlanceToken     string // GLANCE_TOKEN, empty for a Glance without Keystone
+	// GlanceCloud, when set (glance.cloud), is used instead of GlanceURL and GlanceToken: the
+	// Glance endpoint comes from its Keystone catalog.
+	GlanceCloud *CloudAuth
 	// TLS to Temporal: IMAGEVOL_TEMPORAL_TLS_CA, _CERT, _KEY, _SERVER_NAME; unset means plain TCP.
 	TLS TemporalTLS
+	// Interceptors of the Temporal client (tracing); not read from the file, set by the command.
+	Interceptors []interceptor.ClientInterceptor
 }
 
 // DBFile is the embedded database used when no DSN is configured.

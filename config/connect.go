@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
@@ -32,7 +33,7 @@ func (c Common) Connect(ctx context.Context, logger *slog.Logger, metricsHandler
 	if err != nil {
 		return nil, err
 	}
-	images, err := glance.New(c.GlanceURL, c.GlanceToken)
+	images, err := c.glanceClient(ctx)
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -40,12 +41,29 @@ func (c Common) Connect(ctx context.Context, logger *slog.Logger, metricsHandler
 	tc, err := client.Dial(client.Options{
 		HostPort: c.TemporalAddress, Namespace: c.Namespace, Logger: sdklog.NewStructuredLogger(logger),
 		MetricsHandler: metricsHandler, ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
+		Interceptors: c.Interceptors,
 	})
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("connect to temporal at %s: %w", c.TemporalAddress, err)
 	}
 	return &Services{Store: store, Glance: images, Temporal: tc}, nil
+}
+
+// glanceClient is the Glance client: from the Keystone catalog of GlanceCloud when it is set
+// (authenticating now, within 30 s, and again whenever its token expires), else at GlanceURL
+// with the static GlanceToken.
+func (c Common) glanceClient(ctx context.Context) (*glance.Client, error) {
+	if c.GlanceCloud == nil {
+		return glance.New(c.GlanceURL, c.GlanceToken)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	images, err := glance.NewFromKeystone(ctx, c.GlanceCloud.AuthOptions(), c.GlanceCloud.RegionName)
+	if err != nil {
+		return nil, fmt.Errorf("config: glance.cloud (%s): %w", c.GlanceCloud.File, err)
+	}
+	return images, nil
 }
 
 // Close closes every connection.

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/tracing"
 )
 
 // File is the whole configuration of imagevol's processes. LoadFile reads it from one YAML
@@ -32,6 +33,7 @@ type File struct {
 	Gateway  Gateway
 	Worker   Worker
 	Metrics  Metrics
+	Tracing  tracing.Config
 }
 
 // Temporal says where the Temporal frontend is.
@@ -114,6 +116,25 @@ type Gateway struct {
 	Quotas         map[string]int // gateway.quotas: most volumes per project
 	TemporalUI     string         // gateway.temporal_ui: for workflow links; empty: none
 	ReconcileEvery time.Duration  // gateway.reconcile_every: 0 means no reconcile schedule
+	// ProvisionTimeout is gateway.provision_timeout: each provision's deadline is this long
+	// after its request; 0 means none.
+	ProvisionTimeout time.Duration
+	// Keystone is gateway.keystone: validation of Keystone tokens besides the static ones.
+	Keystone GatewayKeystone
+}
+
+// GatewayKeystone is how the gateway validates Keystone tokens (X-Auth-Token) that are not
+// static tokens: as the service user of a clouds.yaml cloud, with GET /v3/auth/tokens.
+type GatewayKeystone struct {
+	// Cloud names an entry of clouds.yaml (CloudsFile, or the usual search path): the
+	// credentials of imagevol's service user; empty: no Keystone validation. LoadFile loads
+	// and checks it into Auth.
+	Cloud      string
+	CloudsFile string
+	Auth       *CloudAuth    // nil unless Cloud is set
+	CacheTTL   time.Duration // how long a validation is reused (never past the token's expiry); 0: not cached
+	CacheSize  int           // most validations cached
+	Timeout    time.Duration // bound of one call to Keystone
 }
 
 // Worker is one storage host's worker.
@@ -122,7 +143,11 @@ type Worker struct {
 	Pool     string // worker.pool
 	Cluster  string // worker.cluster; empty: the Ceph fsid
 	CephConf string // worker.ceph_conf
-	Cache    struct {
+	// CephUser and CephKeyring: the Ceph client the worker connects as (worker.ceph_user, an
+	// id like "imagevol" for client.imagevol; empty: client.admin) and its keyring file.
+	CephUser    string
+	CephKeyring string
+	Cache       struct {
 		Enabled   bool
 		MaxSizeGB int // 0: unlimited
 		MaxCount  int // 0: unlimited
@@ -140,7 +165,7 @@ type Worker struct {
 // ActivitiesConfig is the worker section as the activities take it.
 func (w Worker) ActivitiesConfig() activities.Config {
 	return activities.Config{
-		Host: w.Host, Pool: w.Pool, ClusterName: w.Cluster, CephConf: w.CephConf,
+		Host: w.Host, Pool: w.Pool, ClusterName: w.Cluster, CephConf: w.CephConf, CephUser: w.CephUser, CephKeyring: w.CephKeyring,
 		ImageVolumeCacheEnabled:     w.Cache.Enabled,
 		ImageVolumeCacheMaxSizeGB:   w.Cache.MaxSizeGB,
 		ImageVolumeCacheMaxCount:    w.Cache.MaxCount,
@@ -163,7 +188,7 @@ func (f File) Common() Common {
 	return Common{
 		TemporalAddress: f.Temporal.Address, Namespace: f.Temporal.Namespace, TLS: f.Temporal.TLS,
 		DBDSN: f.Database.DSN, RunDir: f.Database.RunDir,
-		GlanceURL: f.Glance.URL, GlanceToken: f.Glance.Token,
+		GlanceURL: f.Glance.URL, GlanceToken: f.Glance.Token, GlanceCloud: f.Glance.Auth,
 	}
 }
 
@@ -354,18 +379,28 @@ type rawFile struct {
 		CloudsFile value `yaml:"clouds_file"`
 	} `yaml:"glance"`
 	Gateway struct {
-		Listen         value    `yaml:"listen"`
-		Hosts          list     `yaml:"hosts"`
-		TokensFile     value    `yaml:"tokens_file"`
-		Quotas         quotaMap `yaml:"quotas"`
-		TemporalUI     value    `yaml:"temporal_ui"`
-		ReconcileEvery value    `yaml:"reconcile_every"`
+		Listen           value    `yaml:"listen"`
+		Hosts            list     `yaml:"hosts"`
+		TokensFile       value    `yaml:"tokens_file"`
+		Quotas           quotaMap `yaml:"quotas"`
+		TemporalUI       value    `yaml:"temporal_ui"`
+		ReconcileEvery   value    `yaml:"reconcile_every"`
+		ProvisionTimeout value    `yaml:"provision_timeout"`
+		Keystone         struct {
+			Cloud      value `yaml:"cloud"`
+			CloudsFile value `yaml:"clouds_file"`
+			CacheTTL   value `yaml:"cache_ttl"`
+			CacheSize  value `yaml:"cache_size"`
+			Timeout    value `yaml:"timeout"`
+		} `yaml:"keystone"`
 	} `yaml:"gateway"`
 	Worker struct {
 		Host     value `yaml:"host"`
 		Pool     value `yaml:"pool"`
 		Cluster  value `yaml:"cluster"`
 		CephConf value `yaml:"ceph_conf"`
+		CephUser value `yaml:"ceph_user"`
+		Keyring  value `yaml:"ceph_keyring"`
 		Cache    struct {
 			Enabled   value `yaml:"enabled"`
 			MaxSizeGB value `yaml:"max_size_gb"`
@@ -383,6 +418,12 @@ type rawFile struct {
 	Metrics struct {
 		Listen value `yaml:"listen"`
 	} `yaml:"metrics"`
+	Tracing struct {
+		Exporter value `yaml:"exporter"`
+		Endpoint value `yaml:"endpoint"`
+		Insecure value `yaml:"insecure"`
+		File     value `yaml:"file"`
+	} `yaml:"tracing"`
 }
 
 // setting describes one key, for the reference in docs/deploy.md (a test keeps them in step).
@@ -557,6 +598,23 @@ func resolve(raw *rawFile) (File, []setting, error) {
 	f.Gateway.TemporalUI = l.str("gateway.temporal_ui", "TEMPORAL_UI_URL", gw.TemporalUI, "http://127.0.0.1:8233")
 	l.httpURL("gateway.temporal_ui", f.Gateway.TemporalUI, true)
 	f.Gateway.ReconcileEvery = l.duration("gateway.reconcile_every", "IMAGEVOL_RECONCILE_EVERY", gw.ReconcileEvery, 10*time.Minute)
+	f.Gateway.ProvisionTimeout = l.duration("gateway.provision_timeout", "IMAGEVOL_PROVISION_TIMEOUT", gw.ProvisionTimeout, time.Hour)
+	ks := &gw.Keystone
+	f.Gateway.Keystone.Cloud = l.str("gateway.keystone.cloud", "IMAGEVOL_KEYSTONE_CLOUD", ks.Cloud, "")
+	f.Gateway.Keystone.CloudsFile = l.str("gateway.keystone.clouds_file", "IMAGEVOL_KEYSTONE_CLOUDS_FILE", ks.CloudsFile, "")
+	if f.Gateway.Keystone.Cloud != "" {
+		auth, err := loadCloud(f.Gateway.Keystone.Cloud, f.Gateway.Keystone.CloudsFile)
+		if err != nil {
+			l.bad("gateway.keystone.cloud", "%v", err)
+		}
+		f.Gateway.Keystone.Auth = auth
+	}
+	f.Gateway.Keystone.CacheTTL = l.duration("gateway.keystone.cache_ttl", "IMAGEVOL_KEYSTONE_CACHE_TTL", ks.CacheTTL, time.Minute)
+	f.Gateway.Keystone.CacheSize = l.count("gateway.keystone.cache_size", "IMAGEVOL_KEYSTONE_CACHE_SIZE", ks.CacheSize, 10000)
+	f.Gateway.Keystone.Timeout = l.duration("gateway.keystone.timeout", "IMAGEVOL_KEYSTONE_TIMEOUT", ks.Timeout, 10*time.Second)
+	if f.Gateway.Keystone.Timeout == 0 {
+		l.bad("gateway.keystone.timeout", "must be more than 0s")
+	}
 
 	w := &raw.Worker
 	f.Worker.Host = l.str("worker.host", "IMAGEVOL_HOST", w.Host, "node1")
@@ -566,6 +624,8 @@ func resolve(raw *rawFile) (File, []setting, error) {
 	f.Worker.Cluster = l.str("worker.cluster", "IMAGEVOL_CLUSTER", w.Cluster, "")
 	f.Worker.CephConf = l.str("worker.ceph_conf", "CEPH_CONF", w.CephConf, "/etc/ceph/ceph.conf")
 	l.nonEmpty("worker.ceph_conf", f.Worker.CephConf)
+	f.Worker.CephUser = strings.TrimPrefix(l.str("worker.ceph_user", "IMAGEVOL_CEPH_USER", w.CephUser, ""), "client.")
+	f.Worker.CephKeyring = l.str("worker.ceph_keyring", "IMAGEVOL_CEPH_KEYRING", w.Keyring, "")
 	f.Worker.Cache.Enabled = l.boolean("worker.cache.enabled", "IMAGE_VOLUME_CACHE_ENABLED", w.Cache.Enabled, true)
 	f.Worker.Cache.MaxSizeGB = l.count("worker.cache.max_size_gb", "IMAGE_VOLUME_CACHE_MAX_SIZE_GB", w.Cache.MaxSizeGB, 0)
 	f.Worker.Cache.MaxCount = l.count("worker.cache.max_count", "IMAGE_VOLUME_CACHE_MAX_COUNT", w.Cache.MaxCount, 0)
@@ -583,6 +643,16 @@ func resolve(raw *rawFile) (File, []setting, error) {
 
 	f.Metrics.Listen = l.str("metrics.listen", "IMAGEVOL_METRICS_LISTEN", raw.Metrics.Listen, "")
 	l.hostPort("metrics.listen", f.Metrics.Listen, true)
+
+	tr := raw.Tracing
+	f.Tracing.Exporter = l.str("tracing.exporter", "IMAGEVOL_TRACING_EXPORTER", tr.Exporter, tracing.ExporterNone)
+	f.Tracing.Endpoint = l.str("tracing.endpoint", "IMAGEVOL_TRACING_ENDPOINT", tr.Endpoint, "")
+	f.Tracing.Insecure = l.boolean("tracing.insecure", "IMAGEVOL_TRACING_INSECURE", tr.Insecure, false)
+	f.Tracing.File = l.str("tracing.file", "IMAGEVOL_TRACING_FILE", tr.File, "")
+	if err := f.Tracing.Validate(); err != nil {
+		l.bad("tracing.exporter", "%v", err)
+	}
+	l.hostPort("tracing.endpoint", f.Tracing.Endpoint, true)
 
 	return f, l.settings, errors.Join(l.errs...)
 }

@@ -423,3 +423,88 @@ func TestReferenceDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayKeystone(t *testing.T) {
+	clearEnv(t)
+	clouds := writeFile(t, "clouds.yaml", `
+clouds:
+  imagevol:
+    region_name: RegionOne
+    auth:
+      auth_url: http://127.0.0.1:5000/v3
+      username: imagevol
+      password: pw
+      project_name: service
+      user_domain_name: Default
+      project_domain_name: Default
+`)
+	f, err := LoadFile("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := f.Gateway.Keystone; k.Auth != nil || k.CacheTTL != time.Minute || k.CacheSize != 10000 || k.Timeout != 10*time.Second {
+		t.Fatalf("defaults: %+v", k)
+	}
+	if f.Common().GlanceCloud != nil {
+		t.Fatal("Common().GlanceCloud set without glance.cloud")
+	}
+
+	cfg := writeFile(t, "imagevol.yaml", "gateway:\n  keystone:\n    cloud: imagevol\n    clouds_file: "+clouds+
+		"\n    cache_ttl: 30s\n    cache_size: 500\n    timeout: 3s\nglance:\n  cloud: imagevol\n  clouds_file: "+clouds+"\n")
+	f, err = LoadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := f.Gateway.Keystone
+	if k.Cloud != "imagevol" || k.Auth == nil || k.Auth.AuthURL != "http://127.0.0.1:5000/v3" || k.Auth.File != clouds ||
+		k.CacheTTL != 30*time.Second || k.CacheSize != 500 || k.Timeout != 3*time.Second {
+		t.Fatalf("from the file: %+v auth %+v", k, k.Auth)
+	}
+	if o := k.Auth.AuthOptions(); o.Username != "imagevol" || o.Scope == nil || o.Scope.ProjectName != "service" || !o.AllowReauth {
+		t.Errorf("auth options %+v", o)
+	}
+	if c := f.Common(); c.GlanceCloud == nil || c.GlanceCloud.RegionName != "RegionOne" {
+		t.Errorf("Common().GlanceCloud = %+v", c.GlanceCloud)
+	}
+
+	// The environment wins, and 0s is allowed (no cache).
+	t.Setenv("IMAGEVOL_KEYSTONE_CACHE_TTL", "0s")
+	t.Setenv("IMAGEVOL_KEYSTONE_CACHE_SIZE", "7")
+	if f, err = LoadFile(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if k := f.Gateway.Keystone; k.CacheTTL != 0 || k.CacheSize != 7 {
+		t.Errorf("env over file: %+v", k)
+	}
+
+	clearEnv(t)
+	for _, c := range []struct {
+		yaml string
+		env  map[string]string
+		want []string
+	}{
+		{yaml: "gateway: {keystone: {cloud: absent, clouds_file: " + clouds + "}}\n", want: []string{"gateway.keystone.cloud", `no cloud "absent"`}},
+		{env: map[string]string{"IMAGEVOL_KEYSTONE_CLOUD": "imagevol", "IMAGEVOL_KEYSTONE_CLOUDS_FILE": "/nonexistent/clouds.yaml"},
+			want: []string{"gateway.keystone.cloud (from IMAGEVOL_KEYSTONE_CLOUD)", "no clouds.yaml"}},
+		{yaml: "gateway: {keystone: {cache_ttl: soon}}\n", want: []string{"gateway.keystone.cache_ttl", `"soon" is not a duration`}},
+		{env: map[string]string{"IMAGEVOL_KEYSTONE_CACHE_SIZE": "-1"}, want: []string{"gateway.keystone.cache_size (from IMAGEVOL_KEYSTONE_CACHE_SIZE): -1 is negative"}},
+		{env: map[string]string{"IMAGEVOL_KEYSTONE_TIMEOUT": "0s"}, want: []string{"gateway.keystone.timeout (from IMAGEVOL_KEYSTONE_TIMEOUT)"}},
+		{yaml: "gateway:\n  keystone:\n    url: http://127.0.0.1:5000/v3\n", want: []string{"line 3: unknown key gateway.keystone.url"}},
+	} {
+		t.Run(strings.Join(c.want, " "), func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if c.yaml != "" {
+				path = writeFile(t, "imagevol.yaml", c.yaml)
+			}
+			_, err := LoadFile(path)
+			for _, want := range c.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error %v, want one with %q", err, want)
+				}
+			}
+		})
+	}
+}

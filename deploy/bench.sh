@@ -18,15 +18,6 @@ make -C "$TOP" --no-print-directory build
 started=()    # services of ceph.sh/glance.sh this script started
 started_bg=() # processes under $RUN/pids this script started
 
-# others_running: the pid of a run/test script or a Go test binary that may be using the services
-# (it found them up, so it will not stop them, and neither must we while it runs).
-others_running() {
-  local pid
-  for pid in $(pgrep -f "deploy/(test|run)\.sh|\.test -test\." || true); do
-    [ "$pid" != "$$" ] && { echo "$pid"; return 0; }
-  done
-  return 1
-}
 
 cleanup() {
   local rc=$? i s other
@@ -34,7 +25,7 @@ cleanup() {
   for ((i = ${#started_bg[@]} - 1; i >= 0; i--)); do stop_bg "${started_bg[i]}"; done
   for ((i = ${#started[@]} - 1; i >= 0; i--)); do
     s=${started[i]}
-    if other=$(others_running); then
+    if other=$(others_running "test|run"); then
       say "leaving $s running: pid $other (deploy/test.sh or run.sh) may be using it"
       continue
     fi

@@ -12,16 +12,17 @@
 #           take a write (fault tests; clients of the cluster stall meanwhile)
 #
 # State: $IMAGEVOL_RUN_DIR/ceph (default <repo>/.run/ceph). Callers: `. $RUN/ceph/env` sets CEPH_CONF,
-# which is all rbd/rados/librados need (the [client] section names the admin keyring).
+# which is all rbd/rados/librados need (the [client] section names the admin keyring), and
+# IMAGEVOL_CEPH_USER/_KEYRING: client.imagevol, limited to the rbd profile on CEPH_POOLS, which the
+# workers connect as.
 # Env: CEPH_POOLS (default "volumes"), CEPH_PG_NUM (32), CEPH_OSD_SIZE (20G, first start only),
 #      CEPH_MON_PORT (3300, msgr2) and CEPH_MON_PORT_V1 (6789): fixed at first start (in the monmap),
 #      CEPH_START_TIMEOUT (120 s).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-RUN=${IMAGEVOL_RUN_DIR:-$here/../.run}
-mkdir -p "$RUN"
-RUN=$(cd "$RUN" && pwd)
+# sets RUN; log/die, took, alive, our_pid, wait_gone, rss, usage
+. "$here/svc.sh"
 DIR=$RUN/ceph
 CONF=$DIR/ceph.conf
 KEYRING=$DIR/keyring.admin
@@ -32,12 +33,6 @@ PG=${CEPH_PG_NUM:-32}
 TIMEOUT=${CEPH_START_TIMEOUT:-120}
 # Our commands always pass -c; a CEPH_CONF/CEPH_ARGS inherited from another cluster must not leak in.
 unset CEPH_ARGS CEPH_CONF CEPH_KEYRING
-
-log() { echo "ceph.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-T0=$(now_ms)
-took() { local ms=$(($(now_ms) - T0)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
 
 # Bounded CLI calls: a missing mon must not hang us.
 c() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
@@ -55,21 +50,12 @@ need_bins() {
   done
 }
 
-# alive = exists and is not a zombie (reaping can lag when PID 1 is not a real init)
-alive() {
-  local st
-  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
 # pid of daemon NAME (mon.a, mgr.x, osd.0) if its pid file names a live ceph daemon started with
 # our ceph.conf; empty otherwise (stale file, or the pid was reused by something else)
 dpid() {
-  local f=$PIDS/$1.pid pid
-  [ -s "$f" ] || return 0
-  pid=$(<"$f")
-  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$CONF" || return 0
+  local pid
+  pid=$(our_pid "$PIDS/$1.pid" "$CONF")
+  [ -n "$pid" ] || return 0
   case "$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1)" in */ceph-"${1%%.*}" | ceph-"${1%%.*}") echo "$pid" ;; esac
 }
 
@@ -246,8 +232,31 @@ ensure_pools() {
   done
 }
 
+# ensure_client: client.imagevol, the user workers connect as: the rbd profile on the rbd pools
+# only (no admin rights), and on the mgr for its task queue (flatten).
+ensure_client() {
+  local pool osd=""
+  # every rbd pool of the cluster, not just this start's CEPH_POOLS: a start with fewer pools
+  # must not take a pool away from workers that use it
+  for pool in $(c osd pool ls detail | sed -n "s/^pool [0-9]* '\([^']*\)'.*application rbd.*/\1/p"); do
+    osd+="${osd:+, }profile rbd pool=$pool"
+  done
+  # one call when the user is new or unchanged; caps of an older pool list are replaced
+  if ! c auth get-or-create client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' \
+    -o "$DIR/keyring.imagevol" >/dev/null 2>&1; then
+    c auth caps client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' >/dev/null 2>&1 ||
+      die "cannot set the caps of client.imagevol"
+    c auth get client.imagevol -o "$DIR/keyring.imagevol" >/dev/null 2>&1 ||
+      die "cannot write the keyring of client.imagevol"
+  fi
+}
+
 write_env() {
-  printf 'export CEPH_CONF=%q\n' "$CONF" >"$DIR/env"
+  {
+    printf 'export CEPH_CONF=%q\n' "$CONF"
+    # the worker's own Ceph user; tools and tests keep client.admin
+    printf 'export IMAGEVOL_CEPH_USER=imagevol IMAGEVOL_CEPH_KEYRING=%q\n' "$DIR/keyring.imagevol"
+  } >"$DIR/env"
 }
 
 cmd_start() {
@@ -259,20 +268,17 @@ cmd_start() {
   start_osd
   log "osd up ($(took))"
   ensure_pools
+  ensure_client
   write_env
   log "ready in $(took): pools [$POOLS]; env: $DIR/env"
 }
 
 stop_one() {
-  local name=$1 pid i
+  local name=$1 pid
   pid=$(dpid "$name")
   if [ -n "$pid" ]; then
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
+    if ! wait_gone "$pid" 30; then
       log "$name (pid $pid) ignored SIGTERM for 30 s; killing"
       kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -296,7 +302,7 @@ cmd_status() {
   for n in mon.a mgr.x osd.0; do
     pid=$(dpid "$n")
     if [ -n "$pid" ]; then
-      echo "$n running pid $pid rss $(awk '/^VmRSS/{print $2 $3}' "/proc/$pid/status")"
+      echo "$n running pid $pid rss $(rss "$pid")"
     else
       echo "$n not running"
       rc=1
@@ -341,5 +347,5 @@ case "${1:-}" in
   status) cmd_status ;;
   purge) cmd_purge ;;
   restart-osd) cmd_restart_osd ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) usage 2,19 ;;
 esac

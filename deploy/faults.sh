@@ -11,6 +11,8 @@
 #        deploy/faults.sh kill-worker|start-worker|stop-temporal|start-temporal|stop-mariadb|
 #                         start-mariadb|stop-glance|start-glance|restart-osd
 #                                   the faults, as the tests inject them (FAULTS_CTL)
+#        deploy/faults.sh restart-gateway [TIMEOUT]
+#                                   the gateway again, with that provision timeout (default 1h)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,6 +62,12 @@ start_worker() {
   [ -n "$(pid_of "worker-$HOST")" ] || { tail -n 30 "$RUN/log/worker-$HOST.log" >&2; say "worker exited"; return 1; }
 }
 
+start_gateway() {
+  start_bg gateway "$BIN/imagevol-gateway" --hosts "$HOST" --reconcile-every 0 --listen "$API" \
+    --provision-timeout "${1:-1h}"
+  wait_http "http://$API/healthz" 60 gateway
+}
+
 start_db() {
   private_db start
   # a server on the port that mariadb.sh did not start could not be stopped for the fault
@@ -83,8 +91,7 @@ cmd_up() {
   rm -f "$RUN/temporal/temporal.db"*
   start_temporal
   start_worker
-  start_bg gateway "$BIN/imagevol-gateway" --hosts "$HOST" --reconcile-every 0 --listen "$API"
-  wait_http "http://$API/healthz" 60 gateway
+  start_gateway
   say "faults stack up: gateway http://$API, Temporal UI http://127.0.0.1:$TEMPORAL_UI_PORT"
 }
 
@@ -141,5 +148,6 @@ case "${1:-run}" in
   stop-glance) shared glance stop ;;
   start-glance) shared glance start ;;
   restart-osd) shared ceph restart-osd ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  restart-gateway) stop_bg gateway && stack_env && start_gateway "${2:-}" ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -14,9 +14,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-RUN=${IMAGEVOL_RUN_DIR:-$here/../.run}
-mkdir -p "$RUN"
-RUN=$(cd "$RUN" && pwd)
+# sets RUN; log/die, took, alive, our_pid, spawn, wait_pid, stop_group, server_status, usage
+. "$here/svc.sh"
 DIR=$RUN/glance
 CONF=$DIR/glance-api.conf
 PIDF=$DIR/glance-api.pid
@@ -27,30 +26,15 @@ TIMEOUT=${GLANCE_START_TIMEOUT:-60}
 API=/usr/bin/glance-api
 MANAGE=/usr/bin/glance-manage
 
-log() { echo "glance.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-T0=$(now_ms)
-took() { local ms=$(($(now_ms) - T0)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
-
 # Keep another Python install's settings and user packages out of Debian's interpreter.
 unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
 export PYTHONNOUSERSITE=1
 
-alive() {
-  local st
-  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
 # pid from our pid file if it is a live glance-api running with our config (guards pid reuse)
 gpid() {
-  local pid args
-  [ -s "$PIDF" ] || return 0
-  pid=$(<"$PIDF")
-  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
-  args=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
-  grep -q 'glance-api$' <<<"$args" && grep -qxF -- "$CONF" <<<"$args" && echo "$pid"
+  local pid
+  pid=$(our_pid "$PIDF" "$CONF")
+  [ -n "$pid" ] && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'glance-api$' && echo "$pid"
   return 0
 }
 
@@ -127,16 +111,8 @@ cmd_start() {
       { tail -n 20 "$DIR/log/db_sync.log" >&2; die "db_sync failed; see $DIR/log/db_sync.log"; }
     log "db_sync done ($(took))"
     # New session and process group: stop can signal glance and anything it spawns at once.
-    # The inner shell records its own pid, which exec turns into glance-api's.
-    rm -f "$PIDF"
-    # shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
-    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDF" \
-      "$API" --config-file "$CONF" </dev/null >>"$DIR/log/glance-api.stdout" 2>&1 &
-    deadline=$(($(date +%s) + 5))
-    until [ -n "$(gpid)" ]; do
-      [ "$(date +%s)" -lt "$deadline" ] || die "glance-api did not start; see $DIR/log/"
-      sleep 0.05
-    done
+    spawn "$PIDF" "$DIR/log/glance-api.stdout" "$API" --config-file "$CONF"
+    wait_pid gpid 5 || die "glance-api did not start; see $DIR/log/"
     pid=$(gpid)
   fi
   deadline=$(($(date +%s) + TIMEOUT))
@@ -155,46 +131,14 @@ cmd_start() {
   log "ready in $(took): pid $pid $URL; env: $DIR/env"
 }
 
-cmd_stop() {
-  local pid i
-  pid=$(gpid)
-  if [ -z "$pid" ]; then
-    rm -f "$PIDF"
-    log "not running (nothing of ours to stop)"
-    return 0
-  fi
-  # glance-api leads its own process group (setsid); signal the group only if that still holds
-  local pgid
-  pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
-  if [ "$pgid" = "$pid" ]; then kill -TERM -- "-$pid" 2>/dev/null || true; else kill -TERM "$pid"; fi
-  for ((i = 0; i < 150; i++)); do
-    alive "$pid" || break
-    sleep 0.1
-  done
-  if alive "$pid"; then
-    log "pid $pid ignored SIGTERM for 15 s; killing"
-    if [ "$pgid" = "$pid" ]; then kill -KILL -- "-$pid" 2>/dev/null || true; else kill -KILL "$pid"; fi
-  fi
-  rm -f "$PIDF"
-  log "stopped pid $pid in $(took)"
-}
+# glance-api leads its own process group (setsid): SIGTERM to the group, SIGKILL after 15 s
+cmd_stop() { stop_group "$PIDF" "$(gpid)" 15; }
 
-cmd_status() {
-  local pid
-  pid=$(gpid)
-  [ -n "$pid" ] || { echo "glance-api not running"; return 1; }
-  if healthy; then
-    echo "glance-api running pid $pid rss $(awk '/^VmRSS/{print $2 $3}' "/proc/$pid/status") $URL"
-  else
-    echo "glance-api pid $pid runs but ${URL}healthcheck does not answer"
-    return 1
-  fi
-}
-
+cmd_status() { server_status glance-api "$(gpid)" "$URL" "${URL}healthcheck"; }
 
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) usage 2,14 ;;
 esac

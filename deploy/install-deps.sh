@@ -2,9 +2,11 @@
 # install-deps.sh — installs, non-interactively, only the Debian packages imagevol needs that are
 # missing: Ceph (server + CLI), the librados/librbd headers go-ceph builds against, qemu-img with
 # its RBD driver, and Debian's glance-api. Safe to run again: it does nothing when all is present.
-# Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless.
+# Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
+# and Keystone's Python package (python3-keystone, no service of its own), which
+# deploy/keystone.sh runs for the Keystone tests, and PostgreSQL for deploy/temporal-pg.sh.
 #
-# Usage: deploy/install-deps.sh [ceph|glance|chromium|all]   (default all)
+# Usage: deploy/install-deps.sh [ceph|glance|chromium|keystone|postgresql|all]   (default all)
 set -euo pipefail
 
 want=${1:-all}
@@ -13,6 +15,11 @@ log() { echo "install-deps: $*" >&2; }
 ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime)
 glance_pkgs=(glance-api)
 chromium_pkgs=(chromium)
+# The library only: Debian's "keystone" package would add dbconfig-common questions, uwsgi and an
+# init script that serves on 5000; deploy/keystone.sh runs keystone-manage and the WSGI app itself.
+keystone_pkgs=(python3-keystone)
+# The standalone Temporal server's store (deploy/temporal-pg.sh); the package creates cluster "main".
+postgresql_pkgs=(postgresql)
 
 missing=()
 check() {
@@ -25,8 +32,10 @@ case "$want" in
   ceph) check "${ceph_pkgs[@]}" ;;
   glance) check "${glance_pkgs[@]}" ;;
   chromium) check "${chromium_pkgs[@]}" ;;
+  keystone) check "${keystone_pkgs[@]}" ;;
+  postgresql) check "${postgresql_pkgs[@]}" ;;
   all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
-  *) echo "usage: $0 [ceph|glance|chromium|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [ceph|glance|chromium|keystone|postgresql|all]" >&2; exit 2 ;;
 esac
 [ ${#missing[@]} -gt 0 ] || exit 0
 [ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }

@@ -81,3 +81,14 @@ export CEPH_CONF=$CEPH_CONF
 export IMAGEVOL_RUN_DIR=$RUN
 ENV
 }
+
+# others_running SCRIPTS: the pid of another deploy/<script>.sh (SCRIPTS: an alternation such as
+# "test|run"; leave out the caller's own name, whose subshells match it too) or of a Go test
+# binary, any of which may be using the shared services.
+others_running() {
+  local pid
+  for pid in $(pgrep -f "deploy/($1)\.sh|\.test -test\." || true); do
+    [ "$pid" != "$$" ] && { echo "$pid"; return 0; }
+  done
+  return 1
+}

@@ -14,9 +14,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-RUN=${IMAGEVOL_RUN_DIR:-$here/../.run}
-mkdir -p "$RUN"
-RUN=$(cd "$RUN" && pwd)
+# sets RUN; log/die, took, alive, our_pid, wait_gone, usage
+. "$here/svc.sh"
 DIR=$RUN/mariadb
 DATA=$DIR/data
 PIDF=$DIR/mariadbd.pid
@@ -25,12 +24,6 @@ TIMEOUT=${MARIADB_START_TIMEOUT:-60}
 # unix socket paths are limited to 108 bytes; fall back to a short per-port path
 SOCK=$DIR/mariadbd.sock
 [ ${#SOCK} -lt 100 ] || SOCK=${TMPDIR:-/tmp}/imagevol-mariadb-$PORT.sock
-
-log() { echo "mariadb.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-T0=$(now_ms)
-took() { local ms=$(($(now_ms) - T0)); printf '%d.%03ds' $((ms / 1000)) $((ms % 1000)); }
 
 # first match on PATH or in the sbin dirs (not on a non-root PATH)
 find_bin() {
@@ -42,21 +35,8 @@ find_bin() {
   return 1
 }
 
-alive() {
-  local st
-  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
 # pid of our mariadbd: from its pid file, alive, and started on our datadir (guards pid reuse)
-mpid() {
-  local pid
-  [ -s "$PIDF" ] || return 0
-  pid=$(<"$PIDF")
-  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--datadir=$DATA" && echo "$pid"
-  return 0
-}
+mpid() { our_pid "$PIDF" "--datadir=$DATA"; }
 
 # is anything listening on the port? (a bare TCP connect: a server that refuses our login still
 # owns the port, and a ping needs a client that may not be installed yet)
@@ -163,7 +143,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local pid i
+  local pid
   pid=$(mpid)
   if [ -z "$pid" ]; then
     rm -f "$PIDF"
@@ -176,11 +156,7 @@ cmd_stop() {
   fi
   kill -TERM "$pid"
   # InnoDB flushes on shutdown: allow it time
-  for ((i = 0; i < 600; i++)); do
-    alive "$pid" || break
-    sleep 0.1
-  done
-  if alive "$pid"; then
+  if ! wait_gone "$pid" 60; then
     log "mariadbd (pid $pid) still running after 60 s; killing"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -208,5 +184,5 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) usage 2,14 ;;
 esac

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# test.sh — `make test`: install what is missing, start Ceph, Glance and a MySQL-protocol server
-# (each only if not already running), run vet and every test against them, and stop again what
-# this script started. One Ceph and one Glance serve all test packages; Temporal runs in-process
-# (temporaltest) in the one integration package.
+# test.sh — `make test`: install what is missing, start Ceph, Glance, a MySQL-protocol server and
+# Keystone (each only if not already running), run vet and every test against them, and stop again
+# what this script started. One Ceph and one Glance serve all test packages; Temporal runs in-process
+# (temporaltest) in the one integration package; the standalone proof at the end runs Temporal's
+# own server on PostgreSQL.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -18,7 +19,7 @@ cleanup() {
   for s in "${started[@]}"; do "$here/$s.sh" stop >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
-for s in ceph glance mariadb; do
+for s in ceph glance mariadb keystone; do
   "$here/$s.sh" status >/dev/null 2>&1 || started+=("$s")
   # start is idempotent: it also writes the env file of a service that was already up.
   "$here/$s.sh" start
@@ -26,6 +27,8 @@ done
 . "$RUN/ceph/env"
 . "$RUN/glance/env"
 . "$RUN/mariadb/env"
+# e2e/keystone_test.go: KEYSTONE_URL, the test users' passwords and project IDs, clouds.yaml
+. "$RUN/keystone/env"
 export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN
 export GLANCE_STORE_DIR=$RUN/glance/images
 
@@ -41,3 +44,6 @@ go test -run '^$' -fuzz '^FuzzDetect$' -fuzztime 20s ./importer/
 # The fault suite last, alone: it restarts the OSD and stops Glance, which nothing else may be
 # using then. It brings up and stops its own Temporal, MariaDB, worker and gateway.
 "$here/faults.sh"
+# The engine against a standalone Temporal server on PostgreSQL (not the dev server), with two
+# workers for two storage hosts: issue-level proof that the production path works.
+"$here/standalone-proof.sh"

@@ -108,6 +108,8 @@ func newGateway(t *testing.T, hosts ...string) *apiClient {
 		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Every provision of the tests runs with a deadline, as in production.
+		ProvisionTimeout: 30 * time.Minute,
 	}
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)

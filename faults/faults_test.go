@@ -4,6 +4,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/storage"
 	"github.com/imagevol/imagevol/workflows"
 )
 
@@ -155,4 +157,82 @@ func cleanup(t *testing.T, volumes []string, images []imagesource.Image) {
 		}
 	}
 	t.Logf("deleted %d volumes, their cache entries and %d images", len(volumes), len(images))
+}
+
+// pastDeadline is a part taken away for longer than the provision's deadline.
+type pastDeadline struct {
+	name, stop, start string
+	// want are words the volume's error must hold: the deadline and the part that was down.
+	want []string
+}
+
+var pastDeadlineCases = []pastDeadline{
+	{name: "glance-down", stop: "stop-glance", start: "start-glance",
+		want: []string{"ProvisionDeadlineExceeded", "DownloadImage", "ImageServiceUnavailable", "glance"}},
+	{name: "worker-down", stop: "kill-worker", start: "start-worker",
+		want: []string{"ProvisionDeadlineExceeded", "DownloadImage", "worker"}},
+}
+
+// TestPastDeadline keeps a part down past the provision's deadline: the volume must end in
+// error with a message naming the part, its RBD image removed, no cache entry and no staging
+// image left once the fill it waited on has given up too.
+func TestPastDeadline(t *testing.T) {
+	const timeout = time.Minute
+	ctl(t, "restart-gateway", timeout.String())
+	t.Cleanup(func() { ctl(t, "restart-gateway") })
+	var summary strings.Builder
+	for i, c := range pastDeadlineCases {
+		t.Run(c.name, func(t *testing.T) {
+			img := uploadImage(t, "faults-deadline-"+c.name, uint64(100+i))
+			t.Cleanup(func() {
+				if err := stack.glance.Delete(context.Background(), img.ID); err != nil {
+					t.Errorf("delete image %s: %v", img.ID, err)
+				}
+			})
+			t0 := time.Now()
+			id := startVolume(t, img.ID)
+			at := waitDownload(t, id, img.Size, 0.2)
+			downAt := time.Since(t0)
+			restored := false
+			t.Cleanup(func() {
+				if !restored {
+					ctl(t, c.start)
+				}
+			})
+			ctl(t, c.stop)
+			// Down until well past the deadline: every retry of the step fails meanwhile.
+			time.Sleep(time.Until(t0.Add(timeout + 15*time.Second)))
+			ctl(t, c.start)
+			restored = true
+			v := waitSettled(t, id, 3*time.Minute)
+			total := time.Since(t0)
+			if v.Status != models.StatusError {
+				t.Fatalf("volume %s is %s, want error; cache %s", id, v.Status, v.Cache)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(v.Error, w) {
+					t.Errorf("volume error %q does not name %q", v.Error, w)
+				}
+			}
+			checks := []string{"error naming the part"}
+			// The volume's image is gone, and the fill it joined gives up and cleans up too.
+			if _, err := stack.ceph.Stat(context.Background(), stack.pool, models.RBDName(id)); !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("volume image of %s: %v, want not found", id, err)
+			}
+			waitNoOpenFill(t, 3*time.Minute)
+			if es := cacheEntriesOf(t, img.ID); len(es) != 0 {
+				t.Errorf("cache entries of image %s: %+v, want none", img.ID, es)
+			}
+			checks = append(checks, "image removed", "fill closed", "0 cache entries")
+			n := checkNoOrphans(t)
+			deleteVolume(t, id)
+			if !t.Failed() {
+				checks = append(checks, fmt.Sprintf("no orphans (%d images of the run)", n), "deleted")
+			}
+			fmt.Fprintf(&summary, "%-12s down at %4d MiB after %.1fs, error after %.1fs (deadline %s): %s\n%-12s error: %s\n",
+				c.name, at>>20, downAt.Seconds(), total.Seconds(), timeout,
+				strings.Join(checks, ", "), "", v.Error)
+		})
+	}
+	t.Log("\n" + summary.String())
 }

@@ -23,6 +23,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/imagesource/glance"
 	"github.com/imagevol/imagevol/models"
@@ -82,12 +83,12 @@ func TestMain(m *testing.M) {
 }
 
 // ctl runs one verb of deploy/faults.sh: the faults are injected the way an operator would.
-func ctl(t *testing.T, verb string) time.Duration {
+func ctl(t *testing.T, verb string, args ...string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, stack.ctl, verb).CombinedOutput()
+	out, err := exec.CommandContext(ctx, stack.ctl, append([]string{verb}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("faults.sh %s: %v\n%s", verb, err, out)
 	}
@@ -393,4 +394,22 @@ func deleteVolume(t *testing.T, id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("volume %s not gone 2 minutes after DELETE", id)
+}
+
+// waitNoOpenFill waits until no cache fill workflow of the run's Temporal server is running.
+func waitNoOpenFill(t *testing.T, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := stack.tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{
+			Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", activities.FillWorkflowName),
+		})
+		cancel()
+		if err == nil && resp.GetCount() == 0 {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("a cache fill was still running after %s", limit)
 }

@@ -36,6 +36,9 @@ type Gateway struct {
 	Images   imagesource.Source
 	// Tokens maps bearer tokens to the project they act for.
 	Tokens map[string]string
+	// TokenValidator, when set, resolves a token that is none of Tokens (a Keystone token,
+	// say) to the project it is scoped to; nil accepts only Tokens.
+	TokenValidator TokenValidator
 	// Hosts are the storage hosts volumes may be placed on.
 	Hosts  []string
 	Logger *slog.Logger
@@ -50,6 +53,9 @@ type Gateway struct {
 	// Metrics is served at /metrics with the gauges computed from the database; nil serves
 	// only those gauges.
 	Metrics *metrics.Registry
+	// ProvisionTimeout sets each provision's deadline, this long after its request (or its
+	// retry); 0 means none.
+	ProvisionTimeout time.Duration
 
 	next atomic.Uint64 // round-robin placement of images no host caches
 }
@@ -78,7 +84,7 @@ func (g *Gateway) Handler() http.Handler {
 	g.provisionRoutes(mux)
 	// Registered last so that it only gets what no other pattern claims.
 	mux.Handle("/v1/", g.auth(g.unrouted(mux, "/v1/", writeError)))
-	return mux
+	return g.validateTokens(mux)
 }
 
 type ctxKey struct{}
@@ -96,13 +102,69 @@ func (g *Gateway) auth(next func(http.ResponseWriter, *http.Request)) http.Handl
 	})
 }
 
-// tokenProject is the project of the request's token, or "" if it has none that is known. The
-// token is a bearer token, or in X-Auth-Token as OpenStack clients send it.
-func (g *Gateway) tokenProject(r *http.Request) string {
+// TokenValidator resolves a token that is not one of the gateway's static tokens, e.g. a
+// Keystone token, to the ID of the project it is scoped to. Its errors are *APIError: 401 for
+// a token it refuses, 503 when it cannot tell (any other error counts as 503).
+type TokenValidator interface {
+	ValidateToken(ctx context.Context, token string) (project string, err error)
+}
+
+// validated is a TokenValidator's answer for the request's token, kept in its context.
+type validated struct{ token, project string }
+
+type validatedKey struct{}
+
+// validateTokens asks TokenValidator, once per request to the authenticated APIs (/v1/, and
+// /v3/ in Cinder's error shape), about a token that is not a static one. A refusal is answered
+// here, 401 or 503 (auth_unavailable) with the reason; an accepted token's project is left in
+// the request's context for tokenProject. Without a validator it is next itself.
+func (g *Gateway) validateTokens(next *http.ServeMux) http.Handler {
+	if g.TokenValidator == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cinder := strings.HasPrefix(r.URL.Path, "/v3/")
+		tok := requestToken(r)
+		if tok == "" || !(cinder || strings.HasPrefix(r.URL.Path, "/v1/")) || g.staticProject(tok) != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		project, err := g.TokenValidator.ValidateToken(r.Context(), tok)
+		if err == nil && project == "" {
+			err = apiErr(http.StatusUnauthorized, "unauthorized", "the token names no project")
+		}
+		if err != nil {
+			var ae *APIError
+			if !errors.As(err, &ae) {
+				ae = apiErr(http.StatusServiceUnavailable, CodeAuthUnavailable, "token validation failed: %v", err)
+			}
+			if ae.Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+			} else {
+				g.log().Warn("token validation failed", "path", r.URL.Path, "err", ae.Message)
+			}
+			if cinder {
+				writeCinderError(w, ae)
+			} else {
+				writeError(w, ae)
+			}
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), validatedKey{}, validated{tok, project})))
+	})
+}
+
+// requestToken is the request's bearer token, or its X-Auth-Token as OpenStack clients send it.
+func requestToken(r *http.Request) string {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		tok = r.Header.Get("X-Auth-Token")
 	}
+	return tok
+}
+
+// staticProject is the project of tok among Tokens, or "".
+func (g *Gateway) staticProject(tok string) string {
 	project := ""
 	if tok != "" {
 		for t, p := range g.Tokens {
@@ -112,6 +174,27 @@ func (g *Gateway) tokenProject(r *http.Request) string {
 		}
 	}
 	return project
+}
+
+// tokenProject is the project of the request's token, or "" if it has none that is known: a
+// static token's, else the one TokenValidator gave it (validateTokens).
+func (g *Gateway) tokenProject(r *http.Request) string {
+	tok := requestToken(r)
+	if p := g.staticProject(tok); p != "" {
+		return p
+	}
+	if v, ok := r.Context().Value(validatedKey{}).(validated); ok && tok != "" && v.token == tok {
+		return v.project
+	}
+	return ""
+}
+
+// deadline is the deadline of a provision requested at t.
+func (g *Gateway) deadline(t time.Time) time.Time {
+	if g.ProvisionTimeout <= 0 {
+		return time.Time{}
+	}
+	return t.Add(g.ProvisionTimeout)
 }
 
 func projectOf(r *http.Request) string { p, _ := r.Context().Value(ctxKey{}).(string); return p }
@@ -238,6 +321,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 		),
 	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{
 		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
+		Deadline: g.deadline(read),
 	})
 	if err != nil {
 		// Nothing was started: the row must not stay "creating" forever.

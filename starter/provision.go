@@ -80,6 +80,8 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	}
 	// The image may have changed since the first run: make the lookup read it again.
 	in.Image, in.ImageRead = nil, time.Time{}
+	// A retry has the whole timeout again.
+	in.Deadline = g.deadline(time.Now())
 
 	opts := client.StartWorkflowOptions{
 		ID:                    wfID,

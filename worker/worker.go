@@ -30,7 +30,7 @@ type Options struct {
 // Start registers the workflows and the host's activities and starts polling. Stop the returned
 // workers when done. Several hosts may run in one process, each with its own Activities.
 func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkworker.Worker, error) {
-	var steps []interceptor.WorkerInterceptor
+	steps := []interceptor.WorkerInterceptor{&typedErrors{}}
 	if i := opts.Metrics.StepInterceptor(acts.Config.Host); i != nil {
 		steps = append(steps, i)
 	}

@@ -32,6 +32,10 @@ type CreateVolumeInput struct {
 	// cache lookup uses it while fresh instead of asking the image service again.
 	Image     *imagesource.Image
 	ImageRead time.Time
+	// Deadline bounds the whole provision: every step retries until it, and a step still
+	// failing then fails the volume with ErrTypeDeadlineExceeded and the step's last error.
+	// Zero means no deadline (each step then gives up after its own retries).
+	Deadline time.Time
 }
 
 // CreateVolumeResult says how the volume was made.
@@ -91,6 +95,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		if err == nil {
 			return
 		}
+		err = pastDeadline(ctx, in.Deadline, err)
 		// Compensation runs even if the workflow was cancelled.
 		cctx, _ := workflow.NewDisconnectedContext(ctx)
 		chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, HostQueue(in.Host)))
@@ -108,7 +113,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 	var source *activities.EntryRef // the cache entry the volume is cloned from, if any
 	for lookup := 1; source == nil; lookup++ {
 		// 1. Lookup cache.
-		if err := workflow.ExecuteActivity(host, a.LookupCache, activities.LookupInput{
+		if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.LookupCache, activities.LookupInput{
 			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead,
 		}).Get(ctx, &plan); err != nil {
 			return res, err
@@ -122,14 +127,20 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 			// clone-to-cache), started by whichever provision missed first.
 			phase(ctx, PhaseFilling, models.CacheMiss)
 			var fill activities.FillResult
-			if err := workflow.ExecuteActivity(hostData, a.JoinFill, activities.FillInput{
-				Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes,
+			// The fill is bounded by the deadline of the provision that starts it; its waiters
+			// give it a minute more, so that it reports its own failure first.
+			if err := workflow.ExecuteActivity(boundGrace(hostData, in.Deadline, time.Minute), a.JoinFill, activities.FillInput{
+				Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes, Deadline: in.Deadline,
 			}).Get(ctx, &fill); err != nil {
 				return res, err
 			}
 			switch {
 			case fill.FailureType != "" && activities.IsImageFault(fill.FailureType):
 				return res, temporal.NewNonRetryableApplicationError(fill.FailureMessage, fill.FailureType, nil)
+			case fill.FailureType != "" && expired(ctx, in.Deadline):
+				// No time is left to download without the cache: the fill's failure (which
+				// names the part that failed it) is the provision's.
+				return res, temporal.NewNonRetryableApplicationError("cache fill: "+fill.FailureMessage, fill.FailureType, nil)
 			case fill.FailureType != "":
 				// The cache could not be filled, but the volume can still be made by download.
 				workflow.GetLogger(ctx).Warn("cache fill failed; downloading without the cache", "type", fill.FailureType, "error", fill.FailureMessage)
@@ -151,13 +162,13 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		if source == nil {
 			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
 			// the user's volume.
-			if err := importInto(hostData, plan, volume, sizeBytes, &res); err != nil {
+			if err := importInto(hostData, in.Deadline, plan, volume, sizeBytes, &res); err != nil {
 				return res, err
 			}
 			break
 		}
 		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
-		err := workflow.ExecuteActivity(host, a.CloneVolume, activities.CloneInput{Entry: *source, Pool: plan.Pool, Name: volume}).Get(ctx, nil)
+		err := workflow.ExecuteActivity(bound(host, in.Deadline), a.CloneVolume, activities.CloneInput{Entry: *source, Pool: plan.Pool, Name: volume}).Get(ctx, nil)
 		var appErr *temporal.ApplicationError
 		if err != nil && errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeCacheVolumeGone {
 			source = nil
@@ -170,7 +181,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 			if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
 				return res, err
 			}
-			if err := importInto(hostData, plan, volume, sizeBytes, &res); err != nil {
+			if err := importInto(hostData, in.Deadline, plan, volume, sizeBytes, &res); err != nil {
 				return res, err
 			}
 			break
@@ -181,7 +192,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		break
 	}
 	// 7. Extend to the requested size.
-	if err := workflow.ExecuteActivity(host, a.ExtendVolume, activities.ResizeInput{
+	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.ExtendVolume, activities.ResizeInput{
 		Pool: plan.Pool, Name: volume, SizeBytes: sizeBytes,
 	}).Get(ctx, nil); err != nil {
 		return res, err
@@ -221,17 +232,17 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 
 // importInto downloads the image and imports it into the RBD image target (a user volume, or a
 // cache volume during a fill), recording what it did in res.
-func importInto(ctx workflow.Context, plan activities.LookupResult, target string, maxVirtualSize int64, res *CreateVolumeResult) error {
+func importInto(ctx workflow.Context, deadline time.Time, plan activities.LookupResult, target string, maxVirtualSize int64, res *CreateVolumeResult) error {
 	var a *activities.Activities
 	var dl activities.DownloadResult
-	if err := workflow.ExecuteActivity(ctx, a.DownloadImage, activities.DownloadInput{
+	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.DownloadImage, activities.DownloadInput{
 		Image: plan.Image, Pool: plan.Pool, Target: target,
 	}).Get(ctx, &dl); err != nil {
 		return err
 	}
 	res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
 	var imp activities.ImportResult
-	if err := workflow.ExecuteActivity(ctx, a.ImportImage, activities.ImportInput{
+	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.ImportImage, activities.ImportInput{
 		Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize,
 	}).Get(ctx, &imp); err != nil {
 		return err

@@ -20,7 +20,7 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 
 	// 1. Evict LRU entries until the image fits, and reserve its slot.
 	var r activities.EvictResult
-	if err := workflow.ExecuteActivity(host, a.EvictLRU, activities.EvictInput{
+	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.EvictLRU, activities.EvictInput{
 		Image: in.Image, FillWorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID,
 	}).Get(ctx, &r); err != nil {
 		return res, err
@@ -35,6 +35,7 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 		if err == nil {
 			return
 		}
+		err = pastDeadline(ctx, in.Deadline, err)
 		// Compensation: drop the half-made cache volume and its reservation, even if cancelled.
 		cctx, _ := workflow.NewDisconnectedContext(ctx)
 		chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, HostQueue(in.Host)))
@@ -47,11 +48,11 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 	ref := r.Entry
 	var done CreateVolumeResult
 	plan := activities.LookupResult{Image: in.Image, Cluster: in.Cluster, Pool: ref.Pool}
-	if err := importInto(hostData, plan, models.RBDName(ref.VolumeID), in.MaxVirtualSize, &done); err != nil {
+	if err := importInto(hostData, in.Deadline, plan, models.RBDName(ref.VolumeID), in.MaxVirtualSize, &done); err != nil {
 		return res, err
 	}
 	// 4. Clone-to-cache: snapshot the cache volume, which becomes the root parent.
-	if err := workflow.ExecuteActivity(host, a.CloneToCache, activities.CacheInput{
+	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.CloneToCache, activities.CacheInput{
 		EntryID: ref.EntryID, Pool: ref.Pool, CacheVolumeID: ref.VolumeID,
 	}).Get(ctx, nil); err != nil {
 		return res, err

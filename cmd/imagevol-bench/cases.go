@@ -44,6 +44,7 @@ func (b *bench) warmUp(ctx context.Context) error {
 
 // missResult is one provision on a cache miss, timed from the request to "available".
 type missResult struct {
+	CPU     *CPUUse // the machine's CPU during the miss
 	Seconds float64
 	RSSMiB  *float64 // the measured worker's peak RSS during it; nil when it could not be read
 	Volume  Volume
@@ -67,6 +68,7 @@ func (b *bench) miss(ctx context.Context, name, imageID string, gb int) (missRes
 	if b.hostField {
 		req.Host = b.cfg.Host
 	}
+	cpu0 := takeCPUSnapshot()
 	t0 := time.Now()
 	id, err := b.gw.Create(ctx, req)
 	if err != nil {
@@ -77,6 +79,7 @@ func (b *bench) miss(ctx context.Context, name, imageID string, gb int) (missRes
 		return r, err
 	}
 	r.Seconds, r.Volume = tEnd.Sub(t0).Seconds(), v
+	r.CPU = cpuUse(cpu0, takeCPUSnapshot(), time.Since(t0).Seconds(), 6)
 	if v.Status != "available" {
 		return r, fmt.Errorf("volume %s is %s: %s", id, v.Status, v.Error)
 	}
@@ -136,6 +139,7 @@ func (b *bench) missBySize(ctx context.Context) error {
 		}
 		if size == b.plan.RawSize {
 			b.res.MissRawMiBs = ptr(round(float64(size)/float64(mib)/m.Seconds, 1))
+			b.res.Details.MissRawCPU = m.CPU
 			b.rawImage, b.rawFile = id, path
 		} else {
 			_ = os.Remove(path)

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,4 +97,86 @@ func gitCommit(ctx context.Context) (string, bool) {
 	}
 	st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
 	return strings.TrimSpace(string(out)), err == nil && len(strings.TrimSpace(string(st))) > 0
+}
+
+// cpuSnapshot is every process's CPU time (user + system, in clock ticks) and the machine's
+// busy time, at one moment.
+type cpuSnapshot struct {
+	procs map[int]procCPU
+	busy  uint64 // ticks of /proc/stat's cpu line that are not idle or iowait
+}
+
+type procCPU struct {
+	name  string
+	ticks uint64
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux for every architecture
+// Go supports here).
+const clockTicks = 100
+
+func takeCPUSnapshot() cpuSnapshot {
+	s := cpuSnapshot{procs: map[int]procCPU{}}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			n, _ := strconv.ParseUint(f, 10, 64)
+			if i != 3 && i != 4 { // idle, iowait
+				s.busy += n
+			}
+		}
+	}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ..."; comm may hold spaces, so split after its last ')'.
+		st := string(b)
+		open, closing := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		f := strings.Fields(st[closing+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseUint(f[11], 10, 64)
+		stt, _ := strconv.ParseUint(f[12], 10, 64)
+		s.procs[pid] = procCPU{name: st[open+1 : closing], ticks: ut + stt}
+	}
+	return s
+}
+
+// cpuUse says where the CPU went between two snapshots: busy core-seconds of the whole machine,
+// their share of what its cores could give in that wall time, and the biggest consumers by
+// process name (processes that started in between count from zero).
+func cpuUse(before, after cpuSnapshot, wall float64, top int) *CPUUse {
+	u := &CPUUse{CoreSeconds: round(float64(after.busy-before.busy)/clockTicks, 2)}
+	if wall > 0 {
+		u.Utilization = round(u.CoreSeconds/(wall*float64(runtime.NumCPU())), 2)
+	}
+	byName := map[string]uint64{}
+	for pid, a := range after.procs {
+		b := before.procs[pid]
+		if b.name != a.name {
+			b.ticks = 0 // a new process under a reused pid
+		}
+		if a.ticks > b.ticks {
+			byName[a.name] += a.ticks - b.ticks
+		}
+	}
+	for name, t := range byName {
+		u.Top = append(u.Top, ProcessCPU{Name: name, CoreSeconds: round(float64(t)/clockTicks, 2)})
+	}
+	slices.SortFunc(u.Top, func(x, y ProcessCPU) int { return cmp.Compare(y.CoreSeconds, x.CoreSeconds) })
+	if len(u.Top) > top {
+		u.Top = u.Top[:top]
+	}
+	return u
 }

@@ -111,6 +111,22 @@ type Details struct {
 	HostField              bool           `json:"host_field"`
 	CacheStatsServed       bool           `json:"cache_stats_served"`
 	BurstOutcomes          map[string]int `json:"burst_outcomes"`
+	// MissRawCPU is where the machine's CPU went during the raw miss: with every core busy, a
+	// faster miss needs less work, not more overlap.
+	MissRawCPU *CPUUse `json:"miss_raw_cpu,omitempty"`
+}
+
+// CPUUse is the CPU a case used, machine-wide.
+type CPUUse struct {
+	CoreSeconds float64      `json:"core_s"`      // busy core-seconds of the whole machine
+	Utilization float64      `json:"utilization"` // CoreSeconds / (wall seconds × cores)
+	Top         []ProcessCPU `json:"top"`         // the biggest consumers, by process name
+}
+
+// ProcessCPU is the CPU time of the processes of one name.
+type ProcessCPU struct {
+	Name        string  `json:"name"`
+	CoreSeconds float64 `json:"core_s"`
 }
 
 // finish derives the figures computed from others.
@@ -273,6 +289,14 @@ func markdown(r *Result) string {
 	sb.WriteString("\n## Floors and details\n\n")
 	fmt.Fprintf(&sb, "- raw miss floor parts: glance_download_mib_s %s, sha512_mib_s %s, rbd_import_mib_s %s\n",
 		num(r.GlanceDownloadMiBs, 1, ""), num(r.SHA512MiBs, 1, ""), num(r.RBDImportMiBs, 1, ""))
+	if c := r.Details.MissRawCPU; c != nil {
+		var top []string
+		for _, p := range c.Top {
+			top = append(top, fmt.Sprintf("%s %.2f", p.Name, p.CoreSeconds))
+		}
+		fmt.Fprintf(&sb, "- CPU during the raw miss: %.2f core-seconds busy, %.0f%% of the machine's cores; by process: %s\n",
+			c.CoreSeconds, 100*c.Utilization, strings.Join(top, ", "))
+	}
 	fmt.Fprintf(&sb, "- hit: 202 after %s (p50 of the request itself); %d of %d provisions were not hits\n",
 		num(r.Details.HitAcceptP50Ms, 1, " ms"), r.Details.HitNonHits, m.Iterations.Hits)
 	fmt.Fprintf(&sb, "- qcow2 miss: %s; worker RSS peak %s\n", num(r.Details.MissQcow2Seconds, 2, " s"), num(r.Details.WorkerRSSQcow2MiB, 1, " MiB"))

@@ -20,6 +20,7 @@ import (
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/starter"
+	"github.com/imagevol/imagevol/tracing"
 )
 
 func main() {
@@ -45,14 +46,15 @@ func run(logger *slog.Logger) error {
 	uiURL := flag.String("temporal-ui", gwc.TemporalUI, "Temporal Web UI address, for links to each provision's workflow (empty: none)")
 	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N: most volumes each project may have")
 	reconcile := flag.Duration("reconcile-every", gwc.ReconcileEvery, "how often the cache reconcile workflow runs (0: no schedule)")
+	provisionTimeout := flag.Duration("provision-timeout", gwc.ProvisionTimeout, "deadline of each provision after its request (0: none)")
 	flag.Parse()
 
 	tokens, err := loadTokens(*tokensFile)
 	if err != nil {
 		return err
 	}
-	if len(tokens) == 0 {
-		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE")
+	if len(tokens) == 0 && gwc.Keystone.Auth == nil {
+		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE, or gateway.keystone.cloud (IMAGEVOL_KEYSTONE_CLOUD)")
 	}
 	quota, err := config.ParseQuotas(*quotas)
 	if err != nil {
@@ -62,6 +64,12 @@ func run(logger *slog.Logger) error {
 	defer stop()
 
 	reg := metrics.NewRegistry()
+	tracer, err := tracing.Start(ctx, file.Tracing.For("imagevol-gateway"))
+	if err != nil {
+		return err
+	}
+	defer tracer.Close(logger)
+	common.Interceptors = tracer.ClientInterceptors()
 	svc, err := common.Connect(ctx, logger, reg.Temporal())
 	if err != nil {
 		return err
@@ -69,13 +77,26 @@ func run(logger *slog.Logger) error {
 	defer svc.Close()
 
 	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: config.SplitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg}
+		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg, ProvisionTimeout: *provisionTimeout}
+	if ks := gwc.Keystone; ks.Auth != nil {
+		ttl := ks.CacheTTL
+		if ttl == 0 {
+			ttl = -1 // gateway.keystone.cache_ttl 0s: every request asks Keystone
+		}
+		v, err := starter.NewKeystoneValidator(ctx, starter.KeystoneOptions{
+			Auth: ks.Auth.AuthOptions(), CacheTTL: ttl, CacheSize: ks.CacheSize, Timeout: ks.Timeout})
+		if err != nil {
+			return fmt.Errorf("config: gateway.keystone.cloud %s (%s): %w", ks.Cloud, ks.Auth.File, err)
+		}
+		gw.TokenValidator = v
+		logger.Info("validating Keystone tokens", "keystone", ks.Auth.AuthURL, "cache_ttl", ks.CacheTTL, "cache_size", ks.CacheSize)
+	}
 	if *reconcile > 0 {
 		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
 			return err
 		}
 	}
-	srv := &http.Server{Addr: *listen, Handler: gw.LogRequests(gw.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: *listen, Handler: tracer.Handler(gw.LogRequests(gw.Handler())), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts)

@@ -2,12 +2,17 @@
 // its own — before the gateway and workers start, from a systemd ExecStartPre or a Kubernetes
 // Job — and prints the versions the database then has. Running it again changes nothing.
 //
-//	imagevol-migrate [--config FILE] [--dsn DSN] [--timeout 2m]
+//	imagevol-migrate [--config FILE] [--dsn DSN] [--timeout 2m] [--temporal-setup [--retention 168h]]
 //
 // The DSN is --dsn, else database.dsn of the config (IMAGEVOL_DB_DSN): a MySQL DSN
 // user:pass@tcp(host:3306)/db, or sqlite:PATH; empty means the SQLite file under
 // database.run_dir. On MySQL the migrations run under GET_LOCK('imagevol_migrate'), the same
 // lock the gateway and workers take, so any number of them may start at once.
+//
+// With --temporal-setup it then also prepares the Temporal cluster at temporal.address: it
+// registers the namespace temporal.namespace (with --retention) if it does not exist and adds the
+// five Keyword search attributes provisions are tagged with (ImageID, Host, ProjectID,
+// CacheResult, Phase) that it lacks, and waits until the frontend accepts queries on them.
 package main
 
 import (
@@ -42,6 +47,8 @@ func run(args []string, out io.Writer) error {
 	configPath := fs.String("config", config.Env("IMAGEVOL_CONFIG", ""), "YAML config file (IMAGEVOL_CONFIG)")
 	dsn := fs.String("dsn", "", "database: user:pass@tcp(host:3306)/db or sqlite:PATH (default: database.dsn, IMAGEVOL_DB_DSN)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (the lock wait included)")
+	temporalSetup := fs.Bool("temporal-setup", false, "also register the Temporal namespace (temporal.namespace) if missing and the search attributes provisions use")
+	retention := fs.Duration("retention", 7*24*time.Hour, "with --temporal-setup: how long a namespace it registers keeps finished workflows' histories")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,6 +101,9 @@ func run(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "  %3d  %-50s %s%s\n", m.Version, m.Name, m.AppliedAt.UTC().Format(time.RFC3339), mark)
 	}
 	fmt.Fprintf(out, "schema at version %d; %d new, %d already applied\n", after[len(after)-1].Version, fresh, len(after)-fresh)
+	if *temporalSetup {
+		return setupTemporal(ctx, common, *retention, out)
+	}
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/storage/rbd"
+	"github.com/imagevol/imagevol/tracing"
 	"github.com/imagevol/imagevol/worker"
 )
 
@@ -43,6 +44,8 @@ func run(logger *slog.Logger) error {
 	flag.StringVar(&cfg.Pool, "pool", cfg.Pool, "RBD pool of this host")
 	flag.StringVar(&cfg.ClusterName, "cluster", cfg.ClusterName, "name of the Ceph cluster the pool is in (default: its fsid); hosts of one cluster share their cache")
 	flag.StringVar(&cfg.CephConf, "ceph-conf", cfg.CephConf, "ceph.conf path")
+	flag.StringVar(&cfg.CephUser, "ceph-user", cfg.CephUser, "Ceph client id to connect as (imagevol for client.imagevol; empty: client.admin)")
+	flag.StringVar(&cfg.CephKeyring, "ceph-keyring", cfg.CephKeyring, "keyring of the Ceph client (empty: the one ceph.conf names)")
 	flag.BoolVar(&cfg.ImageVolumeCacheEnabled, "image_volume_cache_enabled", cfg.ImageVolumeCacheEnabled, "cache images as volumes")
 	flag.IntVar(&cfg.ImageVolumeCacheMaxSizeGB, "image_volume_cache_max_size_gb", cfg.ImageVolumeCacheMaxSizeGB, "cache capacity in GiB (0 = unlimited)")
 	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", cfg.ImageVolumeCacheMaxCount, "cache entries (0 = unlimited)")
@@ -71,16 +74,27 @@ func run(logger *slog.Logger) error {
 		}
 		defer stopMetrics()
 	}
+	tracer, err := tracing.Start(ctx, file.Tracing.For("imagevol-worker"))
+	if err != nil {
+		return err
+	}
+	defer tracer.Close(logger)
+	common.Interceptors = tracer.ClientInterceptors()
 	svc, err := common.Connect(ctx, logger, reg.Temporal())
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	cluster, err := rbd.Connect(cfg.CephConf)
+	cluster, err := rbd.ConnectAs(cfg.CephConf, cfg.CephUser, cfg.CephKeyring)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
+	cephUser := cfg.CephUser
+	if cephUser == "" {
+		cephUser = "admin"
+	}
+	logger.Info("connected to ceph", "ceph_user", "client."+cephUser, "pool", cfg.Pool)
 	if cfg.ClusterName == "" {
 		if cfg.ClusterName, err = cluster.FSID(); err != nil {
 			return err

@@ -37,11 +37,7 @@ func New(endpoint, token string) (*Client, error) {
 		endpoint += "/"
 	}
 	pc := &gophercloud.ProviderClient{
-		HTTPClient: http.Client{Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-			ResponseHeaderTimeout: 60 * time.Second,
-			MaxIdleConnsPerHost:   16,
-		}},
+		HTTPClient:      httpClient(),
 		EndpointLocator: func(gophercloud.EndpointOpts) (string, error) { return endpoint, nil },
 	}
 	if token != "" {
@@ -52,6 +48,17 @@ func New(endpoint, token string) (*Client, error) {
 		return nil, fmt.Errorf("glance: %w", err)
 	}
 	return &Client{sc: sc}, nil
+}
+
+// httpClient is the HTTP client of every Glance client: no overall timeout, as an image
+// download takes as long as it takes, but bounded connection and response-header waits.
+func httpClient() http.Client {
+	return http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		ResponseHeaderTimeout: 60 * time.Second,
+		MaxIdleConnsPerHost:   16,
+	}}
 }
 
 // classify maps gophercloud and transport errors onto imagesource's sentinels.

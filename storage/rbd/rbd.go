@@ -28,7 +28,17 @@ var _ storage.Storage = (*Cluster)(nil)
 
 // Connect reads confPath (a ceph.conf whose [client] section names the keyring) and connects.
 func Connect(confPath string) (*Cluster, error) {
+	return ConnectAs(confPath, "", "")
+}
+
+// ConnectAs connects as the Ceph client user (its id, "imagevol" for client.imagevol; empty
+// for the configuration's default, client.admin) with the key in keyring (empty: the keyring
+// ceph.conf names). A worker needs only the rbd profile on its pools.
+func ConnectAs(confPath, user, keyring string) (*Cluster, error) {
 	conn, err := rados.NewConn()
+	if user != "" {
+		conn, err = rados.NewConnWithUser(user)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rbd: new connection: %w", err)
 	}
@@ -40,8 +50,16 @@ func Connect(confPath string) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rbd: read ceph config %q: %w", confPath, err)
 	}
+	if keyring != "" {
+		if err := conn.SetConfigOption("keyring", keyring); err != nil {
+			return nil, fmt.Errorf("rbd: set keyring: %w", err)
+		}
+	}
 	// Fail fast instead of hanging forever when the monitors are down.
-	for k, v := range map[string]string{"client_mount_timeout": "30", "rados_mon_op_timeout": "30", "rados_osd_op_timeout": "60"} {
+	// No librbd writeback cache: imports write whole 4 MiB objects from parallel writers, which
+	// the cache would only copy once more and hold in the worker's memory.
+	for k, v := range map[string]string{"client_mount_timeout": "30", "rados_mon_op_timeout": "30", "rados_osd_op_timeout": "60",
+		"rbd_cache": "false"} {
 		if err := conn.SetConfigOption(k, v); err != nil {
 			return nil, fmt.Errorf("rbd: set %s: %w", k, err)
 		}
