@@ -230,6 +230,9 @@ gateway:
   reconcile_every: 0s
 worker:
   ceph_conf: $CEPH_CONF
+  # its own Ceph user (deploy/ceph.sh makes it): the rbd profile on the pools, nothing more
+  ceph_user: $IMAGEVOL_CEPH_USER
+  ceph_keyring: $IMAGEVOL_CEPH_KEYRING
   cache:
     enabled: true
   max_concurrent_activities: 8
@@ -389,7 +392,7 @@ fills=$("$here/temporal-pg.sh" psql-visibility -Atc "SELECT workflow_type_name |
   echo "Temporal: $("$TOP/bin/temporal-server" --version 2>/dev/null | head -n 1) at $TEMPORAL_PG_ADDRESS, namespace $NAMESPACE;" \
     "store and visibility on PostgreSQL $("$here/temporal-pg.sh" psql -Atc 'SHOW server_version' | cut -d' ' -f1) (postgres12 plugin)"
   echo "cache rows: $("$mysql_bin" -h 127.0.0.1 -u root -Nse 'SELECT version()') database $DB_NAME;" \
-    "workers: node1 on pool volumes, node2 on pool volumes2; images A ${image_id[A]}, B ${image_id[B]} ($IMAGE_MIB MiB raw, random)"
+    "workers: node1 on pool volumes, node2 on pool volumes2, as Ceph client.${IMAGEVOL_CEPH_USER:-admin}; images A ${image_id[A]}, B ${image_id[B]} ($IMAGE_MIB MiB raw, random)"
   printf '%-14s %-36s %-6s %-8s %-5s %8s  %-5s %-42s %s\n' volume id host pool cache seconds bytes "workflow in PostgreSQL" replay
   for id in "${volumes[@]}"; do
     printf '%-14s %-36s %-6s %-8s %-5s %8s  %-5s %-42s %s\n' "${v_name[$id]}" "$id" "${v_host[$id]}" \
