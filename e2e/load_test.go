@@ -27,16 +27,21 @@ func poolImages(t *testing.T) map[string]bool {
 	return out
 }
 
-// 200 creates of 5 images on two hosts, 20 at a time, with caches of 2 entries a host — tighter
-// than 3, so that the two hosts' 4 slots cannot hold the 5 images and evictions race the
-// clones: every volume is made with its image's bytes, and the invariants hold at the end — at
-// most 2 entries a host, no image cached twice in the cluster, and no orphan: every image the
-// run added to the pools is a volume or cache volume the database knows, and no staging image
-// is left.
+// 200 creates of 5 images on two hosts, 20 at a time, with caches of 3 entries a host, and again
+// with 2 — tighter, so that the two hosts' 4 slots cannot hold the 5 images and evictions race
+// the clones: every volume is made with its image's bytes, and the invariants hold at the end —
+// at most max_count entries a host, no image cached twice in the cluster, and no orphan: every
+// image the run added to the pools is a volume or cache volume the database knows, and no
+// staging image is left.
 func TestLoadManyCreatesFewImages(t *testing.T) {
+	for _, maxCount := range []int{3, 2} {
+		t.Run(fmt.Sprintf("max_count=%d", maxCount), func(t *testing.T) { loadManyCreates(t, maxCount) })
+	}
+}
+
+func loadManyCreates(t *testing.T, maxCount int) {
 	ctx := context.Background()
-	const maxCount = 2
-	h1, h2 := "e2e-load-a", "e2e-load-b"
+	h1, h2 := fmt.Sprintf("e2e-load%d-a", maxCount), fmt.Sprintf("e2e-load%d-b", maxCount)
 	for _, h := range []struct{ name, pool string }{{h1, stack.pool}, {h2, stack.pool2}} {
 		cfg := hostConfig(h.name)
 		cfg.Pool = h.pool
@@ -46,7 +51,7 @@ func TestLoadManyCreatesFewImages(t *testing.T) {
 	api := newGateway(t, h1, h2)
 	imgs := make([]imagesource.Image, 5)
 	for i := range imgs {
-		imgs[i] = uploadImage(t, fmt.Sprintf("load-%d", i), "raw", imageBytes(8*mib, uint64(100+i), 2))
+		imgs[i] = uploadImage(t, fmt.Sprintf("load%d-%d", maxCount, i), "raw", imageBytes(8*mib, uint64(100+10*maxCount+i), 2))
 	}
 	before := poolImages(t)
 
@@ -136,8 +141,13 @@ func TestLoadManyCreatesFewImages(t *testing.T) {
 		}
 	}
 	st := hostStats(api.stats(), h1, h2)
-	if st.Evictions == 0 {
+	// With fewer slots than images the cache must have been under pressure; with enough it must
+	// have downloaded each image once.
+	switch slots := 2 * maxCount; {
+	case slots < len(imgs) && st.Evictions == 0:
 		t.Fatalf("no eviction in %v: the cache was never under pressure", results)
+	case slots >= len(imgs) && (st.Downloads != int64(len(imgs)) || st.Evictions != 0):
+		t.Fatalf("%d slots for %d images: %d downloads and %d evictions, want %d and 0", slots, len(imgs), st.Downloads, st.Evictions, len(imgs))
 	}
 	t.Logf("200 creates of 5 images on 2 hosts (max_count %d): %v; %d downloads, %d evictions", maxCount, results, st.Downloads, st.Evictions)
 }
