@@ -62,6 +62,10 @@ var (
 		NonRetryableErrorTypes: activities.NonRetryable,
 	}
 	shortStep = workflow.ActivityOptions{StartToCloseTimeout: 2 * time.Minute, RetryPolicy: retry}
+	// quickStep is a step of the provisioning path that takes well under a second (lookup, clone,
+	// resize, snapshot). Its short timeout bounds what an attempt lost on the way (its result
+	// dropped by an overloaded server, say) costs the provision: seen here as a 2-minute stall.
+	quickStep = workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: 20 * time.Second, RetryPolicy: retry}
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
@@ -80,7 +84,7 @@ const maxLookups = 3
 func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res CreateVolumeResult, err error) {
 	var a *activities.Activities
 	res.VolumeID = in.VolumeID
-	host := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
+	host := workflow.WithActivityOptions(ctx, withQueue(quickStep, HostQueue(in.Host)))
 	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
 	local := workflow.WithLocalActivityOptions(ctx, localStep)
 	setState := func(u activities.VolumeUpdate) error {

@@ -52,7 +52,8 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 		return res, err
 	}
 	// 4. Clone-to-cache: snapshot the cache volume, which becomes the root parent.
-	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.CloneToCache, activities.CacheInput{
+	quick := workflow.WithActivityOptions(ctx, withQueue(quickStep, HostQueue(in.Host)))
+	if err := workflow.ExecuteActivity(bound(quick, in.Deadline), a.CloneToCache, activities.CacheInput{
 		EntryID: ref.EntryID, Pool: ref.Pool, CacheVolumeID: ref.VolumeID,
 	}).Get(ctx, nil); err != nil {
 		return res, err
