@@ -141,13 +141,11 @@ func loadManyCreates(t *testing.T, maxCount int) {
 		}
 	}
 	st := hostStats(api.stats(), h1, h2)
-	// With fewer slots than images the cache must have been under pressure; with enough it must
-	// have downloaded each image once.
-	switch slots := 2 * maxCount; {
-	case slots < len(imgs) && st.Evictions == 0:
+	// With fewer slots in the cluster than images the cache must have been under pressure. (With
+	// as many, a host that gets the first requests of more images than its max_count still
+	// evicts: limits are per host, as in Cinder.)
+	if 2*maxCount < len(imgs) && st.Evictions == 0 {
 		t.Fatalf("no eviction in %v: the cache was never under pressure", results)
-	case slots >= len(imgs) && (st.Downloads != int64(len(imgs)) || st.Evictions != 0):
-		t.Fatalf("%d slots for %d images: %d downloads and %d evictions, want %d and 0", slots, len(imgs), st.Downloads, st.Evictions, len(imgs))
 	}
 	t.Logf("200 creates of 5 images on 2 hosts (max_count %d): %v; %d downloads, %d evictions", maxCount, results, st.Downloads, st.Evictions)
 }

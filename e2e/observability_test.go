@@ -97,9 +97,20 @@ func TestObservability(t *testing.T) {
 	requireAvailable(t, miss, models.CacheMiss)
 	hit := api.createVolume(img.ID, 1)
 	requireAvailable(t, hit, models.CacheHit)
+	// A volume is available a moment before its workflow completes (the worker counts the
+	// completion then): wait for both runs to close before reading the SDK's counters.
+	for _, id := range []string{miss.ID, hit.ID} {
+		if err := stack.temporal.GetWorkflow(context.Background(), id, "").Get(context.Background(), nil); err != nil {
+			t.Fatalf("provision %s: %v", id, err)
+		}
+	}
+	page := get(t, srv.URL+"/metrics")
+	for deadline := time.Now().Add(10 * time.Second); sample(t, page, "temporal_workflow_completed", `workflow_type="CreateVolumeFromImage"`) < 2 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		page = get(t, srv.URL+"/metrics")
+	}
 
 	// Prometheus metrics.
-	page := get(t, srv.URL+"/metrics")
 	hostLabel := fmt.Sprintf(`host=%q`, host)
 	for name, want := range map[string]float64{
 		"imagevol_cache_hits_total":       1,
