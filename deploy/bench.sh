@@ -37,12 +37,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Running = its daemon is up, healthy or not: one we did not start is never ours to stop.
-up() {
-  local out
-  out=$("$here/$1.sh" status 2>/dev/null || true)
-  grep -qE "$2" <<<"$out"
-}
 up ceph '^mon\.a running' || started+=(ceph)
 # start is idempotent; it also creates volumes2 on a cluster that was already running.
 CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start

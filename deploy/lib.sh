@@ -92,3 +92,11 @@ others_running() {
   done
   return 1
 }
+
+# up SERVICE PATTERN: deploy/<SERVICE>.sh status prints a line matching PATTERN, i.e. its daemon
+# is up, healthy or not. One the caller did not start is never the caller's to stop.
+up() {
+  local out
+  out=$("$here/$1.sh" status 2>/dev/null || true)
+  grep -qE "$2" <<<"$out"
+}
