@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
@@ -28,9 +27,9 @@ var (
 // Store is imagevol's database: volumes and cache entries.
 type Store struct {
 	db *gorm.DB
-	// reserve serialises cache reservations within this process where the database has no
-	// named locks (SQLite, a single-machine setup).
-	reserve sync.Mutex
+	// sqliteFile is the embedded database's file, beside which file locks stand in for MySQL's
+	// named locks; empty on MySQL.
+	sqliteFile string
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -43,51 +42,61 @@ func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
 	// UTC everywhere: timestamps are compared across processes and, in SQLite, as text.
 	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent), TranslateError: true,
 		NowFunc: func() time.Time { return time.Now().UTC() }}
-	var (
-		db  *gorm.DB
-		err error
-	)
 	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, fmt.Errorf("models: %w", err)
-		}
-		// WAL lets the gateway read while a worker writes; busy_timeout makes writers queue
-		// instead of failing with SQLITE_BUSY when two processes share the file.
-		db, err = gorm.Open(sqlite.Open(path+"?_journal_mode=WAL&_busy_timeout=10000&_synchronous=NORMAL&_foreign_keys=on"), cfg)
-	} else {
-		mc, perr := mysqldrv.ParseDSN(dsn)
-		if perr != nil {
-			return nil, fmt.Errorf("models: bad MySQL DSN: %w", perr)
-		}
-		mc.ParseTime = true
-		// RowsAffected must count matched rows, not changed ones: leases and state changes
-		// decide on it even when a value is rewritten unchanged.
-		mc.ClientFoundRows = true
-		mc.Loc = time.UTC
-		if mc.Params == nil {
-			mc.Params = map[string]string{}
-		}
-		mc.Params["charset"] = "utf8mb4"
-		db, err = gorm.Open(mysql.Open(mc.FormatDSN()), cfg)
+		return openSQLite(ctx, path, cfg)
 	}
+	mc, err := mysqldrv.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("models: bad MySQL DSN: %w", err)
+	}
+	mc.ParseTime = true
+	// RowsAffected must count matched rows, not changed ones: leases and state changes
+	// decide on it even when a value is rewritten unchanged.
+	mc.ClientFoundRows = true
+	mc.Loc = time.UTC
+	if mc.Params == nil {
+		mc.Params = map[string]string{}
+	}
+	mc.Params["charset"] = "utf8mb4"
+	db, err := gorm.Open(mysql.Open(mc.FormatDSN()), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("models: open database: %w", err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
+	// A gateway and workers starting at once must not race on DDL, which MySQL runs outside
+	// transactions: Migrate checks for a table, then creates it.
+	if err := s.withNamedLock(ctx, "imagevol_migrate", func(conn *gorm.DB) error { return Migrate(conn) }); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// migrate runs Migrate under a server-wide lock on MySQL, so a gateway and workers starting at
-// once do not race on DDL (which MySQL does not run in transactions). SQLite serialises writers
-// by itself.
-func (s *Store) migrate(ctx context.Context) error {
-	if s.db.Dialector.Name() != "mysql" {
-		return Migrate(s.db)
+// openSQLite opens and migrates the embedded database file. Processes starting at once on a
+// fresh file (the gateway and the workers of `make run`) take turns under a file lock: switching
+// a new file to WAL needs it to themselves, and Migrate's check-then-create of a table is not
+// atomic across connections.
+func openSQLite(ctx context.Context, path string, cfg *gorm.Config) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("models: %w", err)
 	}
-	return s.withNamedLock(ctx, "imagevol_migrate", func(conn *gorm.DB) error { return Migrate(conn) })
+	var s *Store
+	err := withFileLock(ctx, path+".migrate.lock", func() error {
+		// WAL lets the gateway read while a worker writes; busy_timeout makes writers queue
+		// instead of failing with SQLITE_BUSY when two processes share the file.
+		db, err := gorm.Open(sqlite.Open(path+"?_journal_mode=WAL&_busy_timeout=10000&_synchronous=NORMAL&_foreign_keys=on"), cfg)
+		if err != nil {
+			return fmt.Errorf("models: open database: %w", err)
+		}
+		if err := Migrate(db); err != nil {
+			if sqlDB, derr := db.DB(); derr == nil {
+				sqlDB.Close()
+			}
+			return err
+		}
+		s = &Store{db: db, sqliteFile: path}
+		return nil
+	})
+	return s, err
 }
 
 // withNamedLock runs fn holding a MySQL named lock (GET_LOCK) on a connection of its own; the
@@ -107,10 +116,9 @@ func (s *Store) withNamedLock(ctx context.Context, name string, fn func(conn *go
 // limits and the internal project's quota, evicting and inserting the reservation then happen as
 // one step, so concurrent fills cannot together overshoot a limit.
 func (s *Store) WithReservationLock(ctx context.Context, fn func() error) error {
-	if s.db.Dialector.Name() != "mysql" {
-		s.reserve.Lock()
-		defer s.reserve.Unlock()
-		return fn()
+	if s.sqliteFile != "" {
+		// Two hosts of one machine's embedded default are two processes on one file.
+		return withFileLock(ctx, s.sqliteFile+".reserve.lock", fn)
 	}
 	return s.withNamedLock(ctx, "imagevol_cache_reserve", func(*gorm.DB) error { return fn() })
 }
