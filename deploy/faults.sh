@@ -8,8 +8,9 @@
 #
 # Usage: deploy/faults.sh [run]     up, go test ./faults/ (extra args go to go test), down
 #        deploy/faults.sh up|down   the private stack only
-#        deploy/faults.sh kill-worker|start-worker|stop-temporal|start-temporal|stop-mariadb|
-#                         start-mariadb|stop-glance|start-glance|restart-osd
+#        deploy/faults.sh kill-worker|start-worker|start-worker2|stop-worker2|stop-temporal|
+#                         start-temporal|stop-mariadb|start-mariadb|stop-glance|start-glance|
+#                         restart-osd
 #                                   the faults, as the tests inject them (FAULTS_CTL)
 #        deploy/faults.sh restart-gateway [TIMEOUT]
 #                                   the gateway again, with that provision timeout (default 1h)
@@ -62,6 +63,14 @@ start_worker() {
   [ -n "$(pid_of "worker-$HOST")" ] || { tail -n 30 "$RUN/log/worker-$HOST.log" >&2; say "worker exited"; return 1; }
 }
 
+# start_worker2: a second worker process serving the same host's queue (and pool), so that a
+# crashed worker's steps move to a live one.
+start_worker2() {
+  start_bg "worker-$HOST-b" "$BIN/imagevol-worker" --host "$HOST" --pool "$POOL"
+  sleep 0.5
+  [ -n "$(pid_of "worker-$HOST-b")" ] || { tail -n 30 "$RUN/log/worker-$HOST-b.log" >&2; say "second worker exited"; return 1; }
+}
+
 start_gateway() {
   start_bg gateway "$BIN/imagevol-gateway" --hosts "$HOST" --reconcile-every 0 --listen "$API" \
     --provision-timeout "${1:-1h}"
@@ -98,6 +107,7 @@ cmd_up() {
 cmd_down() {
   stop_bg gateway
   stop_bg "worker-$HOST"
+  stop_bg "worker-$HOST-b"
   stop_bg temporal
   private_db stop
 }
@@ -141,6 +151,8 @@ case "${1:-run}" in
     say "killed worker-$HOST (pid $pid) with SIGKILL"
     ;;
   start-worker) stack_env && start_worker ;;
+  start-worker2) stack_env && start_worker2 ;;
+  stop-worker2) stop_bg "worker-$HOST-b" ;;
   stop-temporal) stop_bg temporal ;;
   start-temporal) start_temporal ;;
   stop-mariadb) private_db stop ;;
@@ -149,5 +161,5 @@ case "${1:-run}" in
   start-glance) shared glance start ;;
   restart-osd) shared ceph restart-osd ;;
   restart-gateway) stop_bg gateway && stack_env && start_gateway "${2:-}" ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ type fault struct {
 	stop, start string
 	// down is how long the part stays away between stop and start.
 	down time.Duration
+	// peer: a second worker serves the host's queue, the process running the download is
+	// killed (whichever of the two it is) and not started again until the volume settles.
+	peer bool
 }
 
 // The faults, each hitting a provision once a fifth of its 1 GiB download is durably in Ceph.
@@ -33,14 +37,18 @@ var faultCases = []fault{
 	{name: "mariadb-down-10s", stop: "stop-mariadb", start: "start-mariadb", down: 10 * time.Second},
 	{name: "osd-restart", stop: "restart-osd"},
 	{name: "glance-down-10s", stop: "stop-glance", start: "start-glance", down: 10 * time.Second},
+	{name: "kill9-peer-serves", peer: true},
 }
 
 // outcome is one case's line in the summary.
 type outcome struct {
-	name                 string
-	injectAt             time.Duration // after the request
-	injectBytes          int64         // durable download offset when the fault hit
-	faultFor             time.Duration // stop, hold and start
+	name        string
+	injectAt    time.Duration // after the request
+	injectBytes int64         // durable download offset when the fault hit
+	faultFor    time.Duration // stop, hold and start
+	// recovery is from the part's return (for a peer case, from the kill) until the download
+	// makes progress again; -1 when the volume settled before any progress was seen.
+	recovery             time.Duration
 	total                time.Duration // request to settled
 	status, cache, error string
 	resumedFrom, fetched int64
@@ -56,10 +64,14 @@ func TestFaults(t *testing.T) {
 	defer func() {
 		t.Run("cleanup", func(t *testing.T) { cleanup(t, volumes, images) })
 		var b strings.Builder
-		fmt.Fprintf(&b, "\n%-18s %-22s %-10s %-8s %-10s %-22s %s\n", "case", "fault at", "fault for", "total", "status", "download", "checks")
+		fmt.Fprintf(&b, "\n%-18s %-22s %-10s %-9s %-8s %-10s %-22s %s\n", "case", "fault at", "fault for", "recovery", "total", "status", "download", "checks")
 		for _, r := range results {
-			fmt.Fprintf(&b, "%-18s %5.1fs @ %4d MiB     %6.1fs %7.1fs  %-10s resumed %4d, got %4d  %s\n",
-				r.name, r.injectAt.Seconds(), r.injectBytes>>20, r.faultFor.Seconds(), r.total.Seconds(),
+			recovery := "-"
+			if r.recovery >= 0 {
+				recovery = fmt.Sprintf("%.1fs", r.recovery.Seconds())
+			}
+			fmt.Fprintf(&b, "%-18s %5.1fs @ %4d MiB     %6.1fs %9s %7.1fs  %-10s resumed %4d, got %4d  %s\n",
+				r.name, r.injectAt.Seconds(), r.injectBytes>>20, r.faultFor.Seconds(), recovery, r.total.Seconds(),
 				r.status, r.resumedFrom>>20, r.fetched>>20, strings.Join(r.checks, ", "))
 			if r.error != "" {
 				fmt.Fprintf(&b, "%-18s error: %s\n", "", r.error)
@@ -74,6 +86,14 @@ func TestFaults(t *testing.T) {
 		ok := t.Run(f.name, func(t *testing.T) {
 			img := uploadImage(t, "faults-"+f.name, uint64(i+1))
 			images = append(images, img)
+			if f.peer {
+				ctl(t, "start-worker2")
+				t.Cleanup(func() {
+					// Back to one worker, whichever of the two was killed.
+					ctl(t, "start-worker")
+					ctl(t, "stop-worker2")
+				})
+			}
 			t0 := time.Now()
 			id := startVolume(t, img.ID)
 			volumes = append(volumes, id)
@@ -88,13 +108,32 @@ func TestFaults(t *testing.T) {
 					ctl(t, f.start)
 				}
 			})
-			ctl(t, f.stop)
-			time.Sleep(f.down)
-			if f.start != "" {
-				ctl(t, f.start)
+			var backAt time.Time
+			if f.peer {
+				pid := downloadWorkerPid(t)
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatalf("kill the worker running the download (pid %d): %v", pid, err)
+				}
+				t.Logf("killed worker pid %d, which ran the download", pid)
+				backAt = time.Now()
+			} else {
+				ctl(t, f.stop)
+			}
+			// The download's last heartbeat before the fault: progress past it is new bytes.
+			mark := r.injectBytes
+			if v, ok := getVolume(id); ok && v.Progress != nil && v.Progress.BytesDone > mark {
+				mark = v.Progress.BytesDone
+			}
+			if !f.peer {
+				time.Sleep(f.down)
+				if f.start != "" {
+					ctl(t, f.start)
+				}
+				backAt = time.Now()
 			}
 			restored = true
 			r.faultFor = time.Since(t0) - r.injectAt
+			r.recovery = waitProgressPast(t, id, mark, 5*time.Minute, backAt)
 
 			v := waitSettled(t, id, 5*time.Minute)
 			r.total, r.status, r.cache, r.error = time.Since(t0), v.Status, v.Cache, v.Error

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -412,4 +413,59 @@ func waitNoOpenFill(t *testing.T, limit time.Duration) {
 		time.Sleep(time.Second)
 	}
 	t.Fatalf("a cache fill was still running after %s", limit)
+}
+
+// waitProgressPast polls until the volume's download has durably written more than mark bytes,
+// and returns the time since from; -1 when the volume settled first (the download had already
+// finished, so no progress could be seen).
+func waitProgressPast(t *testing.T, id string, mark int64, limit time.Duration, from time.Time) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if v, ok := getVolume(id); ok {
+			if v.Status != models.StatusCreating {
+				return -1
+			}
+			if p := v.Progress; p != nil && p.Phase == "DownloadImage" && p.BytesDone > mark {
+				return time.Since(from)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no download progress past %d bytes on %s in %s", mark, id, limit)
+	return 0
+}
+
+// downloadWorkerPid finds the worker process running the fill's DownloadImage step, from the
+// identity the worker gave Temporal (worker.HostIdentity).
+func downloadWorkerPid(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := stack.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query: "WorkflowType = 'FillCache' AND ExecutionStatus = 'Running'",
+	})
+	if err != nil {
+		t.Fatalf("list running fills: %v", err)
+	}
+	for _, ex := range resp.Executions {
+		desc, err := stack.tc.DescribeWorkflowExecution(ctx, ex.GetExecution().GetWorkflowId(), ex.GetExecution().GetRunId())
+		if err != nil {
+			t.Fatalf("describe fill: %v", err)
+		}
+		for _, pa := range desc.GetPendingActivities() {
+			if pa.GetActivityType().GetName() != "DownloadImage" {
+				continue
+			}
+			id := pa.GetLastWorkerIdentity()
+			if i := strings.LastIndex(id, ":"); i >= 0 && strings.HasPrefix(id, "imagevol-worker:") {
+				if pid, err := strconv.Atoi(id[i+1:]); err == nil {
+					return pid
+				}
+			}
+			t.Fatalf("DownloadImage runs on worker %q: not a worker process identity", id)
+		}
+	}
+	t.Fatalf("no running fill with a DownloadImage step")
+	return 0
 }

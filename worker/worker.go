@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -25,6 +26,9 @@ type Options struct {
 	MaxConcurrentActivities int
 	// Metrics, when set, times every step (activity attempt) of the host; nil records nothing.
 	Metrics *metrics.Registry
+	// Namespace is the Temporal namespace of the client: Run needs it to take over the steps a
+	// crashed predecessor of this worker left running.
+	Namespace string
 }
 
 // Start registers the workflows and the host's activities and starts polling. Stop the returned
@@ -34,7 +38,10 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 	if i := opts.Metrics.StepInterceptor(acts.Config.Host); i != nil {
 		steps = append(steps, i)
 	}
+	machine, _ := os.Hostname()
 	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
+		// Names host, machine and process, so that a successor can take over after a crash.
+		Identity:                           HostIdentity(acts.Config.Host, machine, os.Getpid()),
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
 		DisableWorkflowWorker:              true,
 		// Send a download's progress (its resume point) at least every second, not every
@@ -78,13 +85,26 @@ func RegisterWorkflows(r Registry) {
 	r.RegisterWorkflow(workflows.DeleteVolume)
 }
 
-// Run starts the workers and blocks until ctx is done.
+// Run starts the workers, takes over the steps a crashed worker process of the same host on
+// this machine left running, and blocks until ctx is done.
 func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts Options) error {
 	ws, err := Start(c, acts, opts)
 	if err != nil {
 		return err
 	}
 	slog.Info("worker polling", "host", acts.Config.Host, "host_queue", workflows.HostQueue(acts.Config.Host), "workflow_queue", workflows.TaskQueue)
+	if opts.Namespace != "" {
+		// In the background: polling has started, and the steps it fails are retried here.
+		go func() {
+			machine, _ := os.Hostname()
+			log := slog.With("host", acts.Config.Host)
+			n, err := takeOver(ctx, c, opts.Namespace, acts.Config.Host, machine, os.Getpid(), processAlive, log)
+			if err != nil {
+				log.Warn("takeover of a crashed worker's steps incomplete; they resume after their heartbeat timeout", "err", err)
+			}
+			log.Info("takeover done", "steps_retried", n)
+		}()
+	}
 	<-ctx.Done()
 	for _, w := range ws {
 		w.Stop()

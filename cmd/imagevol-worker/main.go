@@ -101,7 +101,7 @@ func run(logger *slog.Logger) error {
 		}
 	}
 	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg}
-	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities})
+	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace})
 }
 
 // serveMetrics serves reg at addr/metrics until the returned function is called. The listener
