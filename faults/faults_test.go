@@ -66,6 +66,9 @@ func TestFaults(t *testing.T) {
 		var b strings.Builder
 		fmt.Fprintf(&b, "\n%-18s %-22s %-10s %-9s %-8s %-10s %-22s %s\n", "case", "fault at", "fault for", "recovery", "total", "status", "download", "checks")
 		for _, r := range results {
+			if r.status == "" && r.injectAt == 0 {
+				continue // not run (filtered out by -run)
+			}
 			recovery := "-"
 			if r.recovery >= 0 {
 				recovery = fmt.Sprintf("%.1fs", r.recovery.Seconds())
