@@ -22,6 +22,12 @@ done
 "$here/install-deps.sh" all
 make -C "$TOP" --no-print-directory build
 
+stop_all() { "$here/stop.sh"; }
+# A part that fails to come up takes the rest down with it, so nothing is left answering for a
+# stack that cannot work; the check that failed printed the failing part's log tail.
+# shellcheck disable=SC2154 # rc is assigned in the trap itself
+trap 'rc=$?; say "start failed; stopping what was started"; stop_all; exit $rc' ERR
+
 "$here/ceph.sh" start
 "$here/glance.sh" start
 . "$RUN/ceph/env"
@@ -29,16 +35,25 @@ make -C "$TOP" --no-print-directory build
 
 write_run_env
 
-stop_all() { "$here/stop.sh"; }
 if [ "$detach" = 0 ]; then trap 'echo; stop_all; exit 0' INT TERM; fi
 
-start_bg temporal "$BIN/imagevol-devserver" --db "$RUN/temporal/temporal.db" --ip 127.0.0.1 --port 7233 --ui-port 8233
+# start_part NAME: the parts this script runs and supervises, each by its name.
+start_part() {
+  case "$1" in
+    temporal) start_bg temporal "$BIN/imagevol-devserver" --db "$RUN/temporal/temporal.db" --ip 127.0.0.1 --port 7233 --ui-port 8233 ;;
+    worker-node1) start_bg worker-node1 "$BIN/imagevol-worker" --host node1 --pool volumes --metrics-listen 127.0.0.1:9101 ;;
+    gateway) start_bg gateway "$BIN/imagevol-gateway" --hosts node1 ;;
+  esac
+}
+parts=(temporal worker-node1 gateway)
+
+start_part temporal
 wait_http http://127.0.0.1:8233/ 120 temporal
-start_bg worker-node1 "$BIN/imagevol-worker" --host node1 --pool volumes --metrics-listen 127.0.0.1:9101
-start_bg gateway "$BIN/imagevol-gateway" --hosts node1
+start_part worker-node1
+start_part gateway
 wait_http http://127.0.0.1:8776/healthz 60 gateway
 sleep 0.5
-[ -n "$(pid_of worker-node1)" ] || { tail -n 30 "$RUN/log/worker-node1.log" >&2; say "worker exited"; exit 1; }
+[ -n "$(pid_of worker-node1)" ] || { tail -n 30 "$RUN/log/worker-node1.log" >&2; say "worker exited"; false; }
 say "stack up: gateway http://127.0.0.1:8776, Temporal UI http://127.0.0.1:8233 (source $RUN/env)"
 
 if [ "$demo" = 1 ]; then
@@ -60,11 +75,33 @@ if [ "$demo" = 1 ]; then
   say "workflows: http://127.0.0.1:8233/namespaces/default/workflows"
 fi
 
+trap - ERR
 if [ "$detach" = 1 ]; then exit 0; fi
 say "running; press Ctrl-C to stop"
+
+# Supervise as systemd would: a part that exits is started again after a back-off that doubles
+# from 1 s up to 30 s and resets once it has stayed up for a minute; the others stay up, and a
+# provision in flight resumes on the restarted worker. `make stop` (which removes the pid files)
+# ends the loop.
+declare -A backoff next since
+for p in "${parts[@]}"; do backoff[$p]=1 next[$p]=0 since[$p]=$SECONDS; done
 while sleep 1; do
-  for p in temporal worker-node1 gateway; do
+  for p in "${parts[@]}"; do
     [ -e "$RUN/pids/$p.pid" ] || { say "$p was stopped (make stop)"; stop_all; exit 0; }
-    [ -n "$(pid_of "$p")" ] || { say "$p exited; log: $RUN/log/$p.log"; stop_all; exit 1; }
+    if [ -n "$(pid_of "$p")" ]; then
+      # up for a minute: the next crash starts the back-off afresh
+      if ((SECONDS - since[$p] >= 60)); then backoff[$p]=1; fi
+      continue
+    fi
+    if ((next[$p] == 0)); then
+      next[$p]=$((SECONDS + backoff[$p]))
+      say "$p exited; restarting in ${backoff[$p]} s; log: $RUN/log/$p.log"
+      tail -n 5 "$RUN/log/$p.log" >&2 || true
+    elif ((SECONDS >= next[$p])); then
+      start_part "$p"
+      say "$p restarted (pid $(cat "$RUN/pids/$p.pid"))"
+      since[$p]=$SECONDS next[$p]=0
+      backoff[$p]=$((backoff[$p] * 2 > 30 ? 30 : backoff[$p] * 2))
+    fi
   done
 done
