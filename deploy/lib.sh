@@ -65,6 +65,19 @@ wait_http() {
   return 1
 }
 
+# wait_ready URL SECONDS PART: wait until the gateway's /readyz at URL answers 200 (every storage
+# host has a live worker); PART is the process to blame, with its log tail, if it dies meanwhile.
+wait_ready() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    [ -n "$(pid_of "$3")" ] || { tail -n 30 "$RUN/log/$3.log" >&2; say "$3 exited; log: $RUN/log/$3.log"; return 1; }
+    sleep 0.1
+  done
+  say "not ready in $2 s: $(curl -s "$1")"
+  return 1
+}
+
 # write_run_env: the API token (made once, kept in $RUN/token) for project "demo", exported, and
 # $RUN/env with the addresses of a running stack, for `. .run/env && bin/imagevolctl ...`.
 # Needs GLANCE_URL and CEPH_CONF.

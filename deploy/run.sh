@@ -52,8 +52,8 @@ wait_http http://127.0.0.1:8233/ 120 temporal
 start_part worker-node1
 start_part gateway
 wait_http http://127.0.0.1:8776/healthz 60 gateway
-sleep 0.5
-[ -n "$(pid_of worker-node1)" ] || { tail -n 30 "$RUN/log/worker-node1.log" >&2; say "worker exited"; false; }
+# Ready once the worker polls its host's queue: a worker that died at start fails the start.
+wait_ready http://127.0.0.1:8776/readyz 60 worker-node1
 say "stack up: gateway http://127.0.0.1:8776, Temporal UI http://127.0.0.1:8233 (source $RUN/env)"
 
 if [ "$demo" = 1 ]; then

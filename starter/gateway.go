@@ -57,13 +57,15 @@ type Gateway struct {
 	// retry); 0 means none.
 	ProvisionTimeout time.Duration
 
-	next atomic.Uint64 // round-robin placement of images no host caches
+	next    atomic.Uint64 // round-robin placement of images no host caches
+	workers workerWatch   // live workers per host, read from Temporal now and then
 }
 
 // Handler returns the HTTP routes.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /metrics", g.serveMetrics)
 	// Exactly "/", any method: the page answers 405 itself, as "GET /{$}" cannot be named in
@@ -238,8 +240,11 @@ type VolumeView struct {
 	WorkflowURL string    `json:"workflow_url,omitempty"`
 	Flatten     string    `json:"flatten,omitempty"`
 	Progress    *Progress `json:"progress,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	// WaitingFor, on a volume still creating, says what it waits for when that is not a step
+	// under way: a storage host that no worker serves.
+	WaitingFor string    `json:"waiting_for,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 func viewOf(v *models.Volume) VolumeView {
@@ -415,6 +420,9 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 	view.WorkflowURL = g.workflowURL(v.WorkflowID)
 	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
 		view.Progress = g.progress(r.Context(), v.WorkflowID)
+	}
+	if v.Status == models.StatusCreating && v.Host != "" {
+		view.WaitingFor = g.waitingFor(r.Context(), v.Host)
 	}
 	writeJSON(w, http.StatusOK, view)
 }

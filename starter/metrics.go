@@ -19,6 +19,7 @@ var (
 	entriesDesc  = prometheus.NewDesc("imagevol_cache_entries", "Cache entries by host and state.", []string{"host", "state"}, nil)
 	cachedDesc   = prometheus.NewDesc("imagevol_cache_bytes", "Bytes held by ready cache entries, by host.", []string{"host"}, nil)
 	trashedDesc  = prometheus.NewDesc("imagevol_cache_trashed_bytes", "Bytes of evicted cache volumes kept in the trash for their clones, by host.", []string{"host"}, nil)
+	workersDesc  = prometheus.NewDesc("imagevol_host_workers", "Workers that polled each storage host's task queue lately; 0: volumes placed there wait.", []string{"host"}, nil)
 )
 
 // storeCollector computes the gateway's gauges from the database when scraped, so they are right
@@ -29,7 +30,7 @@ type storeCollector struct {
 }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{inFlightDesc, volumesDesc, entriesDesc, cachedDesc, trashedDesc} {
+	for _, d := range []*prometheus.Desc{inFlightDesc, volumesDesc, entriesDesc, cachedDesc, trashedDesc, workersDesc} {
 		ch <- d
 	}
 }
@@ -67,6 +68,9 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for h, n := range trashed {
 		ch <- prometheus.MustNewConstMetric(trashedDesc, prometheus.GaugeValue, float64(n), h)
+	}
+	for h, n := range c.g.liveWorkers(c.ctx) {
+		ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(n), h)
 	}
 }
 
