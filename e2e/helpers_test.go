@@ -73,12 +73,18 @@ func hostConfig(name string) activities.Config {
 // startHost runs the workers of one storage host until the test ends.
 func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 	t.Helper()
+	return startHostOn(t, stack.store, cfg)
+}
+
+// startHostOn runs the workers of one storage host on the given database until the test ends.
+func startHostOn(t *testing.T, store *models.Store, cfg activities.Config) *activities.Activities {
+	t.Helper()
 	var logTo io.Writer = io.Discard
 	if os.Getenv("E2E_VERBOSE") != "" {
 		logTo = os.Stderr
 	}
 	acts := &activities.Activities{
-		Store: stack.store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
+		Store: store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(logTo, nil)),
 	}
 	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
@@ -103,8 +109,14 @@ type apiClient struct {
 
 func newGateway(t *testing.T, hosts ...string) *apiClient {
 	t.Helper()
+	return newGatewayOn(t, stack.store, hosts...)
+}
+
+// newGatewayOn is newGateway on the given database.
+func newGatewayOn(t *testing.T, store *models.Store, hosts ...string) *apiClient {
+	t.Helper()
 	gw := &starter.Gateway{
-		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
+		Store: store, Temporal: stack.temporal, Images: stack.glance,
 		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -199,8 +211,14 @@ func requireAvailable(t *testing.T, v starter.VolumeView, cache string) {
 // pool its row names.
 func volumeSHA512(t *testing.T, volumeID string, n int64) string {
 	t.Helper()
+	return volumeSHA512On(t, stack.store, volumeID, n)
+}
+
+// volumeSHA512On is volumeSHA512 for a volume recorded in the given database.
+func volumeSHA512On(t *testing.T, store *models.Store, volumeID string, n int64) string {
+	t.Helper()
 	pool := stack.pool
-	if v, err := stack.store.GetVolume(context.Background(), volumeID); err == nil && v.Pool != "" {
+	if v, err := store.GetVolume(context.Background(), volumeID); err == nil && v.Pool != "" {
 		pool = v.Pool
 	}
 	r, err := stack.ceph.OpenReader(context.Background(), pool, models.RBDName(volumeID), "")
@@ -228,7 +246,13 @@ func stat(t *testing.T, name string) storage.ImageInfo {
 // entriesOf lists a host's cache entries.
 func entriesOf(t *testing.T, host string) []models.CacheEntry {
 	t.Helper()
-	es, err := stack.store.ListCacheEntries(context.Background(), host)
+	return entriesOn(t, stack.store, host)
+}
+
+// entriesOn lists a host's cache entries in the given database.
+func entriesOn(t *testing.T, store *models.Store, host string) []models.CacheEntry {
+	t.Helper()
+	es, err := store.ListCacheEntries(context.Background(), host)
 	if err != nil {
 		t.Fatal(err)
 	}

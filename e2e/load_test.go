@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -33,25 +34,62 @@ func poolImages(t *testing.T) map[string]bool {
 // at most max_count entries a host, no image cached twice in the cluster, and no orphan: every
 // image the run added to the pools is a volume or cache volume the database knows, and no
 // staging image is left.
+//
+// It runs on MySQL (MariaDB), and on the embedded SQLite default with each host and the gateway on
+// a connection of its own to one file, as three processes of one machine would be: cache
+// reservations must then be serialised by a lock that holds across them.
 func TestLoadManyCreatesFewImages(t *testing.T) {
-	for _, maxCount := range []int{3, 2} {
-		t.Run(fmt.Sprintf("max_count=%d", maxCount), func(t *testing.T) { loadManyCreates(t, maxCount) })
+	for _, db := range []string{"mysql", "sqlite"} {
+		for _, maxCount := range []int{3, 2} {
+			t.Run(fmt.Sprintf("%s/max_count=%d", db, maxCount), func(t *testing.T) { loadManyCreates(t, db, maxCount) })
+		}
 	}
 }
 
-func loadManyCreates(t *testing.T, maxCount int) {
+// loadStores gives the two hosts and the gateway their databases: the shared MySQL store, or
+// three stores on one new SQLite file, whose volumes' images are removed when the test ends.
+func loadStores(t *testing.T, db string) (host1, host2, gateway *models.Store) {
+	if db == "mysql" {
+		return stack.store, stack.store, stack.store
+	}
+	file := filepath.Join(t.TempDir(), "imagevol.db")
+	var stores [3]*models.Store
+	for i := range stores {
+		s, err := models.Open(context.Background(), "sqlite:"+file, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = s
+	}
+	// Cleanups run last-registered first: this one after the workers (started later) stop.
+	t.Cleanup(func() {
+		if err := (&env{store: stores[2], ceph: stack.ceph}).removeAllVolumes(context.Background()); err != nil {
+			t.Errorf("remove the volumes of the SQLite run: %v", err)
+		}
+		for _, s := range stores {
+			s.Close()
+		}
+	})
+	return stores[0], stores[1], stores[2]
+}
+
+func loadManyCreates(t *testing.T, db string, maxCount int) {
 	ctx := context.Background()
-	h1, h2 := fmt.Sprintf("e2e-load%d-a", maxCount), fmt.Sprintf("e2e-load%d-b", maxCount)
-	for _, h := range []struct{ name, pool string }{{h1, stack.pool}, {h2, stack.pool2}} {
+	h1, h2 := fmt.Sprintf("e2e-load-%s%d-a", db, maxCount), fmt.Sprintf("e2e-load-%s%d-b", db, maxCount)
+	s1, s2, sg := loadStores(t, db)
+	for _, h := range []struct {
+		name, pool string
+		store      *models.Store
+	}{{h1, stack.pool, s1}, {h2, stack.pool2, s2}} {
 		cfg := hostConfig(h.name)
 		cfg.Pool = h.pool
 		cfg.ImageVolumeCacheMaxCount = maxCount
-		startHost(t, cfg)
+		startHostOn(t, h.store, cfg)
 	}
-	api := newGateway(t, h1, h2)
+	api := newGatewayOn(t, sg, h1, h2)
 	imgs := make([]imagesource.Image, 5)
 	for i := range imgs {
-		imgs[i] = uploadImage(t, fmt.Sprintf("load%d-%d", maxCount, i), "raw", imageBytes(8*mib, uint64(100+10*maxCount+i), 2))
+		imgs[i] = uploadImage(t, fmt.Sprintf("load-%s%d-%d", db, maxCount, i), "raw", imageBytes(8*mib, uint64(100+10*maxCount+len(db)+i), 2))
 	}
 	before := poolImages(t)
 
@@ -88,14 +126,19 @@ func loadManyCreates(t *testing.T, maxCount int) {
 	// Every 10th volume read back in full.
 	for i := 0; i < n; i += 10 {
 		img := imgs[(i*7+i/5)%5]
-		if got := volumeSHA512(t, ids[i], img.Size); got != img.HashValue {
+		if got := volumeSHA512On(t, sg, ids[i], img.Size); got != img.HashValue {
 			t.Fatalf("volume %d: bytes differ from its image", i)
 		}
 	}
 
 	cached := map[string]int{}
 	for _, h := range []string{h1, h2} {
-		ready := readyEntries(t, h)
+		var ready []models.CacheEntry
+		for _, e := range entriesOn(t, sg, h) {
+			if e.State == models.EntryReady {
+				ready = append(ready, e)
+			}
+		}
 		if len(ready) > maxCount {
 			t.Fatalf("host %s holds %d ready entries, max_count %d", h, len(ready), maxCount)
 		}
@@ -110,7 +153,7 @@ func loadManyCreates(t *testing.T, maxCount int) {
 	}
 
 	// No orphan among the images the run added.
-	vols, err := stack.store.ListVolumes(ctx, "")
+	vols, err := sg.ListVolumes(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +170,12 @@ func loadManyCreates(t *testing.T, maxCount int) {
 		}
 		if !known[img] {
 			_, name, _ := strings.Cut(img, "/")
-			row, err := stack.store.GetVolume(ctx, strings.TrimPrefix(name, "volume-"))
+			row, err := sg.GetVolume(ctx, strings.TrimPrefix(name, "volume-"))
 			t.Fatalf("orphan image %s: no volume row in its pool (row by id: %+v, %v)", img, row, err)
 		}
 	}
 	for _, id := range ids {
-		v, err := stack.store.GetVolume(ctx, id)
+		v, err := sg.GetVolume(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,5 +190,5 @@ func loadManyCreates(t *testing.T, maxCount int) {
 	if 2*maxCount < len(imgs) && st.Evictions == 0 {
 		t.Fatalf("no eviction in %v: the cache was never under pressure", results)
 	}
-	t.Logf("200 creates of 5 images on 2 hosts (max_count %d): %v; %d downloads, %d evictions", maxCount, results, st.Downloads, st.Evictions)
+	t.Logf("200 creates of 5 images on 2 hosts (%s, max_count %d): %v; %d downloads, %d evictions", db, maxCount, results, st.Downloads, st.Evictions)
 }
