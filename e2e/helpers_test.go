@@ -95,6 +95,10 @@ func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 
 const testToken = "e2e-token"
 
+// adminToken is an operator's token, for the gateways of tests that look at what only operators
+// see.
+const adminToken = "e2e-admin-token"
+
 // client is an HTTP client of a gateway placing volumes on the given hosts.
 type apiClient struct {
 	t    *testing.T
