@@ -74,10 +74,11 @@ keep_token() {
 
 # write_run_env: three API tokens (made once, kept in $RUN/token*) and the gateway's tokens file
 # $RUN/tokens of "token project role" lines: IMAGEVOL_TOKEN a member of project demo,
-# IMAGEVOL_OTHER_TOKEN a member of demo2, IMAGEVOL_ADMIN_TOKEN an operator. Exports
-# IMAGEVOL_TOKEN (for imagevolctl) and IMAGEVOL_TOKENS_FILE (for the gateway), and writes $RUN/env
-# with the tokens and the addresses of a running stack, for `. .run/env && bin/imagevolctl ...`.
-# Everything holding a token is mode 0600. Needs GLANCE_URL and CEPH_CONF.
+# IMAGEVOL_OTHER_TOKEN a member of demo2, IMAGEVOL_ADMIN_TOKEN an operator (run.sh's gateway
+# reads it with --tokens). Exports IMAGEVOL_TOKEN and IMAGEVOL_PROJECT (for imagevolctl, and for a
+# gateway started without a tokens file), and writes $RUN/env with the tokens and the addresses
+# of a running stack, for `. .run/env && bin/imagevolctl ...`. Everything holding a token is mode
+# 0600. Needs GLANCE_URL and CEPH_CONF.
 write_run_env() {
   local other admin
   IMAGEVOL_TOKEN=$(keep_token "$RUN/token")
@@ -99,7 +100,7 @@ ENV
   )
   # Files made by an older version of this script kept the umask's mode.
   chmod 600 "$RUN/tokens" "$RUN/env"
-  export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo IMAGEVOL_TOKENS_FILE=$RUN/tokens
+  export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo
 }
 
 # others_running SCRIPTS: the pid of another deploy/<script>.sh (SCRIPTS: an alternation such as

@@ -37,7 +37,8 @@ if [ "$detach" = 0 ]; then trap 'echo; stop_all; exit 0' INT TERM; fi
 start_bg temporal "$BIN/imagevol-devserver" --db "$RUN/temporal/temporal.db" --ip 127.0.0.1 --port 7233 --ui-port 8233
 wait_http http://127.0.0.1:8233/ 120 temporal
 start_bg worker-node1 "$BIN/imagevol-worker" --host node1 --pool volumes --metrics-listen 127.0.0.1:9101
-start_bg gateway "$BIN/imagevol-gateway" --hosts node1
+# Its tokens, with their roles, come from the tokens file alone.
+start_bg gateway env -u IMAGEVOL_TOKEN -u IMAGEVOL_PROJECT "$BIN/imagevol-gateway" --hosts node1 --tokens "$RUN/tokens"
 wait_http http://127.0.0.1:8776/healthz 60 gateway
 sleep 0.5
 [ -n "$(pid_of worker-node1)" ] || { tail -n 30 "$RUN/log/worker-node1.log" >&2; say "worker exited"; exit 1; }
