@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -101,8 +102,12 @@ func run(logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- serve(srv) }()
+	go func() { errc <- serve(srv, ln) }()
 	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts, "tls", gwc.TLSCertFile != "")
 	select {
 	case err := <-errc:

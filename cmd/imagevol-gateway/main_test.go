@@ -4,11 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -131,6 +134,35 @@ func TestNewServer(t *testing.T) {
 	if srv.TLSConfig == nil || len(srv.TLSConfig.Certificates) != 1 || srv.WriteTimeout != 5*time.Minute {
 		t.Errorf("TLS server: %+v", srv)
 	}
+	// It serves HTTPS with that certificate.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "over TLS") })
+	done := make(chan error, 1)
+	go func() { done <- serve(srv, ln) }()
+	pool := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(cert)
+	if err != nil || !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("read %s: %v", cert, err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: time.Minute}
+	resp, err := hc.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "over TLS" || resp.TLS == nil {
+		t.Errorf("HTTPS answer %q, TLS %v", body, resp.TLS != nil)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("serve: %v", err)
+	}
 
 	gwc.TLSKeyFile = filepath.Join(t.TempDir(), "missing.key")
 	if _, err := newServer("127.0.0.1:0", http.NotFoundHandler(), gwc); err == nil || !strings.Contains(err.Error(), "gateway.tls_cert_file") {
@@ -146,7 +178,10 @@ func selfSigned(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, BasicConstraintsValid: true, IsCA: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/imagevol/imagevol/config"
@@ -30,11 +31,11 @@ func newServer(addr string, h http.Handler, gwc config.Gateway) (*http.Server, e
 	return srv, nil
 }
 
-// serve serves HTTPS when srv has a certificate, else plain HTTP; like ListenAndServe it returns
+// serve serves on ln HTTPS when srv has a certificate, else plain HTTP; like Serve it returns
 // when the server stops.
-func serve(srv *http.Server) error {
+func serve(srv *http.Server, ln net.Listener) error {
 	if srv.TLSConfig != nil {
-		return srv.ListenAndServeTLS("", "")
+		return srv.ServeTLS(ln, "", "")
 	}
-	return srv.ListenAndServe()
+	return srv.Serve(ln)
 }
