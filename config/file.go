@@ -121,6 +121,19 @@ type Gateway struct {
 	ProvisionTimeout time.Duration
 	// Keystone is gateway.keystone: validation of Keystone tokens besides the static ones.
 	Keystone GatewayKeystone
+	// TLSCertFile and TLSKeyFile (gateway.tls_cert_file, gateway.tls_key_file): the API is
+	// served over HTTPS with this certificate and key; both empty: plain HTTP.
+	TLSCertFile string
+	TLSKeyFile  string
+	// Timeouts of the HTTP server (gateway.*_timeout); 0 means none.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// AuthFailuresPerMinute (gateway.auth_failures_per_minute) is how many failed
+	// authentications one client address may make in a burst, and per minute after it; 0: no
+	// limit.
+	AuthFailuresPerMinute int
 }
 
 // GatewayKeystone is how the gateway validates Keystone tokens (X-Auth-Token) that are not
@@ -386,6 +399,13 @@ type rawFile struct {
 		TemporalUI       value    `yaml:"temporal_ui"`
 		ReconcileEvery   value    `yaml:"reconcile_every"`
 		ProvisionTimeout value    `yaml:"provision_timeout"`
+		TLSCertFile      value    `yaml:"tls_cert_file"`
+		TLSKeyFile       value    `yaml:"tls_key_file"`
+		ReadHeader       value    `yaml:"read_header_timeout"`
+		Read             value    `yaml:"read_timeout"`
+		Write            value    `yaml:"write_timeout"`
+		Idle             value    `yaml:"idle_timeout"`
+		AuthFailures     value    `yaml:"auth_failures_per_minute"`
 		Keystone         struct {
 			Cloud      value `yaml:"cloud"`
 			CloudsFile value `yaml:"clouds_file"`
@@ -599,6 +619,16 @@ func resolve(raw *rawFile) (File, []setting, error) {
 	l.httpURL("gateway.temporal_ui", f.Gateway.TemporalUI, true)
 	f.Gateway.ReconcileEvery = l.duration("gateway.reconcile_every", "IMAGEVOL_RECONCILE_EVERY", gw.ReconcileEvery, 10*time.Minute)
 	f.Gateway.ProvisionTimeout = l.duration("gateway.provision_timeout", "IMAGEVOL_PROVISION_TIMEOUT", gw.ProvisionTimeout, time.Hour)
+	f.Gateway.TLSCertFile = l.str("gateway.tls_cert_file", "IMAGEVOL_GATEWAY_TLS_CERT", gw.TLSCertFile, "")
+	f.Gateway.TLSKeyFile = l.str("gateway.tls_key_file", "IMAGEVOL_GATEWAY_TLS_KEY", gw.TLSKeyFile, "")
+	if (f.Gateway.TLSCertFile == "") != (f.Gateway.TLSKeyFile == "") {
+		l.bad("gateway.tls_cert_file", "set together with gateway.tls_key_file")
+	}
+	f.Gateway.ReadHeaderTimeout = l.duration("gateway.read_header_timeout", "IMAGEVOL_READ_HEADER_TIMEOUT", gw.ReadHeader, 10*time.Second)
+	f.Gateway.ReadTimeout = l.duration("gateway.read_timeout", "IMAGEVOL_READ_TIMEOUT", gw.Read, time.Minute)
+	f.Gateway.WriteTimeout = l.duration("gateway.write_timeout", "IMAGEVOL_WRITE_TIMEOUT", gw.Write, time.Minute)
+	f.Gateway.IdleTimeout = l.duration("gateway.idle_timeout", "IMAGEVOL_IDLE_TIMEOUT", gw.Idle, 2*time.Minute)
+	f.Gateway.AuthFailuresPerMinute = l.count("gateway.auth_failures_per_minute", "IMAGEVOL_AUTH_FAILURES_PER_MINUTE", gw.AuthFailures, 10)
 	ks := &gw.Keystone
 	f.Gateway.Keystone.Cloud = l.str("gateway.keystone.cloud", "IMAGEVOL_KEYSTONE_CLOUD", ks.Cloud, "")
 	f.Gateway.Keystone.CloudsFile = l.str("gateway.keystone.clouds_file", "IMAGEVOL_KEYSTONE_CLOUDS_FILE", ks.CloudsFile, "")

@@ -93,7 +93,9 @@ func TestLoadFile(t *testing.T) {
 					t.Errorf("common defaults: %+v", c)
 				}
 				if !reflect.DeepEqual(f.Gateway.Hosts, []string{"node1"}) || f.Gateway.Listen != "127.0.0.1:8776" ||
-					f.Gateway.ReconcileEvery != 10*time.Minute || len(f.Gateway.Quotas) != 0 || f.Gateway.TemporalUI != "http://127.0.0.1:8233" {
+					f.Gateway.ReconcileEvery != 10*time.Minute || len(f.Gateway.Quotas) != 0 || f.Gateway.TemporalUI != "http://127.0.0.1:8233" ||
+					f.Gateway.TLSCertFile != "" || f.Gateway.ReadHeaderTimeout != 10*time.Second || f.Gateway.ReadTimeout != time.Minute ||
+					f.Gateway.WriteTimeout != time.Minute || f.Gateway.IdleTimeout != 2*time.Minute || f.Gateway.AuthFailuresPerMinute != 10 {
 					t.Errorf("gateway defaults: %+v", f.Gateway)
 				}
 				a := f.Worker.ActivitiesConfig()
@@ -177,6 +179,21 @@ func TestLoadFile(t *testing.T) {
 		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},
 		{name: "list where a value goes", yaml: "worker: {host: [a, b]}\n", wantErr: []string{"want a single value"}},
 		{name: "cert without key", yaml: "temporal: {tls: {cert_file: /c.pem}}\n", wantErr: []string{"temporal.tls.cert_file"}},
+		{name: "gateway cert without key", env: map[string]string{"IMAGEVOL_GATEWAY_TLS_CERT": "/c.pem"}, wantErr: []string{"gateway.tls_cert_file"}},
+		{name: "negative timeout", yaml: "gateway: {write_timeout: -1s}\n", wantErr: []string{"gateway.write_timeout"}},
+		{
+			name: "server settings",
+			yaml: "gateway: {tls_cert_file: /c.pem, tls_key_file: /k.pem, read_timeout: 20s, write_timeout: 3m, auth_failures_per_minute: 0}\n",
+			env:  map[string]string{"IMAGEVOL_IDLE_TIMEOUT": "5m"},
+			check: func(t *testing.T, f File) {
+				g := f.Gateway
+				if g.TLSCertFile != "/c.pem" || g.TLSKeyFile != "/k.pem" || g.ReadHeaderTimeout != 10*time.Second ||
+					g.ReadTimeout != 20*time.Second || g.WriteTimeout != 3*time.Minute || g.IdleTimeout != 5*time.Minute ||
+					g.AuthFailuresPerMinute != 0 {
+					t.Errorf("gateway: %+v", g)
+				}
+			},
+		},
 		{name: "repeated host", yaml: "gateway: {hosts: [a, a]}\n", wantErr: []string{"gateway.hosts"}},
 		{
 			name:    "bad DSN is not echoed",

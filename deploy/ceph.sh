@@ -138,7 +138,7 @@ EOF
 }
 
 bootstrap() {
-  local p2=${CEPH_MON_PORT:-3300} p1=${CEPH_MON_PORT_V1:-6789} fsid tmp
+  local p2=${CEPH_MON_PORT:-3300} p1=${CEPH_MON_PORT_V1:-6789} fsid tmp mask
   [ ! -e "$DIR/mon/ceph-a" ] || die "$DIR holds a half-made cluster; run '$0 purge' and start again"
   check_ports "$p2" "$p1"
   log "creating a new cluster in $DIR"
@@ -146,6 +146,10 @@ bootstrap() {
   fsid=$(uuidgen)
   write_conf "$fsid" "$p2" "$p1"
   tmp=$DIR/mon-bootstrap.keyring
+  # Keys, the monmap and the mon's store are made under umask 077 (ceph-authtool itself writes
+  # 0600); the daemons started later keep the caller's umask.
+  mask=$(umask)
+  umask 077
   ceph-authtool -C "$tmp" -g -n mon. --cap mon 'allow *' >/dev/null
   ceph-authtool -C "$KEYRING" -g -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
     --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
@@ -159,6 +163,7 @@ bootstrap() {
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$tmp" \
     >>"$DIR/log/mkfs.log" 2>&1 || die "mon mkfs failed; see $DIR/log/"
   rm -f "$tmp" "$DIR/monmap"
+  umask "$mask"
   touch "$MARK"
 }
 
@@ -193,8 +198,9 @@ make_osd() {
   local uuid
   uuid=$(uuidgen)
   [ "$(c osd new "$uuid")" = 0 ] || die "expected the first OSD to get id 0"
-  c auth get-or-create osd.0 mon 'allow profile osd' mgr 'allow profile osd' osd 'allow *' \
-    -o "$DIR/osd/ceph-0/keyring"
+  # Keys are created 0600 (the ceph CLI writes -o files with the umask's mode).
+  (umask 077 && c auth get-or-create osd.0 mon 'allow profile osd' mgr 'allow profile osd' osd 'allow *' \
+    -o "$DIR/osd/ceph-0/keyring")
   ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$uuid" >>"$DIR/log/mkfs.log" 2>&1 ||
     die "osd mkfs failed; see $DIR/log/mkfs.log"
   touch "$DIR/osd/ceph-0/.imagevol-ready"
@@ -241,14 +247,17 @@ ensure_client() {
   for pool in $(c osd pool ls detail | sed -n "s/^pool [0-9]* '\([^']*\)'.*application rbd.*/\1/p"); do
     osd+="${osd:+, }profile rbd pool=$pool"
   done
-  # one call when the user is new or unchanged; caps of an older pool list are replaced
-  if ! c auth get-or-create client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' \
-    -o "$DIR/keyring.imagevol" >/dev/null 2>&1; then
+  # one call when the user is new or unchanged; caps of an older pool list are replaced. The
+  # keyring is made 0600 before the key is in it (umask), and one an older version of this
+  # script left readable is narrowed.
+  if ! (umask 077 && c auth get-or-create client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' \
+    -o "$DIR/keyring.imagevol" >/dev/null 2>&1); then
     c auth caps client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' >/dev/null 2>&1 ||
       die "cannot set the caps of client.imagevol"
-    c auth get client.imagevol -o "$DIR/keyring.imagevol" >/dev/null 2>&1 ||
+    (umask 077 && c auth get client.imagevol -o "$DIR/keyring.imagevol" >/dev/null 2>&1) ||
       die "cannot write the keyring of client.imagevol"
   fi
+  chmod 600 "$DIR/keyring.imagevol" "$KEYRING"
 }
 
 write_env() {

@@ -45,8 +45,7 @@ stack_env() {
   export IMAGEVOL_TEMPORAL_ADDRESS=127.0.0.1:$TEMPORAL_PORT
   export IMAGEVOL_DB_DSN="root@tcp(127.0.0.1:$DB_PORT)/$DB_NAME"
   export TEMPORAL_UI_URL=http://127.0.0.1:$TEMPORAL_UI_PORT
-  [ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
-  IMAGEVOL_TOKEN=$(cat "$RUN/token")
+  IMAGEVOL_TOKEN=$(keep_token "$RUN/token")
   export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=faults
 }
 

@@ -241,6 +241,8 @@ EOF
       cloud other other "$KS_OTHER" other
     } >"$DIR/clouds.yaml"
   )
+  # umask covers new files; these may be left from a version that made them readable
+  chmod 600 "$DIR/env" "$DIR/clouds.yaml" "$DIR/passwords"
 }
 
 cmd_start() {

@@ -78,21 +78,42 @@ wait_ready() {
   return 1
 }
 
-# write_run_env: the API token (made once, kept in $RUN/token) for project "demo", exported, and
-# $RUN/env with the addresses of a running stack, for `. .run/env && bin/imagevolctl ...`.
-# Needs GLANCE_URL and CEPH_CONF.
+# keep_token FILE: print the token kept in FILE, making it (random, mode 0600) the first time.
+keep_token() {
+  [ -s "$1" ] || (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$1")
+  chmod 600 "$1"
+  cat "$1"
+}
+
+# write_run_env: three API tokens (made once, kept in $RUN/token*) and the gateway's tokens file
+# $RUN/tokens of "token project role" lines: IMAGEVOL_TOKEN a member of project demo,
+# IMAGEVOL_OTHER_TOKEN a member of demo2, IMAGEVOL_ADMIN_TOKEN an operator (run.sh's gateway
+# reads it with --tokens). Exports IMAGEVOL_TOKEN and IMAGEVOL_PROJECT (for imagevolctl, and for a
+# gateway started without a tokens file), and writes $RUN/env with the tokens and the addresses
+# of a running stack, for `. .run/env && bin/imagevolctl ...`. Everything holding a token is mode
+# 0600. Needs GLANCE_URL and CEPH_CONF.
 write_run_env() {
-  [ -s "$RUN/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$RUN/token"
-  IMAGEVOL_TOKEN=$(cat "$RUN/token")
-  export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo
-  cat >"$RUN/env" <<ENV
+  local other admin
+  IMAGEVOL_TOKEN=$(keep_token "$RUN/token")
+  other=$(keep_token "$RUN/token.demo2")
+  admin=$(keep_token "$RUN/token.admin")
+  (
+    umask 077
+    printf '%s demo member\n%s demo2 member\n%s admin admin\n' "$IMAGEVOL_TOKEN" "$other" "$admin" >"$RUN/tokens"
+    cat >"$RUN/env" <<ENV
 export IMAGEVOL_URL=http://127.0.0.1:8776
 export IMAGEVOL_TOKEN=$IMAGEVOL_TOKEN
+export IMAGEVOL_OTHER_TOKEN=$other
+export IMAGEVOL_ADMIN_TOKEN=$admin
 export GLANCE_URL=$GLANCE_URL
 export TEMPORAL_UI_URL=http://127.0.0.1:8233
 export CEPH_CONF=$CEPH_CONF
 export IMAGEVOL_RUN_DIR=$RUN
 ENV
+  )
+  # Files made by an older version of this script kept the umask's mode.
+  chmod 600 "$RUN/tokens" "$RUN/env"
+  export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo
 }
 
 # others_running SCRIPTS: the pid of another deploy/<script>.sh (SCRIPTS: an alternation such as

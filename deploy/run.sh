@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # run.sh — `make run`: on a fresh Debian 12 machine (as root) install what is missing, build, start
 # Ceph, Glance, the Temporal dev server with its Web UI, one worker and the API gateway, all on
-# 127.0.0.1 with state under .run/; upload a demo image and create two volumes from it (a cache
-# miss, then a hit); then stay up until interrupted and stop everything it started.
+# 127.0.0.1 with state under .run/ (plain HTTP: nothing listens beyond this machine); upload a
+# public demo image and create two volumes from it (a cache miss, then a hit); then stay up until
+# interrupted and stop everything it started. .run/env (mode 0600) holds three API tokens: a
+# member of project demo, a member of demo2 and an operator (see write_run_env in lib.sh).
 #
 # Usage: deploy/run.sh [--no-demo] [--detach]
 #   --no-demo  skip the demo image and volumes
@@ -42,7 +44,8 @@ start_part() {
   case "$1" in
     temporal) start_bg temporal "$BIN/imagevol-devserver" --db "$RUN/temporal/temporal.db" --ip 127.0.0.1 --port 7233 --ui-port 8233 ;;
     worker-node1) start_bg worker-node1 "$BIN/imagevol-worker" --host node1 --pool volumes --metrics-listen 127.0.0.1:9101 ;;
-    gateway) start_bg gateway "$BIN/imagevol-gateway" --hosts node1 ;;
+    # Its tokens, with their roles, come from the tokens file alone.
+    gateway) start_bg gateway env -u IMAGEVOL_TOKEN -u IMAGEVOL_PROJECT "$BIN/imagevol-gateway" --hosts node1 --tokens "$RUN/tokens" ;;
   esac
 }
 parts=(temporal worker-node1 gateway)
@@ -55,6 +58,7 @@ wait_http http://127.0.0.1:8776/healthz 60 gateway
 # Ready once the worker polls its host's queue: a worker that died at start fails the start.
 wait_ready http://127.0.0.1:8776/readyz 60 worker-node1
 say "stack up: gateway http://127.0.0.1:8776, Temporal UI http://127.0.0.1:8233 (source $RUN/env)"
+say "tokens in $RUN/env: IMAGEVOL_TOKEN (project demo), IMAGEVOL_OTHER_TOKEN (demo2), IMAGEVOL_ADMIN_TOKEN (admin)"
 
 if [ "$demo" = 1 ]; then
   img=$RUN/demo/demo.raw
@@ -66,8 +70,10 @@ if [ "$demo" = 1 ]; then
       head -c 1M /dev/urandom | dd of="$img" bs=1M seek="$i" conv=notrunc status=none
     done
   fi
+  # Public, so that every project may make volumes of it (demo and demo2 alike).
   id=$(curl -fsS -X POST "${GLANCE_URL%/}/v2/images" -H 'Content-Type: application/json' \
-    -d '{"name":"imagevol-demo","disk_format":"raw","container_format":"bare"}' | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+    -d '{"name":"imagevol-demo","disk_format":"raw","container_format":"bare","visibility":"public"}' |
+    sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
   curl -fsS -X PUT "${GLANCE_URL%/}/v2/images/$id/file" -H 'Content-Type: application/octet-stream' --data-binary @"$img"
   say "demo image $id uploaded to Glance"
   "$BIN/imagevolctl" create --image "$id" --size 1 --name demo-miss --wait

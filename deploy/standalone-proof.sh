@@ -204,9 +204,11 @@ db_made=1
 
 # --- imagevol -------------------------------------------------------------------------------------
 
-[ -s "$DIR/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$DIR/token"
-TOKEN=$(cat "$DIR/token")
-echo "$TOKEN proof" >"$DIR/tokens"
+# The proof's one token acts for project proof and, as it also drives the cache routes, is an
+# operator's. The gateway refuses a tokens file others may read: both files are made 0600.
+TOKEN=$(keep_token "$DIR/token")
+(umask 077 && echo "$TOKEN proof admin" >"$DIR/tokens")
+chmod 600 "$DIR/tokens"
 # One file for the gateway and both workers, as deployed (docs/deploy.md); the DSN, as a secret,
 # comes from the environment; each worker's host and pool from its flags.
 cat >"$DIR/imagevol.yaml" <<EOF

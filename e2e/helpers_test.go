@@ -101,6 +101,10 @@ func startHostOn(t *testing.T, store *models.Store, cfg activities.Config) *acti
 
 const testToken = "e2e-token"
 
+// adminToken is an operator's token, for the gateways of tests that look at what only operators
+// see.
+const adminToken = "e2e-admin-token"
+
 // client is an HTTP client of a gateway placing volumes on the given hosts.
 type apiClient struct {
 	t    *testing.T
@@ -117,7 +121,7 @@ func newGatewayOn(t *testing.T, store *models.Store, hosts ...string) *apiClient
 	t.Helper()
 	gw := &starter.Gateway{
 		Store: store, Temporal: stack.temporal, Images: stack.glance,
-		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
+		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, AdminTokens: []string{adminToken}, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Every provision of the tests runs with a deadline, as in production.

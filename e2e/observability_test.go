@@ -83,8 +83,8 @@ func TestObservability(t *testing.T) {
 	})
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: tc, Images: stack.glance,
-		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: []string{host},
-		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
+		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, AdminTokens: []string{adminToken},
+		Hosts: []string{host}, UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Metrics: reg,
 	}
 	srv := httptest.NewServer(gw.LogRequests(gw.Handler()))
@@ -175,8 +175,8 @@ func TestObservability(t *testing.T) {
 		t.Errorf("the gateway's request log has no line for volume %s", miss.ID)
 	}
 
-	// The status page, without a token.
-	status := get(t, srv.URL+"/")
+	// The status page: an operator's.
+	status := getWith(t, srv.URL+"/", adminToken)
 	for _, want := range []string{
 		host, "polling (", img.ID, miss.ID, hit.ID,
 		fmt.Sprintf(`href="http://127.0.0.1:8233/namespaces/%s/workflows/%s"`, stack.namespace, miss.ID),
@@ -187,7 +187,14 @@ func TestObservability(t *testing.T) {
 		}
 	}
 	if strings.Contains(status, "project-e2e") {
-		t.Error("the status page, served without a token, shows a project")
+		t.Error("the status page shows a project")
+	}
+	// Without a token: counts only (TestAnonymousSurface checks it in detail).
+	anonymous := get(t, srv.URL+"/")
+	for _, secret := range []string{host, img.ID, miss.ID, hit.ID} {
+		if strings.Contains(anonymous, secret) {
+			t.Errorf("the anonymous status page shows %q", secret)
+		}
 	}
 	if resp, err := http.Post(srv.URL+"/", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /: %v %v, want 405", resp.Status, err)
@@ -197,12 +204,32 @@ func TestObservability(t *testing.T) {
 	if os.Getenv("IMAGEVOL_UPDATE_DOCS") == "1" {
 		shot = filepath.Join("..", "docs", "status-page.png")
 	}
-	screenshot(t, srv.URL+"/", shot)
+	// Chromium cannot send a header: a server in front adds the operator's token.
+	asAdmin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("X-Auth-Token", adminToken)
+		gw.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(asAdmin.Close)
+	screenshot(t, asAdmin.URL+"/", shot)
 }
 
 func get(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getWith(t, url, "")
+}
+
+// getWith GETs url with token in X-Auth-Token (none when empty) and fails the test unless the
+// answer is 200.
+func getWith(t *testing.T, url, token string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

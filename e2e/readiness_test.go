@@ -11,10 +11,18 @@ import (
 	"github.com/imagevol/imagevol/starter"
 )
 
-// readiness reads GET /readyz, which needs no token.
-func (c *apiClient) readiness() (int, starter.Readiness) {
+// readiness reads GET /readyz, which needs no token; with an operator's token when token is
+// not empty.
+func (c *apiClient) readiness(token string) (int, starter.Readiness) {
 	c.t.Helper()
-	resp, err := http.Get(c.base + "/readyz")
+	req, err := http.NewRequest("GET", c.base+"/readyz", nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -26,17 +34,24 @@ func (c *apiClient) readiness() (int, starter.Readiness) {
 	return resp.StatusCode, rd
 }
 
-// A storage host without a worker: readiness says so (503, the host named), a volume placed
-// there is accepted and says it waits for a worker; once a worker starts, the volume is made
-// and readiness turns 200.
+// A storage host without a worker: readiness says so (503; the host named to operators only), a
+// volume placed there is accepted and says it waits for a worker; once a worker starts, the
+// volume is made and readiness turns 200.
 func TestReadinessNamesHostsWithoutWorker(t *testing.T) {
 	live, idle := "e2e-ready-live", "e2e-ready-idle"
 	startHost(t, hostConfig(live))
 	api := newGateway(t, live, idle)
 
-	code, rd := api.readiness()
-	if code != http.StatusServiceUnavailable || rd.Ready || !slices.Equal(rd.HostsWithoutWorker, []string{idle}) {
-		t.Fatalf("readyz with %s unserved: HTTP %d %+v; want 503 naming only %s", idle, code, rd, idle)
+	code, rd := api.readiness("")
+	if code != http.StatusServiceUnavailable || rd.Ready || rd.Hosts != 2 || rd.HostsWithoutWorker != 1 {
+		t.Fatalf("anonymous readyz with %s unserved: HTTP %d %+v; want 503, 1 of 2 hosts unserved", idle, code, rd)
+	}
+	if rd.Workers != nil || rd.UnservedHosts != nil {
+		t.Fatalf("anonymous readyz names hosts: %+v", rd)
+	}
+	code, rd = api.readiness(adminToken)
+	if code != http.StatusServiceUnavailable || !slices.Equal(rd.UnservedHosts, []string{idle}) {
+		t.Fatalf("operator's readyz with %s unserved: HTTP %d %+v; want 503 naming only %s", idle, code, rd, idle)
 	}
 	if rd.Database != "ok" || rd.Temporal != "ok" || rd.Workers[live] < 1 {
 		t.Fatalf("readyz: %+v; want database and Temporal ok and a worker on %s", rd, live)
@@ -57,7 +72,7 @@ func TestReadinessNamesHostsWithoutWorker(t *testing.T) {
 	// The readiness reading is cached for a few seconds: wait for it to see the new worker.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		code, rd = api.readiness()
+		code, rd = api.readiness(adminToken)
 		if code == http.StatusOK {
 			break
 		}
@@ -66,7 +81,7 @@ func TestReadinessNamesHostsWithoutWorker(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !rd.Ready || len(rd.HostsWithoutWorker) != 0 || rd.Workers[idle] < 1 {
+	if !rd.Ready || rd.HostsWithoutWorker != 0 || len(rd.UnservedHosts) != 0 || rd.Workers[idle] < 1 {
 		t.Fatalf("readyz: %+v", rd)
 	}
 }

@@ -169,6 +169,7 @@ func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
 		return
 	}
+	allowWait(w, opWait)
 	wctx, cancel := context.WithTimeout(ctx, opWait)
 	defer cancel()
 	var res []workflows.WarmHostResult
@@ -229,6 +230,7 @@ func (g *Gateway) evictEntry(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the eviction: %v", err))
 		return
 	}
+	allowWait(w, opWait)
 	wctx, cancel := context.WithTimeout(ctx, opWait)
 	defer cancel()
 	var res activities.EvictEntryResult

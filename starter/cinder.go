@@ -60,6 +60,7 @@ var cinderFaults = map[int]string{
 	http.StatusMethodNotAllowed:      "badMethod",
 	http.StatusConflict:              "conflictingRequest",
 	http.StatusRequestEntityTooLarge: "overLimit",
+	http.StatusTooManyRequests:       "overLimit",
 	http.StatusUnsupportedMediaType:  "badMediaType",
 	http.StatusNotImplemented:        "notImplemented",
 	http.StatusServiceUnavailable:    "serviceUnavailable",

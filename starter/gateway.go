@@ -56,6 +56,9 @@ type Gateway struct {
 	// ProvisionTimeout sets each provision's deadline, this long after its request (or its
 	// retry); 0 means none.
 	ProvisionTimeout time.Duration
+	// AdminTokens are the static tokens of operators (IMAGEVOL_ADMIN_TOKEN, tokens-file lines
+	// with the role admin): isAdminRequest accepts them.
+	AdminTokens []string
 
 	next    atomic.Uint64 // round-robin placement of images no host caches
 	workers workerWatch   // live workers per host, read from Temporal now and then
@@ -201,18 +204,33 @@ func (g *Gateway) deadline(t time.Time) time.Time {
 
 func projectOf(r *http.Request) string { p, _ := r.Context().Value(ctxKey{}).(string); return p }
 
+// Health is the answer of /healthz: "ok" or "unavailable", and "ok" or "down" per dependency.
+// It is served without a token, so the reasons go to the log, never into the answer (a driver's
+// error can name the database's address or user).
+type Health struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
 func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	checks := map[string]string{"database": "ok", "temporal": "ok"}
-	status := http.StatusOK
+	h := Health{Status: "ok", Checks: map[string]string{"database": "ok", "temporal": "ok"}}
+	down := func(check string, err error) {
+		g.log().Warn("health check failed", "check", check, "err", err)
+		h.Status, h.Checks[check] = "unavailable", "down"
+	}
 	if err := g.Store.Ping(ctx); err != nil {
-		checks["database"], status = err.Error(), http.StatusServiceUnavailable
+		down("database", err)
 	}
 	if _, err := g.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-		checks["temporal"], status = err.Error(), http.StatusServiceUnavailable
+		down("temporal", err)
 	}
-	writeJSON(w, status, checks)
+	status := http.StatusOK
+	if h.Status != "ok" {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
 }
 
 // CreateVolumeRequest is the body of POST /v1/volumes.

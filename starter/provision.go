@@ -47,6 +47,7 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer retrying.Delete(v.ID)
+	allowWait(w, retryWait)
 	runID, err := g.retry(r.Context(), v)
 	if err != nil {
 		writeError(w, err)

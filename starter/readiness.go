@@ -45,15 +45,20 @@ func (g *Gateway) liveWorkers(ctx context.Context) map[string]int {
 	return live
 }
 
-// Readiness is the answer of GET /readyz.
+// Readiness is the answer of GET /readyz. Host names are shown to operators only, as on the
+// status page.
 type Readiness struct {
-	Ready    bool           `json:"ready"`
-	Database string         `json:"database"`
-	Temporal string         `json:"temporal"`
-	Workers  map[string]int `json:"workers"` // live workers on each storage host's queue
-	// HostsWithoutWorker are storage hosts that no worker serves now: volumes placed there are
-	// accepted and wait for a worker.
-	HostsWithoutWorker []string `json:"hosts_without_worker"`
+	Ready    bool   `json:"ready"`
+	Database string `json:"database"` // ok or down
+	Temporal string `json:"temporal"` // ok or down
+	Hosts    int    `json:"hosts"`    // storage hosts volumes are placed on
+	// HostsWithoutWorker counts the storage hosts no worker serves now: volumes placed there
+	// are accepted and wait for a worker.
+	HostsWithoutWorker int `json:"hosts_without_worker"`
+	// Workers (live workers on each host's queue) and UnservedHosts name the hosts, for an
+	// operator's token only.
+	Workers       map[string]int `json:"workers,omitempty"`
+	UnservedHosts []string       `json:"unserved_hosts,omitempty"`
 }
 
 // readyz answers 200 when the database and Temporal answer and every storage host has a live
@@ -62,26 +67,31 @@ type Readiness struct {
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	rd := Readiness{Ready: true, Database: "ok", Temporal: "ok", Workers: map[string]int{}, HostsWithoutWorker: []string{}}
+	rd := Readiness{Ready: true, Database: "ok", Temporal: "ok", Hosts: len(g.Hosts)}
 	if err := g.Store.Ping(ctx); err != nil {
 		g.log().Warn("readiness: database", "err", err)
-		rd.Database, rd.Ready = "unavailable", false
+		rd.Database, rd.Ready = "down", false
 	}
 	if _, err := g.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		g.log().Warn("readiness: temporal", "err", err)
-		rd.Temporal, rd.Ready = "unavailable", false
+		rd.Temporal, rd.Ready = "down", false
 	} else {
 		live := g.liveWorkers(ctx)
+		workers, unserved := map[string]int{}, []string{}
 		for _, h := range g.Hosts {
 			n, known := live[h]
-			rd.Workers[h] = n
+			workers[h] = n
 			if !known || n == 0 {
-				rd.HostsWithoutWorker = append(rd.HostsWithoutWorker, h)
+				unserved = append(unserved, h)
 			}
 		}
-		slices.Sort(rd.HostsWithoutWorker)
-		if len(rd.HostsWithoutWorker) > 0 {
+		slices.Sort(unserved)
+		rd.HostsWithoutWorker = len(unserved)
+		if len(unserved) > 0 {
 			rd.Ready = false
+		}
+		if g.isAdminRequest(r) {
+			rd.Workers, rd.UnservedHosts = workers, unserved
 		}
 	}
 	status := http.StatusOK
@@ -91,10 +101,11 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, rd)
 }
 
-// waitingFor says why a creating volume makes no progress when no worker serves its host.
+// waitingFor says why a creating volume makes no progress when no worker serves its host (not
+// naming the host, which only operators see).
 func (g *Gateway) waitingFor(ctx context.Context, host string) string {
 	if n, known := g.liveWorkers(ctx)[host]; known && n == 0 {
-		return "no worker serves storage host " + host + "; the provision goes on when one polls its queue"
+		return "a worker of its storage host: none serves it now; the provision goes on when one does"
 	}
 	return ""
 }

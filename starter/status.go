@@ -92,7 +92,10 @@ type volumeRow struct {
 	CreatedAt                                                 time.Time
 }
 
+// statusData is what the page shows. Without Admin, only counts and sums are filled in: the
+// per-host, per-entry and per-volume fields stay empty, so the template cannot leak them.
 type statusData struct {
+	Admin           bool
 	Now             time.Time
 	Hosts           []hostStatus
 	Workflow        hostStatus // the shared workflow queue
@@ -101,15 +104,37 @@ type statusData struct {
 	Volumes         []volumeRow
 	VolumeCount     int
 	ProjectCount    int
+	InFlight        int // volumes being provisioned
 	ByStatus        map[string]int
+	Health          hostHealth
 	TemporalUI      string
 	WorkflowQueue   string
 	RecentProvision int
 }
 
-// statusPage renders the gateway's status at "/": hosts and their workers, the cache, and the
-// newest provisions with links to their workflows. It is served without a token, so it shows
-// only aggregates, the cache and volume IDs, never names or projects.
+// hostHealth counts the storage hosts by whether a worker polls their queue.
+type hostHealth struct {
+	Hosts, Polling, NoWorker, Unknown int
+	WorkflowPolling                   bool // a worker polls the shared workflow queue
+	WorkflowUnknown                   bool // Temporal could not be asked about it
+}
+
+func (h *hostHealth) count(s hostStatus) {
+	h.Hosts++
+	switch {
+	case s.PollError != "":
+		h.Unknown++
+	case s.Pollers > 0:
+		h.Polling++
+	default:
+		h.NoWorker++
+	}
+}
+
+// statusPage renders the gateway's status at "/". Anyone may read the aggregates: volume counts,
+// host health, cache totals. Hosts by name, cache entries and the newest provisions with their
+// image IDs and links to their workflows are shown only to a request with an operator's token
+// (isAdminRequest); it never shows names or projects.
 func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -120,12 +145,13 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	snap, err := g.snapshot(ctx)
 	if err != nil {
+		// The error may name the database's address: it goes to the log, not to the caller.
 		g.log().Error("status page", "err", err)
-		http.Error(w, "status unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, "status unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	d := statusData{
-		Now: time.Now().UTC(), TemporalUI: g.UIURL, WorkflowQueue: workflows.TaskQueue, RecentProvision: recentProvisions,
+		Admin: g.isAdminRequest(r), Now: time.Now().UTC(), WorkflowQueue: workflows.TaskQueue, RecentProvision: recentProvisions,
 		ByStatus: map[string]int{}, Total: CacheStats{},
 	}
 	hosts := map[string]*hostStatus{}
@@ -173,14 +199,23 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 			host(v.Host)
 		}
 	}
-	d.VolumeCount, d.ProjectCount = len(snap.volumes), len(projects)
+	d.VolumeCount, d.ProjectCount, d.InFlight = len(snap.volumes), len(projects), d.ByStatus[models.StatusCreating]
 	for _, name := range slices.Sorted(maps.Keys(hosts)) {
 		h := hosts[name]
 		g.pollers(ctx, h, workflows.HostQueue(name), enums.TASK_QUEUE_TYPE_ACTIVITY, d.Now)
 		d.Hosts = append(d.Hosts, *h)
+		d.Health.count(*h)
 	}
 	d.Workflow.Name = workflows.TaskQueue
 	g.pollers(ctx, &d.Workflow, workflows.TaskQueue, enums.TASK_QUEUE_TYPE_WORKFLOW, d.Now)
+	d.Health.WorkflowPolling, d.Health.WorkflowUnknown = d.Workflow.Pollers > 0, d.Workflow.PollError != ""
+	if d.Admin {
+		d.TemporalUI = g.UIURL
+	} else {
+		// Anonymous: host names, image and volume IDs, entry details and Temporal's error
+		// texts stay on the server.
+		d.Hosts, d.Workflow, d.Entries, d.Volumes = nil, hostStatus{}, nil, nil
+	}
 
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

@@ -10,7 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,14 +42,14 @@ func run(logger *slog.Logger) error {
 	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
 	listen := flag.String("listen", gwc.Listen, "address to serve the API on")
 	hosts := flag.String("hosts", strings.Join(gwc.Hosts, ","), "comma-separated storage hosts")
-	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project' lines")
+	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project [role]' lines (mode 0600)")
 	uiURL := flag.String("temporal-ui", gwc.TemporalUI, "Temporal Web UI address, for links to each provision's workflow (empty: none)")
 	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N: most volumes each project may have")
 	reconcile := flag.Duration("reconcile-every", gwc.ReconcileEvery, "how often the cache reconcile workflow runs (0: no schedule)")
 	provisionTimeout := flag.Duration("provision-timeout", gwc.ProvisionTimeout, "deadline of each provision after its request (0: none)")
 	flag.Parse()
 
-	tokens, err := loadTokens(*tokensFile)
+	tokens, admins, err := loadTokens(*tokensFile)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,8 @@ func run(logger *slog.Logger) error {
 	defer svc.Close()
 
 	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: config.SplitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg, ProvisionTimeout: *provisionTimeout}
+		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg, ProvisionTimeout: *provisionTimeout,
+		AdminTokens: admins}
 	if ks := gwc.Keystone; ks.Auth != nil {
 		ttl := ks.CacheTTL
 		if ttl == 0 {
@@ -96,10 +97,18 @@ func run(logger *slog.Logger) error {
 			return err
 		}
 	}
-	srv := &http.Server{Addr: *listen, Handler: tracer.Handler(gw.LogRequests(gw.Handler())), ReadHeaderTimeout: 10 * time.Second}
+	limiter := starter.NewAuthFailureLimiter(gwc.AuthFailuresPerMinute)
+	srv, err := newServer(*listen, tracer.Handler(gw.LogRequests(limiter.Wrap(gw.Handler()))), gwc)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts)
+	go func() { errc <- serve(srv, ln) }()
+	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts, "tls", gwc.TLSCertFile != "")
 	select {
 	case err := <-errc:
 		return err
@@ -118,18 +127,26 @@ func newLogger(w *os.File) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
-// loadTokens reads "token project" lines from path, plus IMAGEVOL_TOKEN for IMAGEVOL_PROJECT.
-func loadTokens(path string) (map[string]string, error) {
-	tokens := map[string]string{}
+// loadTokens reads "token project [role]" lines from path, plus IMAGEVOL_TOKEN for
+// IMAGEVOL_PROJECT and IMAGEVOL_ADMIN_TOKEN for project admin. It returns each token's project
+// and the tokens of operators (role admin). A tokens file others may read is refused.
+func loadTokens(path string) (map[string]string, []string, error) {
+	tokens, admins := map[string]string{}, []string(nil)
 	if t := config.Env("IMAGEVOL_TOKEN", ""); t != "" {
 		tokens[t] = config.Env("IMAGEVOL_PROJECT", "demo")
 	}
+	if t := config.Env("IMAGEVOL_ADMIN_TOKEN", ""); t != "" {
+		tokens[t], admins = "admin", append(admins, t)
+	}
 	if path == "" {
-		return tokens, nil
+		return tokens, admins, nil
+	}
+	if err := config.CheckPrivate("tokens file", path); err != nil {
+		return nil, nil, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("tokens file: %w", err)
+		return nil, nil, fmt.Errorf("tokens file: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -139,10 +156,19 @@ func loadTokens(path string) (map[string]string, error) {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("tokens file %s:%d: want 'token project'", path, n)
+		if len(fields) != 2 && len(fields) != 3 {
+			return nil, nil, fmt.Errorf("tokens file %s:%d: want 'token project [role]'", path, n)
 		}
 		tokens[fields[0]] = fields[1]
+		if len(fields) == 3 {
+			switch fields[2] {
+			case starter.RoleAdmin:
+				admins = append(admins, fields[0])
+			case "member", "reader":
+			default:
+				return nil, nil, fmt.Errorf("tokens file %s:%d: role %q: want admin, member or reader", path, n, fields[2])
+			}
+		}
 	}
-	return tokens, sc.Err()
+	return tokens, admins, sc.Err()
 }

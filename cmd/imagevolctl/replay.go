@@ -18,6 +18,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/worker"
 )
 
@@ -91,10 +92,15 @@ func replay(ctx context.Context, args []string) error {
 	return nil
 }
 
-// fetchHistory reads the whole history of a workflow run from Temporal.
+// fetchHistory reads the whole history of a workflow run from Temporal, over TLS (mTLS with a
+// client certificate) when the IMAGEVOL_TEMPORAL_TLS_* variables say so, as the services do.
 func fetchHistory(ctx context.Context, address, namespace, workflowID, runID string) (*historypb.History, error) {
+	tlsCfg, err := config.LoadCommon().TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.Dial(client.Options{
-		HostPort: address, Namespace: namespace,
+		HostPort: address, Namespace: namespace, ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
 		// The SDK's default logger writes to stdout, where the verdict goes.
 		Logger: quietLogger(),
 	})
