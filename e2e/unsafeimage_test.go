@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/importer/testimages"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
@@ -220,6 +221,40 @@ func TestUnsafeImagesAreRefused(t *testing.T) {
 				t.Fatalf("the volume does not hold the disk the %s image describes", f.name)
 			}
 		})
+	}
+}
+
+// A host whose allowed formats leave qcow2 out refuses a valid qcow2 image with UnsafeImage,
+// naming the format and the setting, and still imports raw data.
+func TestDisallowedFormatIsRefused(t *testing.T) {
+	host := "e2e-formats"
+	cfg := hostConfig(host)
+	cfg.AllowedFormats = []importer.Format{importer.FormatRaw, importer.FormatISO}
+	startHost(t, cfg)
+	api := newGateway(t, host)
+
+	raw := imageBytes(4*mib, 81, 1)
+	src := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(src, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "disk.qcow2")
+	qemuImg(t, "convert", "-f", "raw", "-O", "qcow2", src, out)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := api.createVolume(uploadImage(t, "not-allowed-qcow2", "qcow2", data).ID, 1)
+	requireFailed(t, host, v, activities.ErrTypeUnsafeImage)
+	if !strings.Contains(v.Error, "qcow2") || !strings.Contains(v.Error, "allowed_formats") {
+		t.Fatalf("error %q names neither the format nor the setting", v.Error)
+	}
+
+	ok := api.createVolume(uploadImage(t, "allowed-raw", "raw", raw).ID, 1)
+	requireAvailable(t, ok, models.CacheMiss)
+	sum := sha512.Sum512(raw)
+	if got := volumeSHA512(t, ok.ID, int64(len(raw))); got != hex.EncodeToString(sum[:]) {
+		t.Fatal("the raw volume does not hold the image's bytes")
 	}
 }
 
