@@ -110,12 +110,13 @@ func checkVMDKHeader(im image, h []byte, which string) (uint64, error) {
 // streamOptimized, no parent, and exactly one extent line, "<access> <sectors> SPARSE
 // "<name>"", where name is a plain file name (the image itself, as the writer called it).
 //
-// QEMU resolves an extent's name next to the image, and for an image on RBD "next to" is
-// another RBD image of the same pool, so no name can be trusted to mean the image itself:
-// the capacity check is what keeps QEMU from opening extents at all. The rules here go further,
-// as oslo.utils' format_inspector does, so that the image stays unambiguous for any tool: a
-// single SPARSE extent (never FLAT, VMFS, VMFSSPARSE, VMFSRDM, VMFSRAW, ZERO or a second
-// extent), with no path separator in its name.
+// QEMU resolves an extent's name next to the image: for a file, in its directory; for an RBD
+// image, QEMU 7.2 refuses relative names, but another version, or a copy of the image on a file
+// system, would not. So no name can be trusted to mean the image itself, and the capacity check
+// is what keeps QEMU from opening extents at all. The rules here go further, as oslo.utils'
+// format_inspector does, so that the image stays unambiguous for any tool: a single SPARSE
+// extent (never FLAT, VMFS, VMFSSPARSE, VMFSRDM, VMFSRAW, ZERO or a second extent), with no
+// path separator or protocol colon in its name.
 func checkVMDKDescriptor(desc []byte) error {
 	// QEMU reads the descriptor as a C string.
 	if i := bytes.IndexByte(desc, 0); i >= 0 {
