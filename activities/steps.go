@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,20 +38,24 @@ func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportRes
 	if err != nil {
 		return ImportResult{}, err
 	}
-	size := int64(r.Size())
-	head := make([]byte, min(int64(importer.HeaderSize), size))
-	_, err = r.ReadAt(head, 0)
+	// The whole image is inspected through the reader (descriptors, backing file names and
+	// metadata can sit anywhere in it) before qemu-img may open it.
+	info, err := importer.Inspect(r, int64(r.Size()))
 	r.Close()
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("import %s: read header: %w", in.Target, err)
-	}
-	info, err := importer.Detect(head, size)
-	if err != nil {
+	switch {
+	case errors.Is(err, importer.ErrUnsafeImage):
 		a.removeQuietly(ctx, in.Pool, staging)
-		if errors.Is(err, importer.ErrUnsafeImage) {
-			return ImportResult{}, nonRetryable(ErrTypeUnsafeImage, "%v", err)
-		}
+		return ImportResult{}, nonRetryable(ErrTypeUnsafeImage, "%v", err)
+	case errors.Is(err, importer.ErrCorruptImage):
+		a.removeQuietly(ctx, in.Pool, staging)
 		return ImportResult{}, nonRetryable(ErrTypeCorruptImage, "%v", err)
+	case err != nil:
+		// A failed read of the staging image: the next attempt inspects it again.
+		return ImportResult{}, fmt.Errorf("import %s: %w", in.Target, err)
+	}
+	if allowed := a.Config.allowedFormats(); !slices.Contains(allowed, info.Format) {
+		a.removeQuietly(ctx, in.Pool, staging)
+		return ImportResult{}, nonRetryable(ErrTypeUnsafeImage, "the image is a %s disk, a format worker.allowed_formats (%s) does not allow", info.Format, importer.FormatList(allowed))
 	}
 	if in.MaxVirtualSize > 0 && info.VirtualSize > in.MaxVirtualSize {
 		a.removeQuietly(ctx, in.Pool, staging)

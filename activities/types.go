@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -123,7 +124,19 @@ type Config struct {
 	SettleTime time.Duration
 
 	FlattenPolicy string // never (default), always, or depth>N
-	ConvertDir    string // scratch space qemu-img may need; its free space is checked first
+	// AllowedFormats are the disk formats an import accepts, as found in the bytes (Glance's
+	// disk_formats, Cinder's image_conversion_disable); empty means
+	// importer.DefaultAllowedFormats.
+	AllowedFormats []importer.Format
+	ConvertDir     string // scratch space qemu-img may need; its free space is checked first
+}
+
+// allowedFormats is AllowedFormats, or the default list when none is set.
+func (c Config) allowedFormats() []importer.Format {
+	if len(c.AllowedFormats) == 0 {
+		return importer.DefaultAllowedFormats()
+	}
+	return c.AllowedFormats
 }
 
 // ImageRef is the image metadata a provision carries between steps.

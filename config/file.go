@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/tracing"
 )
 
@@ -173,6 +174,9 @@ type Worker struct {
 	}
 	Flatten                 string // never, always or depth>N
 	MaxConcurrentActivities int    // 0: the Temporal SDK's default
+	// AllowedFormats is worker.allowed_formats: the disk formats an import accepts, as found
+	// in the image's bytes; any other fails the provision with UnsafeImage.
+	AllowedFormats []importer.Format
 }
 
 // ActivitiesConfig is the worker section as the activities take it.
@@ -187,6 +191,7 @@ func (w Worker) ActivitiesConfig() activities.Config {
 		InternalQuotaVolumes:        w.InternalProject.QuotaVolumes,
 		InternalQuotaGB:             w.InternalProject.QuotaGigabytes,
 		FlattenPolicy:               w.Flatten,
+		AllowedFormats:              w.AllowedFormats,
 	}
 }
 
@@ -434,6 +439,7 @@ type rawFile struct {
 		} `yaml:"internal_project"`
 		Flatten                 value `yaml:"flatten"`
 		MaxConcurrentActivities value `yaml:"max_concurrent_activities"`
+		AllowedFormats          list  `yaml:"allowed_formats"`
 	} `yaml:"worker"`
 	Metrics struct {
 		Listen value `yaml:"listen"`
@@ -670,6 +676,13 @@ func resolve(raw *rawFile) (File, []setting, error) {
 		l.bad("worker.flatten", "%q: want never, always or depth>N", f.Worker.Flatten)
 	}
 	f.Worker.MaxConcurrentActivities = l.count("worker.max_concurrent_activities", "IMAGEVOL_MAX_CONCURRENT_ACTIVITIES", w.MaxConcurrentActivities, 0)
+	formats, formatsSet := l.pick("worker.allowed_formats", "IMAGEVOL_ALLOWED_FORMATS", value{}, importer.FormatList(importer.DefaultAllowedFormats()))
+	if !formatsSet && w.AllowedFormats.set {
+		formats = strings.Join(w.AllowedFormats.items, ",")
+	}
+	if f.Worker.AllowedFormats, err = importer.ParseFormats(formats); err != nil {
+		l.bad("worker.allowed_formats", "%v", err)
+	}
 
 	f.Metrics.Listen = l.str("metrics.listen", "IMAGEVOL_METRICS_LISTEN", raw.Metrics.Listen, "")
 	l.hostPort("metrics.listen", f.Metrics.Listen, true)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/imagevol/imagevol/importer"
 )
 
 // clearEnv blanks every variable LoadFile reads (empty counts as unset), so the developer's
@@ -72,6 +74,7 @@ worker:
     quota_gigabytes: 2000
   flatten: depth>3
   max_concurrent_activities: 16
+  allowed_formats: [raw, qcow2]
 metrics:
   listen: 127.0.0.1:9464
 `
@@ -100,7 +103,8 @@ func TestLoadFile(t *testing.T) {
 				}
 				a := f.Worker.ActivitiesConfig()
 				if a.Host != "node1" || a.Pool != "volumes" || a.CephConf != "/etc/ceph/ceph.conf" || !a.ImageVolumeCacheEnabled ||
-					a.CinderInternalTenantProject != "imagevol-internal" || a.FlattenPolicy != "never" {
+					a.CinderInternalTenantProject != "imagevol-internal" || a.FlattenPolicy != "never" ||
+					importer.FormatList(a.AllowedFormats) != "raw,qcow2,vmdk,vhd,vhdx,iso" {
 					t.Errorf("worker defaults: %+v", a)
 				}
 			},
@@ -119,7 +123,8 @@ func TestLoadFile(t *testing.T) {
 				}
 				w := f.Worker
 				if w.Host != "node2" || w.Pool != "volumes-node2" || w.Cluster != "ceph-a" || w.Cache.Enabled || w.Cache.MaxSizeGB != 500 ||
-					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 {
+					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 ||
+					importer.FormatList(w.AllowedFormats) != "raw,qcow2" {
 					t.Errorf("worker: %+v", w)
 				}
 				if f.Metrics.Listen != "127.0.0.1:9464" {
@@ -133,13 +138,13 @@ func TestLoadFile(t *testing.T) {
 				"IMAGEVOL_TEMPORAL_ADDRESS": "t.example:7233", "IMAGEVOL_DB_DSN": "sqlite:/var/lib/imagevol/db",
 				"IMAGEVOL_HOSTS": "a, b", "IMAGEVOL_QUOTAS": "demo=3", "IMAGE_VOLUME_CACHE_ENABLED": "no",
 				"IMAGE_VOLUME_CACHE_MAX_COUNT": "7", "IMAGEVOL_FLATTEN": "always", "IMAGEVOL_TEMPORAL_TLS_SERVER_NAME": "t.example",
-				"IMAGEVOL_RECONCILE_EVERY": "0s",
+				"IMAGEVOL_RECONCILE_EVERY": "0s", "IMAGEVOL_ALLOWED_FORMATS": "raw, iso",
 			},
 			check: func(t *testing.T, f File) {
 				if f.Temporal.Address != "t.example:7233" || f.Database.DSN != "sqlite:/var/lib/imagevol/db" ||
 					!reflect.DeepEqual(f.Gateway.Hosts, []string{"a", "b"}) || f.Gateway.Quotas["demo"] != 3 ||
 					f.Worker.Cache.Enabled || f.Worker.Cache.MaxCount != 7 || f.Worker.Flatten != "always" ||
-					!f.Common().TLS.Enabled() || f.Gateway.ReconcileEvery != 0 {
+					!f.Common().TLS.Enabled() || f.Gateway.ReconcileEvery != 0 || importer.FormatList(f.Worker.AllowedFormats) != "raw,iso" {
 					t.Errorf("got %+v", f)
 				}
 			},
@@ -174,6 +179,8 @@ func TestLoadFile(t *testing.T) {
 			wantErr: []string{"worker.cache.max_count (from IMAGE_VOLUME_CACHE_MAX_COUNT): -1 is negative", "worker.cache.enabled (from IMAGE_VOLUME_CACHE_ENABLED)"},
 		},
 		{name: "bad flatten", yaml: "worker: {flatten: sometimes}\n", wantErr: []string{"worker.flatten"}},
+		{name: "unknown disk format", yaml: "worker: {allowed_formats: [raw, qed]}\n", wantErr: []string{"worker.allowed_formats", `"qed"`}},
+		{name: "no disk format", env: map[string]string{"IMAGEVOL_ALLOWED_FORMATS": " , "}, wantErr: []string{"worker.allowed_formats (from IMAGEVOL_ALLOWED_FORMATS)"}},
 		{name: "bad duration", yaml: "gateway: {reconcile_every: often}\n", wantErr: []string{"gateway.reconcile_every"}},
 		{name: "bad quota", env: map[string]string{"IMAGEVOL_QUOTAS": "demo"}, wantErr: []string{"gateway.quotas (from IMAGEVOL_QUOTAS)"}},
 		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},

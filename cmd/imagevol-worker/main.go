@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/config"
+	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/storage/rbd"
 	"github.com/imagevol/imagevol/tracing"
@@ -54,10 +56,14 @@ func run(logger *slog.Logger) error {
 	flag.IntVar(&cfg.InternalQuotaVolumes, "internal_quota_volumes", cfg.InternalQuotaVolumes, "volumes the internal project may hold (0 = unlimited)")
 	flag.IntVar(&cfg.InternalQuotaGB, "internal_quota_gigabytes", cfg.InternalQuotaGB, "GiB the internal project may hold (0 = unlimited)")
 	flag.StringVar(&cfg.FlattenPolicy, "flatten", cfg.FlattenPolicy, "flatten policy: never, always or depth>N")
+	allowedFormats := flag.String("allowed-formats", importer.FormatList(cfg.AllowedFormats), "disk formats an import accepts, found in the bytes: any of raw,qcow2,vmdk,vhd,vhdx,iso")
 	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics (empty: none)")
 	flag.Parse()
 	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
 		return err
+	}
+	if cfg.AllowedFormats, err = importer.ParseFormats(*allowedFormats); err != nil {
+		return fmt.Errorf("--allowed-formats: %w", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
