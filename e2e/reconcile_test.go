@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -132,6 +133,29 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 	}
 	if e, err := stack.store.GetCacheEntry(ctx, running.ID); err != nil || e.State != models.EntryFilling {
 		t.Fatalf("the entry of the running fill was touched: %+v, %v", e, err)
+	}
+	if len(rep.AbandonedFills) != 1 || !strings.Contains(rep.AbandonedFills[0], fmt.Sprintf("entry %d,", entry.ID)) || len(rep.Problems) != 0 {
+		t.Fatalf("report %+v; want the terminated fill's entry, and only it, reported as abandoned", rep)
+	}
+	// The terminated fill's download may still have had its staging image open: then that image
+	// went to the trash, recorded, and a later pass purges it once the download has stopped.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		ts, err := stack.store.ListTrashedImages(ctx, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ts) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trashed images of the terminated fill never purged: %+v", ts)
+		}
+		rep = reconcile(t, env, acts)
+	}
+	for _, n := range []string{models.RBDName(entry.VolumeID), activities.StagingName(models.RBDName(entry.VolumeID))} {
+		if err := stack.ceph.PurgeTrashed(ctx, stack.pool, n); !isNotFound(err) {
+			t.Fatalf("image %s of the terminated fill left in the trash: %v", n, err)
+		}
 	}
 }
 
@@ -291,6 +315,16 @@ func TestRemoveImageOfBusyImageIsPurgedLater(t *testing.T) {
 	if _, err := stack.ceph.Stat(ctx, stack.pool, name); !isNotFound(err) {
 		t.Fatalf("the busy image is still in the pool: %v", err)
 	}
+	if ts, err := stack.store.ListTrashedImages(ctx, host); err != nil || len(ts) != 1 || ts[0].Pool != stack.pool || ts[0].Name != name {
+		t.Fatalf("trashed images recorded: %+v (%v); want %s", ts, err, name)
+	}
+	// A second removal (a retried compensation) finds it in the trash, still busy: recorded once.
+	if _, err := env.ExecuteActivity(acts.RemoveImage, activities.ImageName{Pool: stack.pool, Name: name}); err != nil {
+		t.Fatalf("remove a busy image again: %v", err)
+	}
+	if rep := reconcile(t, env, acts); rep.PurgedImages != 0 || len(rep.TrashedBusy) != 1 {
+		t.Fatalf("reconcile while the image is open: %+v; want it reported busy, not purged", rep)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +332,9 @@ func TestRemoveImageOfBusyImageIsPurgedLater(t *testing.T) {
 	rep := reconcile(t, env, acts)
 	if err := stack.ceph.PurgeTrashed(ctx, stack.pool, name); !isNotFound(err) {
 		t.Fatalf("the image was still in the trash after it was closed and reconcile ran (purge: %v); report %+v", err, rep)
+	}
+	if ts, err := stack.store.ListTrashedImages(ctx, host); err != nil || len(ts) != 0 || rep.PurgedImages != 1 {
+		t.Fatalf("after the purge: rows %+v (%v), report %+v; want no row and one image purged", ts, err, rep)
 	}
 }
 
