@@ -93,42 +93,40 @@ func TestLeaseReleasedByItsOwnAttemptOnly(t *testing.T) {
 // A database at schema version 3 with a lease held upgrades to the token-keyed leases: the lease
 // keeps protecting its entry, and its holder, used as its token, releases it.
 func TestLeaseSurvivesTokenMigration(t *testing.T) {
-	ctx := context.Background()
-	file := filepath.Join(t.TempDir(), "imagevol.db")
-	s, err := Open(ctx, "sqlite:"+file, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db := s.db
-	// Back to version 3: the old lease table, with one lease in it.
-	for _, q := range []string{
-		"DROP TABLE cache_leases", "DROP TABLE trashed_images", "DELETE FROM schema_migrations WHERE version >= 4",
-		"CREATE TABLE cache_leases (entry_id integer, holder text, expires_at datetime, PRIMARY KEY (entry_id, holder))",
-	} {
-		if err := db.Exec(q).Error; err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	e := &CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:bb",
-		VolumeID: "vol", SizeBytes: 1, LastUsed: now, State: EntryReady}
-	if err := s.InsertCacheEntry(ctx, e); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Exec("INSERT INTO cache_leases (entry_id, holder, expires_at) VALUES (?, ?, ?)", e.ID, "volumes/volume-2", now.Add(time.Minute)).Error; err != nil {
-		t.Fatal(err)
-	}
-	if err := Migrate(db); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.BeginEvict(ctx, e.ID, now, false); !errors.Is(err, ErrLeased) {
-		t.Fatalf("eviction after the upgrade while the lease is held: err = %v, want ErrLeased", err)
-	}
-	if err := s.ReleaseLease(ctx, e.ID, "volumes/volume-2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.BeginEvict(ctx, e.ID, now, false); err != nil {
-		t.Fatalf("eviction once the lease is released: %v", err)
+	for dialect, s := range openStores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := s.db
+			// Back to version 3: the old lease table, with one lease in it.
+			for _, q := range []string{
+				"DROP TABLE cache_leases", "DROP TABLE trashed_images", "DELETE FROM schema_migrations WHERE version >= 4",
+				"CREATE TABLE cache_leases (entry_id bigint, holder varchar(255), expires_at datetime(3), PRIMARY KEY (entry_id, holder))",
+			} {
+				if err := db.Exec(q).Error; err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			now := time.Now().UTC().Truncate(time.Second)
+			e := &CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:bb",
+				VolumeID: "vol", SizeBytes: 1, LastUsed: now, State: EntryReady}
+			if err := s.InsertCacheEntry(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("INSERT INTO cache_leases (entry_id, holder, expires_at) VALUES (?, ?, ?)", e.ID, "volumes/volume-2", now.Add(time.Minute)).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(db); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); !errors.Is(err, ErrLeased) {
+				t.Fatalf("eviction after the upgrade while the lease is held: err = %v, want ErrLeased", err)
+			}
+			if err := s.ReleaseLease(ctx, e.ID, "volumes/volume-2"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); err != nil {
+				t.Fatalf("eviction once the lease is released: %v", err)
+			}
+		})
 	}
 }
