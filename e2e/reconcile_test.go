@@ -212,10 +212,11 @@ func TestReconcileKeepsVolumeFinishedMeanwhile(t *testing.T) {
 	}
 }
 
-// heartbeats counts the heartbeats activities record.
+// heartbeats counts the heartbeats activities record, in all and those whose details name a
+// cache entry or a volume.
 type heartbeats struct {
 	interceptor.WorkerInterceptorBase
-	n atomic.Int64
+	n, entries, volumes atomic.Int64
 }
 
 func (h *heartbeats) InterceptActivity(_ context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
@@ -238,6 +239,13 @@ type heartbeatsOut struct {
 
 func (o *heartbeatsOut) RecordHeartbeat(ctx context.Context, details ...any) {
 	o.h.n.Add(1)
+	if len(details) > 0 {
+		if d, ok := details[0].(string); ok && strings.HasPrefix(d, "cache entry ") {
+			o.h.entries.Add(1)
+		} else if ok && strings.HasPrefix(d, "volume ") {
+			o.h.volumes.Add(1)
+		}
+	}
 	o.Next.RecordHeartbeat(ctx, details...)
 }
 
@@ -277,10 +285,11 @@ func TestReconcileHeartbeatsPerEntry(t *testing.T) {
 	if rep.Checked != entries || len(rep.Invalidated) != 0 || len(rep.Stuck) != volumes {
 		t.Fatalf("report %+v; want %d entries checked, none invalidated, %d volumes stuck", rep, entries, volumes)
 	}
-	if n := hb.n.Load(); n < entries+volumes {
-		t.Fatalf("%d heartbeats over %d entries and %d volumes; want one for each at least", n, entries, volumes)
+	if e, v := hb.entries.Load(), hb.volumes.Load(); e < entries || v < volumes {
+		t.Fatalf("%d heartbeats in all, %d naming an entry, %d a volume, over %d entries and %d volumes; want one for each",
+			hb.n.Load(), e, v, entries, volumes)
 	}
-	t.Logf("%d heartbeats over %d entries and %d volumes", hb.n.Load(), entries, volumes)
+	t.Logf("%d heartbeats over %d entries, %d volumes and the pool's images", hb.n.Load(), entries, volumes)
 }
 
 // A user's image still open by a client (a watcher) cannot be deleted: RemoveImage moves it to
