@@ -9,8 +9,10 @@ import (
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/activity"
 
 	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/storage"
 )
 
 // settle is how old a row or an image must be before reconcile judges it: younger ones may
@@ -31,6 +33,7 @@ func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport)
 		return err
 	}
 	for _, v := range vols {
+		heartbeat(ctx, "volume "+v.ID)
 		if time.Since(v.UpdatedAt) < a.settle() || a.Temporal == nil {
 			continue
 		}
@@ -46,9 +49,14 @@ func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport)
 		switch {
 		case running:
 		case v.Status == models.StatusCreating:
+			// Only if still creating: the provision may have finished since the listing.
 			msg := fmt.Sprintf("Reconciled: the provision %s ended without finishing the volume", id)
-			if err := a.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusError, "error": msg}); err != nil {
+			failed, err := a.Store.FailCreatingVolume(ctx, v.ID, msg)
+			if err != nil {
 				return err
+			}
+			if !failed {
+				continue
 			}
 			rep.Stuck = append(rep.Stuck, fmt.Sprintf("volume %s: creating with no provision running, marked error", v.ID))
 		default:
@@ -56,6 +64,78 @@ func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport)
 		}
 	}
 	return nil
+}
+
+// reconcileFill removes an entry left "filling" by a fill that no longer runs — terminated, past
+// its run timeout, or whose compensation kept failing — with its staging and cache images and
+// its rows: nothing else would, and it holds a slot, bytes and quota. The check and the change
+// of state happen under the reservation lock, where a fill reserves or adopts its entry: a fill
+// running then keeps its entry, and one started afterwards finds it no longer filling.
+func (a *Activities) reconcileFill(ctx context.Context, e *models.CacheEntry, rep *ReconcileReport) {
+	if time.Since(e.UpdatedAt) < a.settle() || a.Temporal == nil {
+		return
+	}
+	running := false
+	err := a.Store.WithReservationLock(ctx, func() error {
+		if e.FillWorkflowID != "" {
+			var err error
+			if running, err = a.workflowRunning(ctx, e.FillWorkflowID); err != nil || running {
+				return err
+			}
+		}
+		return a.Store.BeginAbandonFill(ctx, e.ID)
+	})
+	switch {
+	case running, errors.Is(err, models.ErrNotFound):
+		return // still filling, or filled or removed since the listing
+	case err != nil:
+		rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (filling): %v", e.ID, err))
+		return
+	}
+	if err := a.RemoveImage(ctx, ImageName{Pool: e.Pool, Name: models.RBDName(e.VolumeID)}); err != nil {
+		// The entry stays "evicting": a later pass takes it over once the eviction is stale.
+		rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (fill ended): %v", e.ID, err))
+		return
+	}
+	if err := a.Store.DeleteCacheEntry(ctx, e); err != nil {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (fill ended): %v", e.ID, err))
+		return
+	}
+	a.log(ctx).Info("removed the entry of a fill no longer running", "entry", e.ID, "image_id", e.ImageID, "fill", e.FillWorkflowID)
+	rep.AbandonedFills = append(rep.AbandonedFills, fmt.Sprintf("entry %d, image %s: its fill %s no longer runs", e.ID, e.ImageID, e.FillWorkflowID))
+}
+
+// purgeTrashedImages deletes for good the busy images this host sent to the trash (see
+// RemoveImage) that are free now; those still busy are reported.
+func (a *Activities) purgeTrashedImages(ctx context.Context, rep *ReconcileReport) error {
+	ts, err := a.Store.ListTrashedImages(ctx, a.Config.Host)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		heartbeat(ctx, "trashed image "+t.Name)
+		err := a.Storage.PurgeTrashed(ctx, t.Pool, t.Name)
+		switch {
+		case errors.Is(err, storage.ErrInUse):
+			rep.TrashedBusy = append(rep.TrashedBusy, t.Pool+"/"+t.Name)
+			continue
+		case err != nil && !errors.Is(err, storage.ErrNotFound):
+			rep.Problems = append(rep.Problems, fmt.Sprintf("trashed image %s/%s: %v", t.Pool, t.Name, err))
+			continue
+		}
+		if err := a.Store.DeleteTrashedImage(ctx, t.ID); err != nil {
+			return err
+		}
+		rep.PurgedImages++
+	}
+	return nil
+}
+
+// heartbeat records a heartbeat when ctx is an activity's: some steps also run inside others.
+func heartbeat(ctx context.Context, details any) {
+	if activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, details)
+	}
 }
 
 // workflowRunning reports whether the latest run of a workflow is still running.
@@ -83,6 +163,7 @@ func (a *Activities) findOrphans(ctx context.Context, rep *ReconcileReport) erro
 		return err
 	}
 	for _, n := range names {
+		heartbeat(ctx, "image "+n)
 		id, ok := strings.CutPrefix(strings.TrimSuffix(n, ".part"), "volume-")
 		if !ok || known[id] {
 			continue

@@ -162,13 +162,14 @@ const leaseTTL = 10 * time.Minute
 // clones, so the entry cannot be evicted under it. An entry already evicted, or whose cache
 // volume vanished from Ceph (its rows are then dropped), is reported as CacheVolumeGone and the
 // provision looks the cache up again. An existing image with the same parent is an earlier
-// attempt's success.
+// attempt's success, even when the entry was evicted since and its cache volume is in the trash.
 func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 	parent := in.Entry.Parent()
 	holder := in.Pool + "/" + in.Name
-	err := a.Store.LeaseCacheEntry(ctx, in.Entry.EntryID, holder, time.Now().UTC(), leaseTTL)
+	lease, err := a.Store.LeaseCacheEntry(ctx, in.Entry.EntryID, holder, time.Now().UTC(), leaseTTL)
 	if errors.Is(err, models.ErrNotFound) {
-		// Crash recovery: an earlier attempt may have cloned before the entry went.
+		// Crash recovery: an earlier attempt may have cloned before the entry went (its result
+		// lost), and the eviction then sent the cache volume to the trash under the clone.
 		if done, cerr := a.clonedFrom(ctx, in.Pool, in.Name, parent); done || cerr != nil {
 			return cerr
 		}
@@ -177,7 +178,7 @@ func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 		return err
 	}
 	defer func() {
-		if err := a.Store.ReleaseLease(context.WithoutCancel(ctx), in.Entry.EntryID, holder); err != nil {
+		if err := a.Store.ReleaseLease(context.WithoutCancel(ctx), in.Entry.EntryID, lease); err != nil {
 			a.log(ctx).Warn("lease not released; it expires by itself", "entry", in.Entry.EntryID, "err", err)
 		}
 	}()
@@ -201,8 +202,9 @@ func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 	return err
 }
 
-// clonedFrom reports whether pool/name exists as a clone of parent; an image of that name with
-// another parent is a conflict no retry can fix.
+// clonedFrom reports whether pool/name exists as a clone of parent, compared by pool, image and
+// snapshot as they were named at the clone (storage reports a parent moved to the trash by those
+// names); an image of that name with another parent is a conflict no retry can fix.
 func (a *Activities) clonedFrom(ctx context.Context, pool, name string, parent storage.Parent) (bool, error) {
 	info, err := a.Storage.Stat(ctx, pool, name)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -243,14 +245,39 @@ func (a *Activities) FlattenVolume(ctx context.Context, in ImageName) error {
 }
 
 // RemoveImage deletes an image and its staging image; missing ones are not errors. It is the
-// compensation of every step that creates an image.
+// compensation of every step that creates an image. A busy image (open by a client, or with
+// clones) goes to the RBD trash instead and is recorded, so that reconcile purges it once free.
 func (a *Activities) RemoveImage(ctx context.Context, in ImageName) error {
 	for _, name := range []string{StagingName(in.Name), in.Name} {
-		if _, err := a.Storage.Remove(ctx, in.Pool, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		if err := a.removeOrTrash(ctx, in.Pool, name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// removeOrTrash deletes one image, or records it when it went to the trash. A missing image may
+// be one an earlier attempt trashed before it could record it: the trash is asked, and a busy
+// image found there is recorded, a free one purged.
+func (a *Activities) removeOrTrash(ctx context.Context, pool, name string) error {
+	trashed, err := a.Storage.Remove(ctx, pool, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		perr := a.Storage.PurgeTrashed(ctx, pool, name)
+		switch {
+		case perr == nil, errors.Is(perr, storage.ErrNotFound):
+			return nil
+		case !errors.Is(perr, storage.ErrInUse):
+			return perr
+		}
+		trashed = true
+	} else if err != nil {
+		return err
+	}
+	if !trashed {
+		return nil
+	}
+	a.log(ctx).Warn("image busy: moved to the trash until reconcile can purge it", "pool", pool, "image", name)
+	return a.Store.RecordTrashedImage(ctx, a.Config.Host, pool, name, time.Now().UTC())
 }
 
 // AbandonCacheFill undoes a reservation whose fill failed: the cache volume's images and rows.
@@ -324,6 +351,7 @@ func (a *Activities) PurgeTrash(ctx context.Context) (int, error) {
 	}
 	purged := 0
 	for i := range ts {
+		heartbeat(ctx, "purging the trash")
 		ok, err := a.purge(ctx, &ts[i])
 		if err != nil {
 			return purged, err
@@ -386,9 +414,12 @@ func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolu
 
 // ReconcileHost checks this host's cache and volumes against the image service, Temporal and
 // Ceph: entries of images deleted, deactivated or re-uploaded with other content are evicted,
-// evictions a crash left half-done are finished, volumes left "creating" by a provision no longer
+// evictions a crash left half-done are finished, entries left "filling" by a fill no longer
+// running are removed with their images, volumes left "creating" by a provision no longer
 // running are marked error, images no row accounts for are reported, and trashed cache volumes
-// without clones are purged. An entry being cloned from is left for the next pass.
+// without clones and busy images trashed since they were deleted are purged. An entry being
+// cloned from is left for the next pass. It heartbeats for every entry, volume and image it
+// looks at, so a large host does not outlive its heartbeat timeout.
 func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error) {
 	rep := ReconcileReport{Host: a.Config.Host}
 	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
@@ -397,7 +428,9 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 	}
 	for i := range entries {
 		e := &entries[i]
+		heartbeat(ctx, fmt.Sprintf("cache entry %d", e.ID))
 		if e.State == models.EntryFilling {
+			a.reconcileFill(ctx, e, &rep)
 			continue
 		}
 		rep.Checked++
@@ -407,6 +440,11 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 				continue // an eviction in progress
 			}
 			why = "eviction left half-done"
+			// An abandoned fill interrupted half-way may have left its staging image too.
+			if err := a.removeOrTrash(ctx, e.Pool, StagingName(models.RBDName(e.VolumeID))); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (%s): %v", e.ID, why, err))
+				continue
+			}
 		} else {
 			img, err := a.Images.Get(ctx, e.ImageID)
 			switch {
@@ -429,12 +467,14 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 			continue
 		}
 		rep.Invalidated = append(rep.Invalidated, fmt.Sprintf("entry %d, image %s: %s", e.ID, e.ImageID, why))
-		activity.RecordHeartbeat(ctx, rep.Checked)
 	}
 	if err := a.reconcileVolumes(ctx, &rep); err != nil {
 		return rep, err
 	}
 	if err := a.findOrphans(ctx, &rep); err != nil {
+		return rep, err
+	}
+	if err := a.purgeTrashedImages(ctx, &rep); err != nil {
 		return rep, err
 	}
 	rep.Purged, err = a.PurgeTrash(ctx)

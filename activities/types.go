@@ -306,8 +306,13 @@ type ReconcileReport struct {
 	Invalidated []string // entries evicted because their image was deleted, deactivated or changed
 	Purged      int      // trashed cache volumes deleted for good (their last clone was gone)
 	Stuck       []string // volumes left "creating" by a provision no longer running, marked error
-	Orphans     []string // images of the pool no row accounts for (reported, not removed)
-	Problems    []string // what could not be fixed now
+	// AbandonedFills are entries left "filling" by a fill no longer running, removed with their
+	// images.
+	AbandonedFills []string
+	PurgedImages   int      // busy images sent to the trash on deletion, purged now they are free
+	TrashedBusy    []string // such images still busy, left in the trash for the next pass
+	Orphans        []string // images of the pool no row accounts for (reported, not removed)
+	Problems       []string // what could not be fixed now
 }
 
 // RemoveVolumeResult says what deleting a volume's image did.

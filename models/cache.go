@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -30,11 +31,14 @@ func (s *Store) ListEntriesOfImage(ctx context.Context, imageID string) ([]Cache
 	return out, wrap(err, "models: entries of image "+imageID)
 }
 
-// LeaseCacheEntry lets holder clone from a ready entry until the lease expires or is released.
+// LeaseCacheEntry lets holder clone from a ready entry until the lease expires or is released,
+// and returns the lease's token, which ReleaseLease takes: every call makes a lease of its own,
+// so an earlier attempt of the same holder, ending late, cannot release a later attempt's lease.
 // The entry's row is locked first (by updating it), the same order BeginEvict takes, so a lease
 // and an eviction of one entry never interleave. ErrNotFound when the entry is not ready.
-func (s *Store) LeaseCacheEntry(ctx context.Context, id uint, holder string, now time.Time, ttl time.Duration) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+func (s *Store) LeaseCacheEntry(ctx context.Context, id uint, holder string, now time.Time, ttl time.Duration) (string, error) {
+	token := uuid.NewString()
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Model(&CacheEntry{}).Where("id = ? AND state = ?", id, EntryReady).Update("last_used", now)
 		if res.Error != nil {
 			return wrap(res.Error, fmt.Sprintf("models: lease cache entry %d", id))
@@ -42,18 +46,18 @@ func (s *Store) LeaseCacheEntry(ctx context.Context, id uint, holder string, now
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("models: cache entry %d is not ready: %w", id, ErrNotFound)
 		}
-		l := CacheLease{EntryID: id, Holder: holder, ExpiresAt: now.Add(ttl)}
-		err := tx.Clauses(clause.OnConflict{
-			Columns:   []clause.Column{{Name: "entry_id"}, {Name: "holder"}},
-			DoUpdates: clause.AssignmentColumns([]string{"expires_at"}),
-		}).Create(&l).Error
-		return wrap(err, fmt.Sprintf("models: lease cache entry %d", id))
+		l := CacheLease{EntryID: id, Token: token, Holder: holder, ExpiresAt: now.Add(ttl)}
+		return wrap(tx.Create(&l).Error, fmt.Sprintf("models: lease cache entry %d", id))
 	})
+	if err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
-// ReleaseLease ends holder's lease on an entry; a missing lease is not an error.
-func (s *Store) ReleaseLease(ctx context.Context, id uint, holder string) error {
-	err := s.db.WithContext(ctx).Where("entry_id = ? AND holder = ?", id, holder).Delete(&CacheLease{}).Error
+// ReleaseLease ends the lease with that token on an entry; a missing lease is not an error.
+func (s *Store) ReleaseLease(ctx context.Context, id uint, token string) error {
+	err := s.db.WithContext(ctx).Where("entry_id = ? AND token = ?", id, token).Delete(&CacheLease{}).Error
 	return wrap(err, fmt.Sprintf("models: release lease on cache entry %d", id))
 }
 

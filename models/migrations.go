@@ -97,6 +97,38 @@ var migrations = []migration{
 		}
 		return tx.Migrator().CreateTable(&cacheLease{}, &trashedCacheVolume{}, &cacheStat{})
 	}},
+	{4, "cache leases keyed by a token of their own", func(tx *gorm.DB) error {
+		type cacheLease struct {
+			EntryID   uint   `gorm:"primaryKey;autoIncrement:false"`
+			Token     string `gorm:"primaryKey;size:255"`
+			Holder    string `gorm:"size:255;not null"`
+			ExpiresAt time.Time
+		}
+		m := tx.Migrator()
+		if err := m.RenameTable("cache_leases", "cache_leases_v3"); err != nil {
+			return err
+		}
+		if err := m.CreateTable(&cacheLease{}); err != nil {
+			return err
+		}
+		// Leases held during the upgrade keep protecting their entries; their holder, unique
+		// per entry until now, serves as their token.
+		if err := tx.Exec("INSERT INTO cache_leases (entry_id, token, holder, expires_at) " +
+			"SELECT entry_id, holder, holder, expires_at FROM cache_leases_v3").Error; err != nil {
+			return err
+		}
+		return m.DropTable("cache_leases_v3")
+	}},
+	{5, "trashed images", func(tx *gorm.DB) error {
+		type trashedImage struct {
+			ID        uint   `gorm:"primaryKey"`
+			Host      string `gorm:"size:255;not null;index"`
+			Pool      string `gorm:"size:64;not null;uniqueIndex:ux_trashed_image,priority:1"`
+			Name      string `gorm:"size:255;not null;uniqueIndex:ux_trashed_image,priority:2"`
+			TrashedAt time.Time
+		}
+		return tx.Migrator().CreateTable(&trashedImage{})
+	}},
 }
 
 // Migrate applies every migration not yet recorded, in version order.

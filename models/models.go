@@ -88,10 +88,13 @@ type CacheEntry struct {
 func (CacheEntry) TableName() string { return "image_volume_cache_entries" }
 
 // CacheLease is a provision's claim on a ready entry while it clones from it: an entry with an
-// unexpired lease is never evicted. The expiry bounds what a crashed holder can block.
+// unexpired lease is never evicted. The expiry bounds what a crashed holder can block. Each lease
+// has a token of its own, so two attempts of one holder (a retried clone) hold two leases, and
+// each releases only its own.
 type CacheLease struct {
 	EntryID   uint   `gorm:"primaryKey;autoIncrement:false"`
-	Holder    string `gorm:"primaryKey;size:255"`
+	Token     string `gorm:"primaryKey;size:255"`
+	Holder    string `gorm:"size:255;not null"`
 	ExpiresAt time.Time
 }
 
@@ -104,6 +107,16 @@ type TrashedCacheVolume struct {
 	VolumeID  string `gorm:"size:36;not null"`
 	ImageID   string `gorm:"size:36;not null"`
 	SizeBytes int64  `gorm:"not null"`
+	TrashedAt time.Time
+}
+
+// TrashedImage is a user or staging image that was busy (open by a client, or with clones) when
+// it was deleted: it went to the RBD trash instead, and reconcile purges it once it is free.
+type TrashedImage struct {
+	ID        uint   `gorm:"primaryKey"`
+	Host      string `gorm:"size:255;not null;index"`
+	Pool      string `gorm:"size:64;not null;uniqueIndex:ux_trashed_image,priority:1"`
+	Name      string `gorm:"size:255;not null;uniqueIndex:ux_trashed_image,priority:2"`
 	TrashedAt time.Time
 }
 

@@ -20,7 +20,8 @@ var (
 	ErrInUse = errors.New("storage: in use")
 )
 
-// Parent names the snapshot a clone was made from.
+// Parent names the snapshot a clone was made from, by the names it had then: a parent evicted to
+// the trash since (with its snapshot) is still named the same.
 type Parent struct {
 	Pool     string
 	Image    string

@@ -203,13 +203,42 @@ func (c *Cluster) Stat(_ context.Context, pool, name string) (storage.ImageInfo,
 	p, err := img.GetParent()
 	switch {
 	case err == nil:
-		info.Parent = &storage.Parent{Pool: p.Image.PoolName, Image: p.Image.ImageName, Snapshot: p.Snap.SnapName}
+		snap, err := c.originalSnapName(p)
+		if err != nil {
+			return storage.ImageInfo{}, fmt.Errorf("rbd: parent snapshot of %s/%s: %w", pool, name, err)
+		}
+		info.Parent = &storage.Parent{Pool: p.Image.PoolName, Image: p.Image.ImageName, Snapshot: snap}
 	case errors.Is(translate(err), storage.ErrNotFound):
 		// not a clone
 	default:
 		return storage.ImageInfo{}, fmt.Errorf("rbd: parent of %s/%s: %w", pool, name, translate(err))
 	}
 	return info, nil
+}
+
+// originalSnapName is the name a clone's parent snapshot was created with. A snapshot removed
+// while clones depend on it moves to the trash namespace under a generated name; the clone still
+// names it by that one, so the original is read from the parent (which may itself be in the trash,
+// hence opened by id).
+func (c *Cluster) originalSnapName(p *cephrbd.ParentInfo) (string, error) {
+	io, err := c.ioctx(p.Image.PoolName)
+	if err != nil {
+		return "", err
+	}
+	img, err := cephrbd.OpenImageByIdReadOnly(io, p.Image.ImageID, cephrbd.NoSnapshot)
+	if err != nil {
+		return "", translate(err)
+	}
+	defer img.Close()
+	ns, err := img.GetSnapNamespaceType(p.Snap.ID)
+	if err != nil {
+		return "", translate(err)
+	}
+	if ns != cephrbd.SnapNamespaceTypeTrash {
+		return p.Snap.SnapName, nil
+	}
+	orig, err := img.GetSnapTrashNamespace(p.Snap.ID)
+	return orig, translate(err)
 }
 
 // Grow resizes the image to size when it is smaller and returns its size before.

@@ -1,0 +1,132 @@
+package models
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+)
+
+// openStores opens a fresh store on each database the engine supports: the embedded SQLite
+// file, and MySQL (a database of its own, dropped at the end) when IMAGEVOL_TEST_DSN names a
+// server.
+func openStores(t *testing.T) map[string]*Store {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]*Store{}
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "imagevol.db"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	out["sqlite"] = s
+	root := os.Getenv("IMAGEVOL_TEST_DSN")
+	if root == "" {
+		return out
+	}
+	db, err := sql.Open("mysql", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	name := fmt.Sprintf("imagevol_models_%d", time.Now().UnixNano())
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP DATABASE "+name) })
+	m, err := Open(ctx, root+name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	out["mysql"] = m
+	return out
+}
+
+// Temporal retries a clone whose first attempt stalled: both attempts lease the entry under the
+// same holder (the volume's name). The first attempt, ending late, releases its own lease only:
+// the entry stays protected from eviction until the second attempt releases its lease too.
+func TestLeaseReleasedByItsOwnAttemptOnly(t *testing.T) {
+	for dialect, s := range openStores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now().UTC().Truncate(time.Second)
+			e := &CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:aa",
+				VolumeID: "vol", SizeBytes: 1, LastUsed: now, State: EntryReady}
+			if err := s.InsertCacheEntry(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			const holder = "volumes/volume-1"
+			first, err := s.LeaseCacheEntry(ctx, e.ID, holder, now, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, err := s.LeaseCacheEntry(ctx, e.ID, holder, now.Add(time.Second), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == second {
+				t.Fatalf("two leases share the token %q", first)
+			}
+			if err := s.ReleaseLease(ctx, e.ID, first); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now.Add(2*time.Second), false); !errors.Is(err, ErrLeased) {
+				t.Fatalf("eviction while the second attempt holds its lease: err = %v, want ErrLeased", err)
+			}
+			if err := s.ReleaseLease(ctx, e.ID, second); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now.Add(2*time.Second), false); err != nil {
+				t.Fatalf("eviction once both leases are released: %v", err)
+			}
+		})
+	}
+}
+
+// A database at schema version 3 with a lease held upgrades to the token-keyed leases: the lease
+// keeps protecting its entry, and its holder, used as its token, releases it.
+func TestLeaseSurvivesTokenMigration(t *testing.T) {
+	for dialect, s := range openStores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := s.db
+			// Back to version 3: the old lease table, with one lease in it.
+			for _, q := range []string{
+				"DROP TABLE cache_leases", "DROP TABLE trashed_images", "DELETE FROM schema_migrations WHERE version >= 4",
+				"CREATE TABLE cache_leases (entry_id bigint, holder varchar(255), expires_at datetime(3), PRIMARY KEY (entry_id, holder))",
+			} {
+				if err := db.Exec(q).Error; err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			now := time.Now().UTC().Truncate(time.Second)
+			e := &CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:bb",
+				VolumeID: "vol", SizeBytes: 1, LastUsed: now, State: EntryReady}
+			if err := s.InsertCacheEntry(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("INSERT INTO cache_leases (entry_id, holder, expires_at) VALUES (?, ?, ?)", e.ID, "volumes/volume-2", now.Add(time.Minute)).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(db); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); !errors.Is(err, ErrLeased) {
+				t.Fatalf("eviction after the upgrade while the lease is held: err = %v, want ErrLeased", err)
+			}
+			if err := s.ReleaseLease(ctx, e.ID, "volumes/volume-2"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); err != nil {
+				t.Fatalf("eviction once the lease is released: %v", err)
+			}
+		})
+	}
+}
