@@ -124,6 +124,15 @@ type Config struct {
 
 	FlattenPolicy string // never (default), always, or depth>N
 	ConvertDir    string // scratch space qemu-img may need; its free space is checked first
+
+	// MaxConcurrentConversions caps the qemu-img conversions the host runs at once; 0: no cap.
+	MaxConcurrentConversions int
+	// SandboxDisabled runs qemu-img on the host instead of in its sandbox (package sandbox):
+	// for development machines without bubblewrap only, as a crafted image may then make
+	// qemu-img read any file the worker can.
+	SandboxDisabled bool
+	SandboxCPUTime  time.Duration // RLIMIT_CPU of one conversion; 0: sandbox.DefaultCPUTime
+	SandboxMemoryMB int           // RLIMIT_AS of one conversion in MiB; 0: sandbox.DefaultAddressSpace
 }
 
 // ImageRef is the image metadata a provision carries between steps.
