@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/sandbox"
 	"github.com/imagevol/imagevol/tracing"
 )
 
@@ -160,6 +161,14 @@ type Worker struct {
 	}
 	Flatten                 string // never, always or depth>N
 	MaxConcurrentActivities int    // 0: the Temporal SDK's default
+	// MaxConcurrentConversions caps the host's qemu-img conversions (0: no cap).
+	MaxConcurrentConversions int
+	// Sandbox confines qemu-img (package sandbox).
+	Sandbox struct {
+		Enabled  bool          // false runs qemu-img on the host: development only
+		CPUTime  time.Duration // RLIMIT_CPU of one conversion
+		MemoryMB int           // RLIMIT_AS of one conversion, MiB
+	}
 }
 
 // ActivitiesConfig is the worker section as the activities take it.
@@ -174,6 +183,10 @@ func (w Worker) ActivitiesConfig() activities.Config {
 		InternalQuotaVolumes:        w.InternalProject.QuotaVolumes,
 		InternalQuotaGB:             w.InternalProject.QuotaGigabytes,
 		FlattenPolicy:               w.Flatten,
+		MaxConcurrentConversions:    w.MaxConcurrentConversions,
+		SandboxDisabled:             !w.Sandbox.Enabled,
+		SandboxCPUTime:              w.Sandbox.CPUTime,
+		SandboxMemoryMB:             w.Sandbox.MemoryMB,
 	}
 }
 
@@ -412,8 +425,14 @@ type rawFile struct {
 			QuotaVolumes   value `yaml:"quota_volumes"`
 			QuotaGigabytes value `yaml:"quota_gigabytes"`
 		} `yaml:"internal_project"`
-		Flatten                 value `yaml:"flatten"`
-		MaxConcurrentActivities value `yaml:"max_concurrent_activities"`
+		Flatten                  value `yaml:"flatten"`
+		MaxConcurrentActivities  value `yaml:"max_concurrent_activities"`
+		MaxConcurrentConversions value `yaml:"max_concurrent_conversions"`
+		Sandbox                  struct {
+			Enabled  value `yaml:"enabled"`
+			CPUTime  value `yaml:"cpu_time"`
+			MemoryMB value `yaml:"memory_mb"`
+		} `yaml:"sandbox"`
 	} `yaml:"worker"`
 	Metrics struct {
 		Listen value `yaml:"listen"`
@@ -640,6 +659,16 @@ func resolve(raw *rawFile) (File, []setting, error) {
 		l.bad("worker.flatten", "%q: want never, always or depth>N", f.Worker.Flatten)
 	}
 	f.Worker.MaxConcurrentActivities = l.count("worker.max_concurrent_activities", "IMAGEVOL_MAX_CONCURRENT_ACTIVITIES", w.MaxConcurrentActivities, 0)
+	f.Worker.MaxConcurrentConversions = l.count("worker.max_concurrent_conversions", "IMAGEVOL_MAX_CONCURRENT_CONVERSIONS", w.MaxConcurrentConversions, 2)
+	f.Worker.Sandbox.Enabled = l.boolean("worker.sandbox.enabled", "IMAGEVOL_SANDBOX", w.Sandbox.Enabled, true)
+	f.Worker.Sandbox.CPUTime = l.duration("worker.sandbox.cpu_time", "IMAGEVOL_SANDBOX_CPU_TIME", w.Sandbox.CPUTime, sandbox.DefaultCPUTime)
+	if f.Worker.Sandbox.CPUTime < time.Second {
+		l.bad("worker.sandbox.cpu_time", "must be at least 1s")
+	}
+	f.Worker.Sandbox.MemoryMB = l.count("worker.sandbox.memory_mb", "IMAGEVOL_SANDBOX_MEMORY_MB", w.Sandbox.MemoryMB, int(sandbox.DefaultAddressSpace>>20))
+	if f.Worker.Sandbox.MemoryMB < 256 {
+		l.bad("worker.sandbox.memory_mb", "must be at least 256")
+	}
 
 	f.Metrics.Listen = l.str("metrics.listen", "IMAGEVOL_METRICS_LISTEN", raw.Metrics.Listen, "")
 	l.hostPort("metrics.listen", f.Metrics.Listen, true)

@@ -72,6 +72,11 @@ worker:
     quota_gigabytes: 2000
   flatten: depth>3
   max_concurrent_activities: 16
+  max_concurrent_conversions: 3
+  sandbox:
+    enabled: false
+    cpu_time: 30m
+    memory_mb: 2048
 metrics:
   listen: 127.0.0.1:9464
 `
@@ -101,6 +106,9 @@ func TestLoadFile(t *testing.T) {
 					a.CinderInternalTenantProject != "imagevol-internal" || a.FlattenPolicy != "never" {
 					t.Errorf("worker defaults: %+v", a)
 				}
+				if a.MaxConcurrentConversions != 2 || a.SandboxDisabled || a.SandboxCPUTime != time.Hour || a.SandboxMemoryMB != 4096 {
+					t.Errorf("converter defaults: %+v", a)
+				}
 			},
 		},
 		{
@@ -119,6 +127,9 @@ func TestLoadFile(t *testing.T) {
 				if w.Host != "node2" || w.Pool != "volumes-node2" || w.Cluster != "ceph-a" || w.Cache.Enabled || w.Cache.MaxSizeGB != 500 ||
 					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 {
 					t.Errorf("worker: %+v", w)
+				}
+				if a := w.ActivitiesConfig(); a.MaxConcurrentConversions != 3 || !a.SandboxDisabled || a.SandboxCPUTime != 30*time.Minute || a.SandboxMemoryMB != 2048 {
+					t.Errorf("converter: %+v", a)
 				}
 				if f.Metrics.Listen != "127.0.0.1:9464" {
 					t.Errorf("metrics: %+v", f.Metrics)
@@ -172,6 +183,8 @@ func TestLoadFile(t *testing.T) {
 			wantErr: []string{"worker.cache.max_count (from IMAGE_VOLUME_CACHE_MAX_COUNT): -1 is negative", "worker.cache.enabled (from IMAGE_VOLUME_CACHE_ENABLED)"},
 		},
 		{name: "bad flatten", yaml: "worker: {flatten: sometimes}\n", wantErr: []string{"worker.flatten"}},
+		{name: "sandbox limits too low", yaml: "worker: {sandbox: {cpu_time: 10ms, memory_mb: 16}}\n",
+			wantErr: []string{"worker.sandbox.cpu_time: must be at least 1s", "worker.sandbox.memory_mb: must be at least 256"}},
 		{name: "bad duration", yaml: "gateway: {reconcile_every: often}\n", wantErr: []string{"gateway.reconcile_every"}},
 		{name: "bad quota", env: map[string]string{"IMAGEVOL_QUOTAS": "demo"}, wantErr: []string{"gateway.quotas (from IMAGEVOL_QUOTAS)"}},
 		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},
