@@ -192,10 +192,18 @@ func (c *Converter) command(format, pool, src, dst string) (sandbox.Command, err
 }
 
 // monHostHasNames reports whether mon_host names a monitor by host name rather than address.
+// Its forms: "10.0.0.1,10.0.0.2:6789", "[v2:10.0.0.1:3300/0,v1:10.0.0.1:6789/0] [v2:...]",
+// IPv6 in brackets, names.
 func monHostHasNames(monHost string) bool {
-	for _, a := range strings.FieldsFunc(monHost, func(r rune) bool { return strings.ContainsRune("[], ;\t", r) }) {
+	for _, a := range strings.FieldsFunc(monHost, func(r rune) bool { return strings.ContainsRune(", ;\t", r) }) {
+		if strings.HasPrefix(a, "[v") {
+			a = a[1:] // a monitor's group of addresses
+		}
+		if strings.Count(a, "]") > strings.Count(a, "[") {
+			a = strings.TrimSuffix(a, "]")
+		}
 		a = strings.TrimPrefix(strings.TrimPrefix(a, "v1:"), "v2:")
-		if i := strings.Index(a, "/"); i >= 0 { // a nonce
+		if i := strings.LastIndex(a, "/"); i >= 0 { // a nonce
 			a = a[:i]
 		}
 		host := a
