@@ -156,8 +156,13 @@ func (c *Converter) command(format, pool, src, dst string) (sandbox.Command, err
 			fmt.Fprintf(&b, "auth_client_required = %s\n", s.AuthClientRequired)
 		}
 		if s.Keyring != "" {
+			// Given as data: the sandbox's user cannot read the worker's keyring file itself.
+			key, err := os.ReadFile(s.Keyring)
+			if err != nil {
+				return sandbox.Command{}, fmt.Errorf("ceph keyring: %w", err)
+			}
 			fmt.Fprintf(&b, "keyring = %s\n", sandboxKeyring)
-			cmd.Binds = append(cmd.Binds, sandbox.Bind{Source: s.Keyring, Target: sandboxKeyring})
+			cmd.Files = append(cmd.Files, sandbox.File{Target: sandboxKeyring, Data: key})
 		}
 		b.WriteString("admin_socket =\nlog_file =\n")
 		cmd.Files = append(cmd.Files, sandbox.File{Target: sandboxCephConf, Data: []byte(b.String())})

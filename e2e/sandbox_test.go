@@ -112,8 +112,18 @@ func plantMarker(t *testing.T, size int) (string, []byte) {
 		t.Fatal(err)
 	}
 	marker := []byte("imagevol-planted-" + hex.EncodeToString(b))
-	path := filepath.Join(t.TempDir(), "host-secret")
-	if err := os.WriteFile(path, bytes.Repeat(marker, size/len(marker)+1)[:size], 0o600); err != nil {
+	// Readable by anyone, the sandbox's unprivileged user included: only the sandbox's mount
+	// namespace keeps it out of reach.
+	dir, err := os.MkdirTemp("", "e2e-sandbox-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "host-secret")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.Repeat(marker, size/len(marker)+1)[:size], 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path, marker

@@ -5,6 +5,10 @@
 // and CPU-time, address-space and core-size limits (set by util-linux's prlimit before bwrap
 // starts, so they hold from the first instruction).
 //
+// A caller running as root starts bwrap as nobody (uid and gid 65534), so the command is an
+// unprivileged user to the host kernel too; host files it is to read must then be given as
+// data (File) or be readable by anyone (Bind).
+//
 // Its filesystem is built from nothing: read-only /usr (and the /bin, /sbin, /lib* of the host,
 // as the symlinks or directories they are), /etc/ld.so.cache for the dynamic loader, a minimal
 // /dev, a private /proc, a small private /tmp, and exactly the files the caller names, read-only.
@@ -42,8 +46,12 @@ const (
 // and a tmpfs is memory that no rlimit counts.
 const tmpSize = 64 << 20
 
-// nobody is the unprivileged user and group the command runs as inside the sandbox.
-const nobody = "65534"
+// nobody is the unprivileged user and group the command runs as inside the sandbox, and, when
+// the caller is root, outside too.
+const (
+	nobodyID = 65534
+	nobody   = "65534"
+)
 
 // Limits bound one command. Zero values mean the defaults, never unlimited.
 type Limits struct {
@@ -110,7 +118,8 @@ func (s *Sandbox) Enabled() bool { return !s.disabled }
 // Limits returns the limits every command runs under.
 func (s *Sandbox) Limits() Limits { return s.limits }
 
-// Bind shows the host file or directory Source read-only at Target inside the sandbox.
+// Bind shows the host file or directory Source read-only at Target inside the sandbox. bwrap
+// runs as the unprivileged user (see the package comment): Source must be readable by it.
 type Bind struct{ Source, Target string }
 
 // File shows Data as a read-only file at Target inside the sandbox.
@@ -239,6 +248,12 @@ func (s *Sandbox) Run(ctx context.Context, c Command) error {
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = baseEnv // bwrap itself never sees the caller's environment either
 	cmd.ExtraFiles = extra
+	if os.Geteuid() == 0 {
+		// bwrap started by root maps the sandbox's user to root outside: to the kernel the
+		// command would still be uid 0 (host sysctls, abstract sockets trusting uid 0). Started
+		// as nobody, it is nobody inside and out.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID, Groups: []uint32{}}}
+	}
 	var tail tailBuffer
 	cmd.Stdout, cmd.Stderr = nonNil(c.Stdout), io.MultiWriter(nonNil(c.Stderr), &tail)
 	if c.Stdout == c.Stderr {

@@ -10,11 +10,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -60,7 +62,15 @@ func TestPlantedFileInvisible(t *testing.T) {
 	box := newSandbox(t, Options{})
 	host := newSandbox(t, Options{Disabled: true})
 	secret := marker(t)
-	dir := t.TempDir()
+	// Readable by anyone, the sandbox's user included: only the mount namespace hides it.
+	dir, err := os.MkdirTemp("", "sandbox-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	planted := filepath.Join(dir, "planted.raw")
 	// 1 MiB so that qemu-img takes it as a raw disk.
 	data := append([]byte(secret), make([]byte, 1<<20-len(secret))...)
@@ -105,17 +115,17 @@ func TestPlantedFileInvisible(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(copied, []byte(secret)) {
 		t.Fatalf("control: qemu-img on the host did not copy the planted file (%v)", err)
 	}
-	// And a file the caller binds in is there, read-only: the mechanism convert uses for the
-	// keyring.
+	// And a file the caller binds in is there, read-only.
 	out, err := run(t, box, Command{Args: []string{"sh", "-c", "cat /etc/ceph/keyring; echo x >/etc/ceph/keyring"},
 		Binds: []Bind{{Source: planted, Target: "/etc/ceph/keyring"}}})
 	if !strings.Contains(out, secret) || !strings.Contains(out, "Read-only file system") || err == nil {
 		t.Fatalf("bound file: err %v, output %.200q; want it readable and read-only", err, out)
 	}
-	out, err = run(t, box, Command{Args: []string{"cat", "/etc/ceph/ceph.conf"},
+	// A file given as data (how convert passes ceph.conf and the keyring) is there, read-only.
+	out, err = run(t, box, Command{Args: []string{"sh", "-c", "cat /etc/ceph/ceph.conf; echo x >/etc/ceph/ceph.conf"},
 		Files: []File{{Target: "/etc/ceph/ceph.conf", Data: []byte("[global]\n" + secret + "\n")}}})
-	if err != nil || !strings.Contains(out, secret) {
-		t.Fatalf("given file: err %v, output %q", err, out)
+	if err == nil || !strings.Contains(out, secret) || !strings.Contains(out, "Read-only file system") {
+		t.Fatalf("given file: err %v, output %q; want it readable and read-only", err, out)
 	}
 }
 
@@ -148,7 +158,7 @@ func TestIsolation(t *testing.T) {
 		})
 	}
 	box := newSandbox(t, Options{})
-	out, err := run(t, box, Command{Args: []string{"sh", "-c", "id -u; grep CapEff /proc/self/status; hostname; tr '\\0' ' ' </proc/1/cmdline; ls /"}})
+	out, err := run(t, box, Command{Args: []string{"sh", "-c", "id -u; grep CapEff /proc/self/status; hostname; tr '\\0' ' ' </proc/1/cmdline; ls /; v=$(cat /proc/sys/kernel/printk_ratelimit); echo $v >/proc/sys/kernel/printk_ratelimit && echo SYSCTL_$((1+1)); true"}})
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
@@ -156,6 +166,47 @@ func TestIsolation(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output %q lacks %q", out, want)
 		}
+	}
+	// Host sysctls are not its to write (rewriting the current value would be harmless).
+	if strings.Contains(out, "SYSCTL_2") {
+		t.Errorf("the sandbox wrote a host sysctl")
+	}
+	// The network namespace is shared, so a host service on an abstract socket can be reached:
+	// it must see an unprivileged peer (nobody when the caller is root), never uid 0.
+	name := "imagevol-sandbox-test-" + marker(t)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: "@" + name, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer := make(chan *syscall.Ucred, 1)
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			peer <- nil
+			return
+		}
+		defer c.Close()
+		raw, _ := c.SyscallConn()
+		var cred *syscall.Ucred
+		_ = raw.Control(func(fd uintptr) { cred, _ = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED) })
+		peer <- cred
+	}()
+	connect := "import socket; s = socket.socket(socket.AF_UNIX); s.connect('\\0" + name + "'); s.close()"
+	if out, err := run(t, box, Command{Args: []string{"python3", "-c", connect}}); err != nil {
+		t.Fatalf("connect to the abstract socket: %v: %s", err, out)
+	}
+	wantUID := uint32(os.Geteuid())
+	if wantUID == 0 {
+		wantUID = nobodyID
+	}
+	select {
+	case cred := <-peer:
+		if cred == nil || cred.Uid != wantUID || cred.Gid == 0 {
+			t.Fatalf("peer credentials %+v, want uid %d and not gid 0", cred, wantUID)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the sandboxed connection never arrived")
 	}
 	if strings.Contains(out, "root\n") || strings.Contains(out, "home\n") || strings.Contains(out, "var\n") {
 		t.Errorf("the root shows more than the sandbox's few entries: %q", out)
