@@ -5,6 +5,10 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/testsuite"
 )
 
 // A conversion waits for a free slot, and gives up when its step is cancelled.
@@ -69,5 +73,53 @@ func TestMonHostHasNames(t *testing.T) {
 		if got := monHostHasNames(tc.monHost); got != tc.want {
 			t.Errorf("monHostHasNames(%q) = %v, want %v", tc.monHost, got, tc.want)
 		}
+	}
+}
+
+// A step waiting for a conversion slot heartbeats, so that Temporal does not time it out.
+func TestConversionSlotWaitHeartbeats(t *testing.T) {
+	c, err := NewConverter(Config{MaxConcurrentConversions: 1, SandboxDisabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	beat := make(chan string, 16)
+	env.SetOnActivityHeartbeatListener(func(_ *activity.Info, details converter.EncodedValues) {
+		var d string
+		_ = details.Get(&d)
+		select {
+		case beat <- d:
+		default:
+		}
+	})
+	wait := func(ctx context.Context) error { return c.acquire(ctx) }
+	env.RegisterActivity(wait)
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.ExecuteActivity(wait)
+		done <- err
+	}()
+	select {
+	case d := <-beat:
+		if d != "waiting for a conversion slot" {
+			t.Errorf("heartbeat %q", d)
+		}
+	case err := <-done:
+		t.Fatalf("the wait ended (%v) while the slot was taken", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no heartbeat while waiting for a slot")
+	}
+	c.release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the wait did not end once the slot was free")
 	}
 }
