@@ -71,6 +71,22 @@ func run(logger *slog.Logger) error {
 	actLogger := logger
 	logger = logger.With("host", cfg.Host)
 
+	// A worker that cannot confine qemu-img does not start: conversions never run unconfined
+	// unless the sandbox is turned off explicitly.
+	conv, err := activities.NewConverter(cfg)
+	if err != nil {
+		return err
+	}
+	if err := conv.Check(ctx); err != nil {
+		return err
+	}
+	if conv.Sandboxed() {
+		logger.Info("qemu-img runs sandboxed", "max_concurrent_conversions", cfg.MaxConcurrentConversions,
+			"cpu_time", cfg.SandboxCPUTime.String(), "memory_mb", cfg.SandboxMemoryMB)
+	} else {
+		logger.Warn("qemu-img runs WITHOUT its sandbox (worker.sandbox.enabled is false): a crafted image could read the worker's files")
+	}
+
 	reg := metrics.NewRegistry()
 	if *metricsListen != "" {
 		stopMetrics, err := serveMetrics(*metricsListen, reg, logger)
@@ -104,21 +120,6 @@ func run(logger *slog.Logger) error {
 		if cfg.ClusterName, err = cluster.FSID(); err != nil {
 			return err
 		}
-	}
-	// A worker that cannot confine qemu-img does not start: conversions never run unconfined
-	// unless the sandbox is turned off explicitly.
-	conv, err := activities.NewConverter(cfg)
-	if err != nil {
-		return err
-	}
-	if err := conv.Check(ctx); err != nil {
-		return err
-	}
-	if conv.Sandboxed() {
-		logger.Info("qemu-img runs sandboxed", "max_concurrent_conversions", cfg.MaxConcurrentConversions,
-			"cpu_time", cfg.SandboxCPUTime, "memory_mb", cfg.SandboxMemoryMB)
-	} else {
-		logger.Warn("qemu-img runs WITHOUT its sandbox (worker.sandbox.enabled is false): a crafted image could read the worker's files")
 	}
 	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg,
 		Converter: conv}
