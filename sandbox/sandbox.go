@@ -181,10 +181,11 @@ func (s *Sandbox) Run(ctx context.Context, c Command) error {
 	}
 	args := s.limitArgs()
 	args = append(args, s.bwrap)
-	var extra []*os.File
-	var feeds []func()
+	// extra are the child's ends of the pipes, writers the caller's ends of the Files' pipes;
+	// whatever is still listed when Run returns is closed.
+	var extra, writers []*os.File
 	defer func() {
-		for _, f := range extra {
+		for _, f := range append(extra, writers...) {
 			f.Close()
 		}
 	}()
@@ -231,12 +232,8 @@ func (s *Sandbox) Run(ctx context.Context, c Command) error {
 		if err != nil {
 			return err
 		}
+		writers = append(writers, w)
 		args = append(args, "--perms", "0444", "--ro-bind-data", nextFD(r), f.Target)
-		data := f.Data
-		feeds = append(feeds, func() {
-			_, _ = w.Write(data) // bwrap reads it all during setup; a failed setup closes the pipe
-			w.Close()
-		})
 	}
 	for _, kv := range append(append([]string{}, baseEnv...), c.Env...) {
 		k, v, _ := strings.Cut(kv, "=")
@@ -274,9 +271,13 @@ func (s *Sandbox) Run(ctx context.Context, c Command) error {
 		f.Close()
 	}
 	extra = nil
-	for _, feed := range feeds {
-		go feed()
+	for i, w := range writers {
+		go func(w *os.File, data []byte) {
+			_, _ = w.Write(data) // bwrap reads it all during setup; a failed setup closes the pipe
+			w.Close()
+		}(w, c.Files[i].Data)
 	}
+	writers = nil
 	status, _ := io.ReadAll(statusR)
 	waitErr := cmd.Wait()
 	code, exited := parseStatus(status)
