@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,6 +43,12 @@ type Activities struct {
 	Logger   *slog.Logger
 	// Metrics counts cache events and imported bytes for Prometheus; nil counts nothing.
 	Metrics *metrics.Registry
+	// Converter runs the host's qemu-img conversions; nil: one made from Config on first use.
+	Converter *Converter
+
+	convOnce sync.Once
+	conv     *Converter
+	convErr  error
 }
 
 const gib = int64(1) << 30

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
-
-	"go.temporal.io/sdk/activity"
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/importer"
@@ -82,45 +79,6 @@ func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportRes
 	a.removeQuietly(ctx, in.Pool, staging)
 	a.Metrics.CountImported(a.Config.Host, res.VirtualSize)
 	return res, nil
-}
-
-// convert runs qemu-img from one RBD image to another, heartbeating while it works. The source
-// format is passed explicitly so qemu-img never probes (and never follows) anything.
-func (a *Activities) convert(ctx context.Context, format, pool, src, dst string) error {
-	spec := func(name string) string {
-		s := "rbd:" + pool + "/" + name
-		if a.Config.CephConf != "" {
-			s += ":conf=" + a.Config.CephConf
-		}
-		if a.Config.CephUser != "" {
-			s += ":id=" + a.Config.CephUser
-		}
-		if a.Config.CephKeyring != "" {
-			s += ":keyring=" + a.Config.CephKeyring
-		}
-		return s
-	}
-	cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-f", format, "-O", "raw", "-W", "-m", "16", spec(src), spec(dst))
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("qemu-img: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				return nonRetryable(ErrTypeCorruptImage, "qemu-img convert of a %s image failed: %v: %s", format, err, strings.TrimSpace(out.String()))
-			}
-			return nil
-		case <-tick.C:
-			activity.RecordHeartbeat(ctx, "converting")
-		}
-	}
 }
 
 func (a *Activities) removeQuietly(ctx context.Context, pool, name string) {

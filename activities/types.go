@@ -129,6 +129,15 @@ type Config struct {
 	// importer.DefaultAllowedFormats.
 	AllowedFormats []importer.Format
 	ConvertDir     string // scratch space qemu-img may need; its free space is checked first
+
+	// MaxConcurrentConversions caps the qemu-img conversions the host runs at once; 0: no cap.
+	MaxConcurrentConversions int
+	// SandboxDisabled runs qemu-img on the host instead of in its sandbox (package sandbox):
+	// for development machines without bubblewrap only, as a crafted image may then make
+	// qemu-img read any file the worker can.
+	SandboxDisabled bool
+	SandboxCPUTime  time.Duration // RLIMIT_CPU of one conversion; 0: sandbox.DefaultCPUTime
+	SandboxMemoryMB int           // RLIMIT_AS of one conversion in MiB; 0: sandbox.DefaultAddressSpace
 }
 
 // allowedFormats is AllowedFormats, or the default list when none is set.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/importer"
+	"github.com/imagevol/imagevol/sandbox"
 	"github.com/imagevol/imagevol/tracing"
 )
 
@@ -177,6 +178,14 @@ type Worker struct {
 	// AllowedFormats is worker.allowed_formats: the disk formats an import accepts, as found
 	// in the image's bytes; any other fails the provision with UnsafeImage.
 	AllowedFormats []importer.Format
+	// MaxConcurrentConversions caps the host's qemu-img conversions (0: no cap).
+	MaxConcurrentConversions int
+	// Sandbox confines qemu-img (package sandbox).
+	Sandbox struct {
+		Enabled  bool          // false runs qemu-img on the host: development only
+		CPUTime  time.Duration // RLIMIT_CPU of one conversion
+		MemoryMB int           // RLIMIT_AS of one conversion, MiB
+	}
 }
 
 // ActivitiesConfig is the worker section as the activities take it.
@@ -192,6 +201,10 @@ func (w Worker) ActivitiesConfig() activities.Config {
 		InternalQuotaGB:             w.InternalProject.QuotaGigabytes,
 		FlattenPolicy:               w.Flatten,
 		AllowedFormats:              w.AllowedFormats,
+		MaxConcurrentConversions:    w.MaxConcurrentConversions,
+		SandboxDisabled:             !w.Sandbox.Enabled,
+		SandboxCPUTime:              w.Sandbox.CPUTime,
+		SandboxMemoryMB:             w.Sandbox.MemoryMB,
 	}
 }
 
@@ -437,9 +450,15 @@ type rawFile struct {
 			QuotaVolumes   value `yaml:"quota_volumes"`
 			QuotaGigabytes value `yaml:"quota_gigabytes"`
 		} `yaml:"internal_project"`
-		Flatten                 value `yaml:"flatten"`
-		MaxConcurrentActivities value `yaml:"max_concurrent_activities"`
-		AllowedFormats          list  `yaml:"allowed_formats"`
+		Flatten                  value `yaml:"flatten"`
+		MaxConcurrentActivities  value `yaml:"max_concurrent_activities"`
+		AllowedFormats           list  `yaml:"allowed_formats"`
+		MaxConcurrentConversions value `yaml:"max_concurrent_conversions"`
+		Sandbox                  struct {
+			Enabled  value `yaml:"enabled"`
+			CPUTime  value `yaml:"cpu_time"`
+			MemoryMB value `yaml:"memory_mb"`
+		} `yaml:"sandbox"`
 	} `yaml:"worker"`
 	Metrics struct {
 		Listen value `yaml:"listen"`
@@ -682,6 +701,16 @@ func resolve(raw *rawFile) (File, []setting, error) {
 	}
 	if f.Worker.AllowedFormats, err = importer.ParseFormats(formats); err != nil {
 		l.bad("worker.allowed_formats", "%v", err)
+	}
+	f.Worker.MaxConcurrentConversions = l.count("worker.max_concurrent_conversions", "IMAGEVOL_MAX_CONCURRENT_CONVERSIONS", w.MaxConcurrentConversions, 2)
+	f.Worker.Sandbox.Enabled = l.boolean("worker.sandbox.enabled", "IMAGEVOL_SANDBOX", w.Sandbox.Enabled, true)
+	f.Worker.Sandbox.CPUTime = l.duration("worker.sandbox.cpu_time", "IMAGEVOL_SANDBOX_CPU_TIME", w.Sandbox.CPUTime, sandbox.DefaultCPUTime)
+	if f.Worker.Sandbox.CPUTime < time.Second {
+		l.bad("worker.sandbox.cpu_time", "must be at least 1s")
+	}
+	f.Worker.Sandbox.MemoryMB = l.count("worker.sandbox.memory_mb", "IMAGEVOL_SANDBOX_MEMORY_MB", w.Sandbox.MemoryMB, int(sandbox.DefaultAddressSpace>>20))
+	if f.Worker.Sandbox.MemoryMB < 256 {
+		l.bad("worker.sandbox.memory_mb", "must be at least 256")
 	}
 
 	f.Metrics.Listen = l.str("metrics.listen", "IMAGEVOL_METRICS_LISTEN", raw.Metrics.Listen, "")

@@ -75,6 +75,11 @@ worker:
   flatten: depth>3
   max_concurrent_activities: 16
   allowed_formats: [raw, qcow2]
+  max_concurrent_conversions: 3
+  sandbox:
+    enabled: false
+    cpu_time: 30m
+    memory_mb: 2048
 metrics:
   listen: 127.0.0.1:9464
 `
@@ -107,6 +112,9 @@ func TestLoadFile(t *testing.T) {
 					importer.FormatList(a.AllowedFormats) != "raw,qcow2,vmdk,vhd,vhdx,iso" {
 					t.Errorf("worker defaults: %+v", a)
 				}
+				if a.MaxConcurrentConversions != 2 || a.SandboxDisabled || a.SandboxCPUTime != time.Hour || a.SandboxMemoryMB != 4096 {
+					t.Errorf("converter defaults: %+v", a)
+				}
 			},
 		},
 		{
@@ -126,6 +134,9 @@ func TestLoadFile(t *testing.T) {
 					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 ||
 					importer.FormatList(w.AllowedFormats) != "raw,qcow2" {
 					t.Errorf("worker: %+v", w)
+				}
+				if a := w.ActivitiesConfig(); a.MaxConcurrentConversions != 3 || !a.SandboxDisabled || a.SandboxCPUTime != 30*time.Minute || a.SandboxMemoryMB != 2048 {
+					t.Errorf("converter: %+v", a)
 				}
 				if f.Metrics.Listen != "127.0.0.1:9464" {
 					t.Errorf("metrics: %+v", f.Metrics)
@@ -181,6 +192,8 @@ func TestLoadFile(t *testing.T) {
 		{name: "bad flatten", yaml: "worker: {flatten: sometimes}\n", wantErr: []string{"worker.flatten"}},
 		{name: "unknown disk format", yaml: "worker: {allowed_formats: [raw, qed]}\n", wantErr: []string{"worker.allowed_formats", `"qed"`}},
 		{name: "no disk format", env: map[string]string{"IMAGEVOL_ALLOWED_FORMATS": " , "}, wantErr: []string{"worker.allowed_formats (from IMAGEVOL_ALLOWED_FORMATS)"}},
+		{name: "sandbox limits too low", yaml: "worker: {sandbox: {cpu_time: 10ms, memory_mb: 16}}\n",
+			wantErr: []string{"worker.sandbox.cpu_time: must be at least 1s", "worker.sandbox.memory_mb: must be at least 256"}},
 		{name: "bad duration", yaml: "gateway: {reconcile_every: often}\n", wantErr: []string{"gateway.reconcile_every"}},
 		{name: "bad quota", env: map[string]string{"IMAGEVOL_QUOTAS": "demo"}, wantErr: []string{"gateway.quotas (from IMAGEVOL_QUOTAS)"}},
 		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs, non-interactively, only the Debian packages imagevol needs that are
 # missing: Ceph (server + CLI), the librados/librbd headers go-ceph builds against, qemu-img with
-# its RBD driver, and Debian's glance-api. Safe to run again: it does nothing when all is present.
+# its RBD driver and bubblewrap to confine it, and Debian's glance-api. Safe to run again: it does
+# nothing when all is present.
 # Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
 # and Keystone's Python package (python3-keystone, no service of its own), which
 # deploy/keystone.sh runs for the Keystone tests, and PostgreSQL for deploy/temporal-pg.sh.
@@ -12,7 +13,8 @@ set -euo pipefail
 want=${1:-all}
 log() { echo "install-deps: $*" >&2; }
 
-ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime)
+# bubblewrap: the worker runs qemu-img in a bwrap sandbox and refuses to start without it.
+ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime bubblewrap)
 glance_pkgs=(glance-api)
 chromium_pkgs=(chromium)
 # The library only: Debian's "keystone" package would add dbconfig-common questions, uwsgi and an

@@ -57,8 +57,13 @@ func run(logger *slog.Logger) error {
 	flag.IntVar(&cfg.InternalQuotaGB, "internal_quota_gigabytes", cfg.InternalQuotaGB, "GiB the internal project may hold (0 = unlimited)")
 	flag.StringVar(&cfg.FlattenPolicy, "flatten", cfg.FlattenPolicy, "flatten policy: never, always or depth>N")
 	allowedFormats := flag.String("allowed-formats", importer.FormatList(cfg.AllowedFormats), "disk formats an import accepts, found in the bytes: any of raw,qcow2,vmdk,vhd,vhdx,iso")
+	flag.IntVar(&cfg.MaxConcurrentConversions, "max-concurrent-conversions", cfg.MaxConcurrentConversions, "qemu-img conversions run at once (0 = no cap)")
+	sandboxOn := flag.Bool("sandbox", !cfg.SandboxDisabled, "run qemu-img in its bubblewrap sandbox; false is for development only")
+	flag.DurationVar(&cfg.SandboxCPUTime, "sandbox-cpu-time", cfg.SandboxCPUTime, "CPU time of one conversion")
+	flag.IntVar(&cfg.SandboxMemoryMB, "sandbox-memory-mb", cfg.SandboxMemoryMB, "address space of one conversion, MiB")
 	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics (empty: none)")
 	flag.Parse()
+	cfg.SandboxDisabled = !*sandboxOn
 	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
 		return err
 	}
@@ -71,6 +76,22 @@ func run(logger *slog.Logger) error {
 	// The activities add the host to their own lines (a.log); everything else gets it here.
 	actLogger := logger
 	logger = logger.With("host", cfg.Host)
+
+	// A worker that cannot confine qemu-img does not start: conversions never run unconfined
+	// unless the sandbox is turned off explicitly.
+	conv, err := activities.NewConverter(cfg)
+	if err != nil {
+		return err
+	}
+	if err := conv.Check(ctx); err != nil {
+		return err
+	}
+	if conv.Sandboxed() {
+		logger.Info("qemu-img runs sandboxed", "max_concurrent_conversions", cfg.MaxConcurrentConversions,
+			"cpu_time", cfg.SandboxCPUTime.String(), "memory_mb", cfg.SandboxMemoryMB)
+	} else {
+		logger.Warn("qemu-img runs WITHOUT its sandbox (worker.sandbox.enabled is false): a crafted image could read the worker's files")
+	}
 
 	reg := metrics.NewRegistry()
 	if *metricsListen != "" {
@@ -106,7 +127,8 @@ func run(logger *slog.Logger) error {
 			return err
 		}
 	}
-	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg}
+	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg,
+		Converter: conv}
 	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace})
 }
 
