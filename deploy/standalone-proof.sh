@@ -206,7 +206,8 @@ db_made=1
 
 [ -s "$DIR/token" ] || head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$DIR/token"
 TOKEN=$(cat "$DIR/token")
-echo "$TOKEN proof" >"$DIR/tokens"
+# admin: the proof reads and evicts cache entries
+echo "$TOKEN proof admin" >"$DIR/tokens"
 # One file for the gateway and both workers, as deployed (docs/deploy.md); the DSN, as a secret,
 # comes from the environment; each worker's host and pool from its flags.
 cat >"$DIR/imagevol.yaml" <<EOF
@@ -261,7 +262,7 @@ upload() {
   head -c "${IMAGE_MIB}M" /dev/urandom >"$f"
   sha[$name]=$(sha512sum "$f" | cut -d' ' -f1)
   r=$(curl -fsS -m 30 -X POST "${GLANCE_URL%/}/v2/images" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"imagevol-proof-$name\",\"disk_format\":\"raw\",\"container_format\":\"bare\"}")
+    -d "{\"name\":\"imagevol-proof-$name\",\"disk_format\":\"raw\",\"container_format\":\"bare\",\"visibility\":\"public\"}")
   id=$(jget id <<<"$r")
   [ -n "$id" ] || { say "Glance did not create an image: $r"; exit 1; }
   images+=("$id")

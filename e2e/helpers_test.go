@@ -44,12 +44,20 @@ func imageBytes(size int64, seed uint64, dataEvery int64) []byte {
 	return b
 }
 
-// uploadImage puts data into Glance as a new image and removes it when the test ends.
+// uploadImage puts data into Glance as a new public image (every project may use it) and
+// removes it when the test ends.
 func uploadImage(t *testing.T, name, diskFormat string, data []byte) imagesource.Image {
 	t.Helper()
+	return uploadImageAs(t, glance.CreateOpts{Name: name, DiskFormat: diskFormat, Visibility: imagesource.VisibilityPublic}, data)
+}
+
+// uploadImageAs is uploadImage with the image's options (owner and visibility, say) given.
+func uploadImageAs(t *testing.T, opts glance.CreateOpts, data []byte) imagesource.Image {
+	t.Helper()
+	name := opts.Name
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	img, err := stack.glance.Create(ctx, glance.CreateOpts{Name: name, DiskFormat: diskFormat}, bytes.NewReader(data))
+	img, err := stack.glance.Create(ctx, opts, bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("upload image %s: %v", name, err)
 	}
@@ -93,7 +101,11 @@ func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 	return acts
 }
 
+// testToken acts for project-e2e as an admin: the tests that use it operate the cache too.
 const testToken = "e2e-token"
+
+// testRoles gives testToken its role.
+var testRoles = map[string]starter.Role{testToken: starter.RoleAdmin}
 
 // client is an HTTP client of a gateway placing volumes on the given hosts.
 type apiClient struct {
@@ -105,7 +117,7 @@ func newGateway(t *testing.T, hosts ...string) *apiClient {
 	t.Helper()
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
-		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
+		Tokens: map[string]string{testToken: "project-e2e"}, TokenRoles: testRoles, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Every provision of the tests runs with a deadline, as in production.

@@ -2,6 +2,8 @@ package models
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -31,6 +33,8 @@ type Store struct {
 	// reserve serialises cache reservations within this process where the database has no
 	// named locks (SQLite, a single-machine setup).
 	reserve sync.Mutex
+	// quota does the same for the quota checks of new volumes.
+	quota sync.Mutex
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -154,6 +158,33 @@ func (s *Store) CreateVolume(ctx context.Context, v *Volume) error {
 	return wrap(s.db.WithContext(ctx).Create(v).Error, "models: create volume "+v.ID)
 }
 
+// CreateVolumeWithin inserts a volume row unless check refuses the usage its project has
+// before it (check's error is returned as it is). The count and the insert run under a lock of
+// the project (a MySQL named lock, held server-wide; a mutex of this process on SQLite, whose
+// setup has one gateway), so concurrent creates cannot together overshoot a quota. Every row
+// of the project counts, whatever its status: a deleted volume has no row.
+func (s *Store) CreateVolumeWithin(ctx context.Context, v *Volume, check func(ProjectUsage) error) error {
+	insert := func() error {
+		u, err := s.ProjectUsage(ctx, v.ProjectID)
+		if err != nil {
+			return err
+		}
+		if err := check(u); err != nil {
+			return err
+		}
+		return s.CreateVolume(ctx, v)
+	}
+	if s.db.Dialector.Name() != "mysql" {
+		s.quota.Lock()
+		defer s.quota.Unlock()
+		return insert()
+	}
+	// MySQL lock names are at most 64 characters; project IDs are not bounded here.
+	sum := sha256.Sum256([]byte(v.ProjectID))
+	name := "imagevol_quota_" + hex.EncodeToString(sum[:16])
+	return s.withNamedLock(ctx, name, func(*gorm.DB) error { return insert() })
+}
+
 // GetVolume reads one volume.
 func (s *Store) GetVolume(ctx context.Context, id string) (*Volume, error) {
 	var v Volume
@@ -268,10 +299,4 @@ func (s *Store) DeleteCacheEntry(ctx context.Context, e *CacheEntry) error {
 		}
 		return wrap(tx.Where("id = ?", e.VolumeID).Delete(&Volume{}).Error, "models: delete cache volume "+e.VolumeID)
 	})
-}
-
-// GiBCeil converts bytes to whole GiB, rounding up, as Cinder sizes volumes.
-func GiBCeil(bytes int64) int {
-	const gib = 1 << 30
-	return int((bytes + gib - 1) / gib)
 }

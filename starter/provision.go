@@ -31,7 +31,7 @@ var retrying sync.Map
 
 // provisionRoutes serves the retry of failed provisions.
 func (g *Gateway) provisionRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v1/volumes/{id}/retry", g.auth(g.retryVolume))
+	g.handle(mux, "POST /v1/volumes/{id}/retry", g.retryVolume)
 }
 
 // retryVolume starts a new run of a failed volume's provision, under the same workflow ID, with
@@ -47,6 +47,17 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer retrying.Delete(v.ID)
+	// A retry provisions the image again: the project must still be allowed to use it. An
+	// image that is gone or unreadable now is left to the run, which fails on it as before.
+	if img, err := g.Images.Get(r.Context(), v.ImageID); err == nil {
+		if ok, err := g.canUse(r.Context(), v.ProjectID, img); err != nil || !ok {
+			if err == nil {
+				err = imageNotFound(v.ImageID)
+			}
+			writeError(w, err)
+			return
+		}
+	}
 	runID, err := g.retry(r.Context(), v)
 	if err != nil {
 		writeError(w, err)
