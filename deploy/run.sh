@@ -52,7 +52,7 @@ if [ "$demo" = 1 ]; then
     done
   fi
   id=$(curl -fsS -X POST "${GLANCE_URL%/}/v2/images" -H 'Content-Type: application/json' \
-    -d '{"name":"imagevol-demo","disk_format":"raw","container_format":"bare"}' | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+    -d '{"name":"imagevol-demo","disk_format":"raw","container_format":"bare","visibility":"community"}' | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
   curl -fsS -X PUT "${GLANCE_URL%/}/v2/images/$id/file" -H 'Content-Type: application/octet-stream' --data-binary @"$img"
   say "demo image $id uploaded to Glance"
   "$BIN/imagevolctl" create --image "$id" --size 1 --name demo-miss --wait

@@ -121,6 +121,7 @@ func TestAuthorization(t *testing.T) {
 	private := uploadImageAs(t, glance.CreateOpts{Name: "authz-private", DiskFormat: "raw", Owner: owner, Visibility: imagesource.VisibilityPrivate}, data)
 	shared := uploadImageAs(t, glance.CreateOpts{Name: "authz-shared", DiskFormat: "raw", Owner: owner, Visibility: imagesource.VisibilityShared}, imageBytes(4*mib, 172, 2))
 	community := uploadImageAs(t, glance.CreateOpts{Name: "authz-community", DiskFormat: "raw", Owner: owner, Visibility: imagesource.VisibilityCommunity}, imageBytes(4*mib, 173, 2))
+	// public: any project's image; a community one, as a public one cannot be made here (below)
 	public := uploadImage(t, "authz-public", "raw", imageBytes(4*mib, 174, 2))
 	for _, img := range []imagesource.Image{private, shared, community} {
 		if img.Owner != owner {
@@ -243,7 +244,22 @@ func TestAuthorization(t *testing.T) {
 	})
 
 	t.Run("public and community images are everyone's", func(t *testing.T) {
-		for _, img := range []imagesource.Image{public, community} {
+		images := []imagesource.Image{community}
+		// Glance without Keystone runs as an admin with no roles, and its policy (publicize_image:
+		// role:admin) refuses to make an image public then. When it does make one, it is tested
+		// here; the rule's public branch is the community one's (TestImageVisibility has both).
+		pub, err := stack.glance.Create(ctx, glance.CreateOpts{Name: "authz-really-public", DiskFormat: "raw", Owner: owner,
+			Visibility: imagesource.VisibilityPublic}, strings.NewReader(string(imageBytes(mib, 175, 1))))
+		switch {
+		case err == nil:
+			t.Cleanup(func() { _ = stack.glance.Delete(context.Background(), pub.ID) })
+			images = append(images, pub)
+		case strings.Contains(err.Error(), "publicize_image"):
+			t.Logf("this Glance makes no public images (%v): public images are not tried here", err)
+		default:
+			t.Fatal(err)
+		}
+		for _, img := range images {
 			code, id, body := api.create(tok("other"), img.ID, 1)
 			if code != http.StatusAccepted {
 				t.Fatalf("%s image: HTTP %d %s", img.Visibility, code, body)

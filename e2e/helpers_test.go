@@ -44,11 +44,11 @@ func imageBytes(size int64, seed uint64, dataEvery int64) []byte {
 	return b
 }
 
-// uploadImage puts data into Glance as a new public image (every project may use it) and
-// removes it when the test ends.
+// uploadImage puts data into Glance as a new community image (every project may use it; the
+// test Glance, without Keystone, refuses to make public ones) and removes it when the test ends.
 func uploadImage(t *testing.T, name, diskFormat string, data []byte) imagesource.Image {
 	t.Helper()
-	return uploadImageAs(t, glance.CreateOpts{Name: name, DiskFormat: diskFormat, Visibility: imagesource.VisibilityPublic}, data)
+	return uploadImageAs(t, glance.CreateOpts{Name: name, DiskFormat: diskFormat, Visibility: imagesource.VisibilityCommunity}, data)
 }
 
 // uploadImageAs is uploadImage with the image's options (owner and visibility, say) given.
