@@ -33,8 +33,6 @@ type Store struct {
 	// reserve serialises cache reservations within this process where the database has no
 	// named locks (SQLite, a single-machine setup).
 	reserve sync.Mutex
-	// quota does the same for the quota checks of new volumes.
-	quota sync.Mutex
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -160,9 +158,10 @@ func (s *Store) CreateVolume(ctx context.Context, v *Volume) error {
 
 // CreateVolumeWithin inserts a volume row unless check refuses the usage its project has
 // before it (check's error is returned as it is). The count and the insert run under a lock of
-// the project (a MySQL named lock, held server-wide; a mutex of this process on SQLite, whose
-// setup has one gateway), so concurrent creates cannot together overshoot a quota. Every row
-// of the project counts, whatever its status: a deleted volume has no row.
+// the project (a MySQL named lock, held server-wide; on SQLite, the embedded single-machine
+// default, the reservation lock of WithReservationLock, shared with the cache's
+// reservations), so concurrent creates cannot together overshoot a quota. Every row of the
+// project counts, whatever its status: a deleted volume has no row.
 func (s *Store) CreateVolumeWithin(ctx context.Context, v *Volume, check func(ProjectUsage) error) error {
 	insert := func() error {
 		u, err := s.ProjectUsage(ctx, v.ProjectID)
@@ -175,9 +174,7 @@ func (s *Store) CreateVolumeWithin(ctx context.Context, v *Volume, check func(Pr
 		return s.CreateVolume(ctx, v)
 	}
 	if s.db.Dialector.Name() != "mysql" {
-		s.quota.Lock()
-		defer s.quota.Unlock()
-		return insert()
+		return s.WithReservationLock(ctx, insert)
 	}
 	// MySQL lock names are at most 64 characters; project IDs are not bounded here.
 	sum := sha256.Sum256([]byte(v.ProjectID))

@@ -47,17 +47,6 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer retrying.Delete(v.ID)
-	// A retry provisions the image again: the project must still be allowed to use it. An
-	// image that is gone or unreadable now is left to the run, which fails on it as before.
-	if img, err := g.Images.Get(r.Context(), v.ImageID); err == nil {
-		if ok, err := g.canUse(r.Context(), v.ProjectID, img); err != nil || !ok {
-			if err == nil {
-				err = imageNotFound(v.ImageID)
-			}
-			writeError(w, err)
-			return
-		}
-	}
 	runID, err := g.retry(r.Context(), v)
 	if err != nil {
 		writeError(w, err)
@@ -72,6 +61,16 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	if v.Status != models.StatusError {
 		return "", apiErr(http.StatusConflict, "volume_not_failed", "volume %s is %s; only a volume in error can be retried", v.ID, v.Status)
+	}
+	// A retry provisions the image again: the project must still be allowed to use it. An
+	// image that is gone or unreadable now is left to the run, which fails on it as before.
+	if img, err := g.Images.Get(ctx, v.ImageID); err == nil {
+		if ok, err := g.canUse(ctx, v.ProjectID, img); err != nil || !ok {
+			if err == nil {
+				err = imageNotFound(v.ImageID)
+			}
+			return "", err
+		}
 	}
 	wfID := v.WorkflowID
 	if wfID == "" {
