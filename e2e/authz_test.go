@@ -192,6 +192,13 @@ func TestAuthorization(t *testing.T) {
 		if c, _ := errorCode(t, body); code != http.StatusBadRequest || c != "image_not_found" {
 			t.Fatalf("admin warms another project's private image: HTTP %d %s", code, body)
 		}
+		// Nor a retry: a failed volume of the image in another project (made before the image
+		// was private, say) is not provisioned again.
+		failed := recordVolume(t, other, models.StatusError, private.ID)
+		code, body = api.do(tok("other"), "POST", "/v1/volumes/"+failed+"/retry", "")
+		if c, _ := errorCode(t, body); code != http.StatusBadRequest || c != "image_not_found" {
+			t.Fatalf("retry of another project's failed volume of a private image: HTTP %d %s", code, body)
+		}
 		// The owner's second volume is a hit; the only provisions of the image are the owner's.
 		code, id2, body := api.create(tok("owner"), private.ID, 1)
 		if code != http.StatusAccepted {
