@@ -51,8 +51,6 @@ type Activities struct {
 	convErr  error
 }
 
-const gib = int64(1) << 30
-
 func nonRetryable(errType, format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), errType, nil)
 }
@@ -92,7 +90,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 		return LookupResult{}, nonRetryable(ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
 	case img.ContentHash() == "":
 		return LookupResult{}, nonRetryable(ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
-	case !in.Prewarm && img.VirtualSize > int64(in.SizeGB)*gib:
+	case !in.Prewarm && models.ExceedsGiB(img.VirtualSize, int64(in.SizeGB)):
 		return LookupResult{}, nonRetryable(ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
 	}
 	if _, err := ShouldFlatten(a.Config.FlattenPolicy, 1); err != nil {
@@ -136,7 +134,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	if !in.Prewarm {
 		a.count(ctx, models.CacheStat{Misses: 1})
 	}
-	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB) * gib; max > 0 && img.Size > max {
+	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB); max > 0 && models.ExceedsGiB(img.Size, max) {
 		res.Reason = ReasonTooBig
 		return res, nil
 	}
@@ -259,7 +257,7 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 		return EvictResult{}, err
 	}
 
-	maxBytes := int64(cfg.ImageVolumeCacheMaxSizeGB) * gib
+	maxBytes := models.GiBToBytesCapped(int64(cfg.ImageVolumeCacheMaxSizeGB))
 	sizeGB := int64(models.GiBCeil(in.Image.Size))
 	var res EvictResult
 	waits := 0

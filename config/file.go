@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/importer"
+	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/sandbox"
 	"github.com/imagevol/imagevol/tracing"
 )
@@ -112,12 +113,18 @@ func (a CloudAuth) AuthOptions() gophercloud.AuthOptions {
 
 // Gateway is the API gateway's part.
 type Gateway struct {
-	Listen         string         // gateway.listen
-	Hosts          []string       // gateway.hosts: storage hosts to place volumes on
-	TokensFile     string         // gateway.tokens_file: lines of "token project"
-	Quotas         map[string]int // gateway.quotas: most volumes per project
-	TemporalUI     string         // gateway.temporal_ui: for workflow links; empty: none
-	ReconcileEvery time.Duration  // gateway.reconcile_every: 0 means no reconcile schedule
+	Listen     string   // gateway.listen
+	Hosts      []string // gateway.hosts: storage hosts to place volumes on
+	TokensFile string   // gateway.tokens_file: lines of "token project"
+	// Quotas are gateway.quotas: projects' own quotas, over the defaults below.
+	Quotas map[string]Quota
+	// DefaultQuota is gateway.default_quota_volumes and gateway.default_quota_gigabytes: the
+	// quotas of a project gateway.quotas does not list (-1: unlimited).
+	DefaultQuota QuotaLimits
+	// MaxVolumeSizeGB is gateway.max_volume_size_gb: the largest size_gb accepted.
+	MaxVolumeSizeGB int
+	TemporalUI      string        // gateway.temporal_ui: for workflow links; empty: none
+	ReconcileEvery  time.Duration // gateway.reconcile_every: 0 means no reconcile schedule
 	// ProvisionTimeout is gateway.provision_timeout: each provision's deadline is this long
 	// after its request; 0 means none.
 	ProvisionTimeout time.Duration
@@ -360,7 +367,8 @@ func (l *list) UnmarshalYAML(n *yaml.Node) error {
 	return fmt.Errorf("line %d: want a list", n.Line)
 }
 
-// quotaMap is a YAML mapping of project to count, or one "project=N,..." scalar.
+// quotaMap is a YAML mapping of project to a count of volumes or to a mapping of quota names
+// to limits, or one "project=N,..." scalar in ParseQuotas' form.
 type quotaMap struct {
 	text string // in the environment's form, parsed with the others
 	set  bool
@@ -376,10 +384,21 @@ func (q *quotaMap) UnmarshalYAML(n *yaml.Node) error {
 		var parts []string
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			if v.Kind != yaml.ScalarNode {
-				return fmt.Errorf("line %d: want project: count", v.Line)
+			switch v.Kind {
+			case yaml.ScalarNode:
+				parts = append(parts, k.Value+"="+v.Value)
+			case yaml.MappingNode:
+				var limits []string
+				for j := 0; j+1 < len(v.Content); j += 2 {
+					if v.Content[j+1].Kind != yaml.ScalarNode {
+						return fmt.Errorf("line %d: want quota: limit", v.Content[j+1].Line)
+					}
+					limits = append(limits, v.Content[j].Value, v.Content[j+1].Value)
+				}
+				parts = append(parts, k.Value+"="+strings.Join(limits, ":"))
+			default:
+				return fmt.Errorf("line %d: want project: count, or project: {volumes: N, gigabytes: M}", v.Line)
 			}
-			parts = append(parts, k.Value+"="+v.Value)
 		}
 		q.text, q.set = strings.Join(parts, ","), true
 		return nil
@@ -414,6 +433,9 @@ type rawFile struct {
 		Hosts            list     `yaml:"hosts"`
 		TokensFile       value    `yaml:"tokens_file"`
 		Quotas           quotaMap `yaml:"quotas"`
+		DefaultVolumes   value    `yaml:"default_quota_volumes"`
+		DefaultGigabytes value    `yaml:"default_quota_gigabytes"`
+		MaxVolumeSizeGB  value    `yaml:"max_volume_size_gb"`
 		TemporalUI       value    `yaml:"temporal_ui"`
 		ReconcileEvery   value    `yaml:"reconcile_every"`
 		ProvisionTimeout value    `yaml:"provision_timeout"`
@@ -519,6 +541,19 @@ func (l *loader) count(key, env string, v value, def int) int {
 		l.bad(key, "%q is not an integer", s)
 	case n < 0:
 		l.bad(key, "%d is negative", n)
+	}
+	return n
+}
+
+// limit reads a quota: a non-negative integer, or -1 for no limit.
+func (l *loader) limit(key, env string, v value, def int) int {
+	s, _ := l.pick(key, env, v, strconv.Itoa(def))
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		l.bad(key, "%q is not an integer", s)
+	case n < -1:
+		l.bad(key, "%d: want a limit >= 0, or -1 for none", n)
 	}
 	return n
 }
@@ -640,6 +675,12 @@ func resolve(raw *rawFile) (File, []setting, error) {
 		l.bad("gateway.quotas", "%v", err)
 	}
 	f.Gateway.Quotas = q
+	f.Gateway.DefaultQuota.Volumes = l.limit("gateway.default_quota_volumes", "IMAGEVOL_DEFAULT_QUOTA_VOLUMES", gw.DefaultVolumes, DefaultQuotaVolumes)
+	f.Gateway.DefaultQuota.Gigabytes = l.limit("gateway.default_quota_gigabytes", "IMAGEVOL_DEFAULT_QUOTA_GIGABYTES", gw.DefaultGigabytes, DefaultQuotaGigabytes)
+	f.Gateway.MaxVolumeSizeGB = l.count("gateway.max_volume_size_gb", "IMAGEVOL_MAX_VOLUME_SIZE_GB", gw.MaxVolumeSizeGB, DefaultMaxVolumeSizeGB)
+	if n := f.Gateway.MaxVolumeSizeGB; n < 1 || int64(n) > models.MaxSizeGiB {
+		l.bad("gateway.max_volume_size_gb", "%d: want 1 to %d", n, models.MaxSizeGiB)
+	}
 	f.Gateway.TemporalUI = l.str("gateway.temporal_ui", "TEMPORAL_UI_URL", gw.TemporalUI, "http://127.0.0.1:8233")
 	l.httpURL("gateway.temporal_ui", f.Gateway.TemporalUI, true)
 	f.Gateway.ReconcileEvery = l.duration("gateway.reconcile_every", "IMAGEVOL_RECONCILE_EVERY", gw.ReconcileEvery, 10*time.Minute)
@@ -750,26 +791,103 @@ func SplitList(s string) []string {
 	return out
 }
 
-// ParseQuotas reads "project=N,project2=M" (IMAGEVOL_QUOTAS' form).
-func ParseQuotas(s string) (map[string]int, error) {
-	out := map[string]int{}
+// Defaults of the gateway's size bound and of the quotas of a project gateway.quotas does not
+// list: Cinder's defaults of quota_volumes and quota_gigabytes.
+const (
+	DefaultMaxVolumeSizeGB = 1000
+	DefaultQuotaVolumes    = 10
+	DefaultQuotaGigabytes  = 1000
+)
+
+// QuotaLimits are a project's quotas, as Cinder names them: the most volumes it may have and
+// the most GiB they may add up to; -1 is no limit, 0 allows none.
+type QuotaLimits struct {
+	Volumes   int
+	Gigabytes int
+}
+
+// Quota is one project's entry of gateway.quotas: a nil limit is the default's.
+type Quota struct {
+	Volumes   *int
+	Gigabytes *int
+}
+
+// Or is q with the limits it does not set taken from def.
+func (q Quota) Or(def QuotaLimits) QuotaLimits {
+	if q.Volumes != nil {
+		def.Volumes = *q.Volumes
+	}
+	if q.Gigabytes != nil {
+		def.Gigabytes = *q.Gigabytes
+	}
+	return def
+}
+
+// ParseQuotas reads IMAGEVOL_QUOTAS' form: comma-separated project=LIMITS, where LIMITS is
+// either N, the most volumes (the form before gigabytes were counted), or quota:N pairs joined
+// by colons, e.g. demo=volumes:20:gigabytes:500 or ops=gigabytes:100. A limit is N >= 0, or -1
+// for none; one a project's entry leaves out is the default's.
+func ParseQuotas(s string) (map[string]Quota, error) {
+	out := map[string]Quota{}
 	for _, kv := range SplitList(s) {
-		project, n, ok := strings.Cut(kv, "=")
-		v, err := strconv.Atoi(strings.TrimSpace(n))
+		project, limits, ok := strings.Cut(kv, "=")
 		project = strings.TrimSpace(project)
-		if !ok || project == "" || err != nil || v < 0 {
-			return nil, fmt.Errorf("quota %q: want project=N, N >= 0", kv)
+		bad := fmt.Errorf("quota %q: want project=N or project=volumes:N:gigabytes:M (N, M >= 0, or -1 for no limit)", kv)
+		if !ok || project == "" {
+			return nil, bad
 		}
-		out[project] = v
+		if _, dup := out[project]; dup {
+			return nil, fmt.Errorf("quota %q: project %s is listed twice", kv, project)
+		}
+		num := func(t string) (*int, bool) {
+			n, err := strconv.Atoi(strings.TrimSpace(t))
+			return &n, err == nil && n >= -1
+		}
+		var q Quota
+		fields := strings.Split(limits, ":")
+		if len(fields) == 1 {
+			if q.Volumes, ok = num(fields[0]); !ok {
+				return nil, bad
+			}
+			out[project] = q
+			continue
+		}
+		if len(fields)%2 != 0 {
+			return nil, bad
+		}
+		for i := 0; i < len(fields); i += 2 {
+			n, ok := num(fields[i+1])
+			switch name := strings.TrimSpace(fields[i]); {
+			case !ok:
+				return nil, bad
+			case name == "volumes" && q.Volumes == nil:
+				q.Volumes = n
+			case name == "gigabytes" && q.Gigabytes == nil:
+				q.Gigabytes = n
+			default:
+				return nil, fmt.Errorf("quota %q: %q is not volumes or gigabytes, or is given twice", kv, name)
+			}
+		}
+		out[project] = q
 	}
 	return out, nil
 }
 
 // FormatQuotas writes quotas in ParseQuotas' form, sorted by project, for a flag's default.
-func FormatQuotas(q map[string]int) string {
+func FormatQuotas(q map[string]Quota) string {
 	parts := make([]string, 0, len(q))
-	for p, n := range q {
-		parts = append(parts, p+"="+strconv.Itoa(n))
+	for p, l := range q {
+		var limits []string
+		if l.Volumes != nil {
+			limits = append(limits, "volumes", strconv.Itoa(*l.Volumes))
+		}
+		if l.Gigabytes != nil {
+			limits = append(limits, "gigabytes", strconv.Itoa(*l.Gigabytes))
+		}
+		if len(limits) == 0 {
+			continue // nothing of its own: the defaults
+		}
+		parts = append(parts, p+"="+strings.Join(limits, ":"))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")

@@ -103,7 +103,8 @@ func TestLoadFile(t *testing.T) {
 				if !reflect.DeepEqual(f.Gateway.Hosts, []string{"node1"}) || f.Gateway.Listen != "127.0.0.1:8776" ||
 					f.Gateway.ReconcileEvery != 10*time.Minute || len(f.Gateway.Quotas) != 0 || f.Gateway.TemporalUI != "http://127.0.0.1:8233" ||
 					f.Gateway.TLSCertFile != "" || f.Gateway.ReadHeaderTimeout != 10*time.Second || f.Gateway.ReadTimeout != time.Minute ||
-					f.Gateway.WriteTimeout != time.Minute || f.Gateway.IdleTimeout != 2*time.Minute || f.Gateway.AuthFailuresPerMinute != 10 {
+					f.Gateway.WriteTimeout != time.Minute || f.Gateway.IdleTimeout != 2*time.Minute || f.Gateway.AuthFailuresPerMinute != 10 ||
+					f.Gateway.DefaultQuota != (QuotaLimits{Volumes: 10, Gigabytes: 1000}) || f.Gateway.MaxVolumeSizeGB != 1000 {
 					t.Errorf("gateway defaults: %+v", f.Gateway)
 				}
 				a := f.Worker.ActivitiesConfig()
@@ -126,7 +127,7 @@ func TestLoadFile(t *testing.T) {
 					t.Errorf("common: %+v", f.Common())
 				}
 				if !reflect.DeepEqual(f.Gateway.Hosts, []string{"node1", "node2"}) || f.Gateway.Listen != ":8776" ||
-					!reflect.DeepEqual(f.Gateway.Quotas, map[string]int{"demo": 10, "ops": 0}) || f.Gateway.ReconcileEvery != 5*time.Minute {
+					FormatQuotas(f.Gateway.Quotas) != "demo=volumes:10,ops=volumes:0" || f.Gateway.ReconcileEvery != 5*time.Minute {
 					t.Errorf("gateway: %+v", f.Gateway)
 				}
 				w := f.Worker
@@ -144,6 +145,17 @@ func TestLoadFile(t *testing.T) {
 			},
 		},
 		{
+			name: "quotas in both forms, defaults and size bound",
+			yaml: "gateway:\n  quotas:\n    demo: {volumes: 20, gigabytes: 500}\n    ops: 2\n  default_quota_volumes: -1\n  max_volume_size_gb: 16384\n",
+			env:  map[string]string{"IMAGEVOL_DEFAULT_QUOTA_GIGABYTES": "0"},
+			check: func(t *testing.T, f File) {
+				if q := FormatQuotas(f.Gateway.Quotas); q != "demo=volumes:20:gigabytes:500,ops=volumes:2" ||
+					f.Gateway.DefaultQuota != (QuotaLimits{Volumes: -1, Gigabytes: 0}) || f.Gateway.MaxVolumeSizeGB != 16384 {
+					t.Errorf("quotas %s, default %+v, max size %d", q, f.Gateway.DefaultQuota, f.Gateway.MaxVolumeSizeGB)
+				}
+			},
+		},
+		{
 			name: "env only",
 			env: map[string]string{
 				"IMAGEVOL_TEMPORAL_ADDRESS": "t.example:7233", "IMAGEVOL_DB_DSN": "sqlite:/var/lib/imagevol/db",
@@ -153,7 +165,7 @@ func TestLoadFile(t *testing.T) {
 			},
 			check: func(t *testing.T, f File) {
 				if f.Temporal.Address != "t.example:7233" || f.Database.DSN != "sqlite:/var/lib/imagevol/db" ||
-					!reflect.DeepEqual(f.Gateway.Hosts, []string{"a", "b"}) || f.Gateway.Quotas["demo"] != 3 ||
+					!reflect.DeepEqual(f.Gateway.Hosts, []string{"a", "b"}) || FormatQuotas(f.Gateway.Quotas) != "demo=volumes:3" ||
 					f.Worker.Cache.Enabled || f.Worker.Cache.MaxCount != 7 || f.Worker.Flatten != "always" ||
 					!f.Common().TLS.Enabled() || f.Gateway.ReconcileEvery != 0 || importer.FormatList(f.Worker.AllowedFormats) != "raw,iso" {
 					t.Errorf("got %+v", f)
@@ -196,6 +208,10 @@ func TestLoadFile(t *testing.T) {
 			wantErr: []string{"worker.sandbox.cpu_time: must be at least 1s", "worker.sandbox.memory_mb: must be at least 256"}},
 		{name: "bad duration", yaml: "gateway: {reconcile_every: often}\n", wantErr: []string{"gateway.reconcile_every"}},
 		{name: "bad quota", env: map[string]string{"IMAGEVOL_QUOTAS": "demo"}, wantErr: []string{"gateway.quotas (from IMAGEVOL_QUOTAS)"}},
+		{name: "bad default quota", env: map[string]string{"IMAGEVOL_DEFAULT_QUOTA_GIGABYTES": "-2"}, wantErr: []string{"gateway.default_quota_gigabytes (from IMAGEVOL_DEFAULT_QUOTA_GIGABYTES)"}},
+		{name: "max volume size 0", yaml: "gateway: {max_volume_size_gb: 0}\n", wantErr: []string{"gateway.max_volume_size_gb: 0: want 1 to"}},
+		{name: "max volume size past int64 bytes", env: map[string]string{"IMAGEVOL_MAX_VOLUME_SIZE_GB": "8589934592"}, wantErr: []string{"gateway.max_volume_size_gb (from IMAGEVOL_MAX_VOLUME_SIZE_GB)"}},
+		{name: "quota of a quota name unknown", yaml: "gateway:\n  quotas: {demo: {snapshots: 3}}\n", wantErr: []string{"gateway.quotas", "snapshots"}},
 		{name: "bad address", yaml: "temporal: {address: nohostport}\n", wantErr: []string{"temporal.address"}},
 		{name: "list where a value goes", yaml: "worker: {host: [a, b]}\n", wantErr: []string{"want a single value"}},
 		{name: "cert without key", yaml: "temporal: {tls: {cert_file: /c.pem}}\n", wantErr: []string{"temporal.tls.cert_file"}},
@@ -282,14 +298,57 @@ func TestConfigPath(t *testing.T) {
 }
 
 func TestQuotasRoundTrip(t *testing.T) {
-	q := map[string]int{"b": 2, "a": 1}
+	n := func(v int) *int { return &v }
+	q := map[string]Quota{"b": {Volumes: n(2)}, "a": {Volumes: n(1), Gigabytes: n(-1)}, "c": {Gigabytes: n(0)}}
 	s := FormatQuotas(q)
-	if s != "a=1,b=2" {
+	if s != "a=volumes:1:gigabytes:-1,b=volumes:2,c=gigabytes:0" {
 		t.Fatalf("FormatQuotas = %q", s)
 	}
 	back, err := ParseQuotas(s)
 	if err != nil || !reflect.DeepEqual(back, q) {
 		t.Fatalf("ParseQuotas(%q) = %v, %v", s, back, err)
+	}
+}
+
+// ParseQuotas reads the old form (volumes only) and the new one, takes what an entry leaves out
+// from the defaults, and refuses what it cannot read.
+func TestParseQuotas(t *testing.T) {
+	def := QuotaLimits{Volumes: 10, Gigabytes: 1000}
+	cases := []struct {
+		in   string
+		want map[string]QuotaLimits // each project's limits over def; nil: an error
+	}{
+		{"", map[string]QuotaLimits{}},
+		{"demo=3", map[string]QuotaLimits{"demo": {3, 1000}}},
+		{"demo=3,ops=-1", map[string]QuotaLimits{"demo": {3, 1000}, "ops": {-1, 1000}}},
+		{"demo=volumes:20:gigabytes:500", map[string]QuotaLimits{"demo": {20, 500}}},
+		{" demo = gigabytes:0:volumes:1 ", map[string]QuotaLimits{"demo": {1, 0}}},
+		{"demo=gigabytes:-1", map[string]QuotaLimits{"demo": {10, -1}}},
+		{"demo", nil},
+		{"=3", nil},
+		{"demo=-2", nil},
+		{"demo=x", nil},
+		{"demo=volumes", nil},
+		{"demo=volumes:1:volumes:2", nil},
+		{"demo=snapshots:1", nil},
+		{"demo=gigabytes:1.5", nil},
+		{"demo=1,demo=2", nil},
+	}
+	for _, c := range cases {
+		got, err := ParseQuotas(c.in)
+		if c.want == nil {
+			if err == nil {
+				t.Errorf("ParseQuotas(%q) = %v, want an error", c.in, got)
+			}
+			continue
+		}
+		limits := map[string]QuotaLimits{}
+		for p, q := range got {
+			limits[p] = q.Or(def)
+		}
+		if err != nil || !reflect.DeepEqual(limits, c.want) {
+			t.Errorf("ParseQuotas(%q) = %v, %v; want %v", c.in, limits, err, c.want)
+		}
 	}
 }
 

@@ -72,7 +72,7 @@ start_worker2() {
 
 start_gateway() {
   start_bg gateway "$BIN/imagevol-gateway" --hosts "$HOST" --reconcile-every 0 --listen "$API" \
-    --provision-timeout "${1:-1h}"
+    --provision-timeout "${1:-1h}" --default-quota-volumes -1 --default-quota-gigabytes -1
   wait_http "http://$API/healthz" 60 gateway
 }
 

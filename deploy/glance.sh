@@ -78,6 +78,9 @@ lock_path = $DIR/lock
 [oslo_policy]
 enforce_new_defaults = false
 enforce_scope = false
+# Only publicize_image is changed: without Keystone every request is one anonymous user, and
+# making an image public (as an operator would) must be possible for imagevol's tests and demo.
+policy_file = $DIR/policy.yaml
 
 [paste_deploy]
 config_file = $DIR/glance-api-paste.ini
@@ -87,6 +90,7 @@ flavor =
 [oslo_messaging_notifications]
 driver = noop
 EOF
+  printf '"publicize_image": ""\n' >"$DIR/policy.yaml"
   # Debian's pipelines, but the healthcheck "disable" file must live in our dir, not /etc
   sed "s#^disable_by_file_path = .*#disable_by_file_path = $DIR/healthcheck_disable#" \
     /etc/glance/glance-api-paste.ini >"$DIR/glance-api-paste.ini"

@@ -263,7 +263,7 @@ upload() {
   head -c "${IMAGE_MIB}M" /dev/urandom >"$f"
   sha[$name]=$(sha512sum "$f" | cut -d' ' -f1)
   r=$(curl -fsS -m 30 -X POST "${GLANCE_URL%/}/v2/images" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"imagevol-proof-$name\",\"disk_format\":\"raw\",\"container_format\":\"bare\"}")
+    -d "{\"name\":\"imagevol-proof-$name\",\"disk_format\":\"raw\",\"container_format\":\"bare\",\"visibility\":\"community\"}")
   id=$(jget id <<<"$r")
   [ -n "$id" ] || { say "Glance did not create an image: $r"; exit 1; }
   images+=("$id")

@@ -34,7 +34,7 @@ for i in 0 2 4 6; do
   head -c 1M /dev/urandom | dd of="$img" bs=1M seek="$i" conv=notrunc status=none
 done
 id=$(curl -fsS -X POST "${GLANCE_URL%/}/v2/images" -H 'Content-Type: application/json' \
-  -d '{"name":"imagevol-ui-screenshot","disk_format":"raw","container_format":"bare"}' | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+  -d '{"name":"imagevol-ui-screenshot","disk_format":"raw","container_format":"bare","visibility":"community"}' | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
 [ -n "$id" ] || { say "Glance at $GLANCE_URL did not create an image"; exit 1; }
 curl -fsS -X PUT "${GLANCE_URL%/}/v2/images/$id/file" -H 'Content-Type: application/octet-stream' --data-binary @"$img"
 say "image $id uploaded to Glance"

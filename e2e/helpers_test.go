@@ -44,12 +44,20 @@ func imageBytes(size int64, seed uint64, dataEvery int64) []byte {
 	return b
 }
 
-// uploadImage puts data into Glance as a new image and removes it when the test ends.
+// uploadImage puts data into Glance as a new community image (every project may use it; the
+// test Glance, without Keystone, refuses to make public ones) and removes it when the test ends.
 func uploadImage(t *testing.T, name, diskFormat string, data []byte) imagesource.Image {
 	t.Helper()
+	return uploadImageAs(t, glance.CreateOpts{Name: name, DiskFormat: diskFormat, Visibility: imagesource.VisibilityCommunity}, data)
+}
+
+// uploadImageAs is uploadImage with the image's options (owner and visibility, say) given.
+func uploadImageAs(t *testing.T, opts glance.CreateOpts, data []byte) imagesource.Image {
+	t.Helper()
+	name := opts.Name
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	img, err := stack.glance.Create(ctx, glance.CreateOpts{Name: name, DiskFormat: diskFormat}, bytes.NewReader(data))
+	img, err := stack.glance.Create(ctx, opts, bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("upload image %s: %v", name, err)
 	}
@@ -99,11 +107,15 @@ func startHostOn(t *testing.T, store *models.Store, cfg activities.Config) *acti
 	return acts
 }
 
+// testToken acts for project-e2e as an admin: the tests that use it operate the cache too.
 const testToken = "e2e-token"
 
 // adminToken is an operator's token, for the gateways of tests that look at what only operators
 // see.
 const adminToken = "e2e-admin-token"
+
+// testRoles gives testToken its role.
+var testRoles = map[string]starter.Role{testToken: starter.RoleAdmin, adminToken: starter.RoleAdmin}
 
 // client is an HTTP client of a gateway placing volumes on the given hosts.
 type apiClient struct {
@@ -121,7 +133,7 @@ func newGatewayOn(t *testing.T, store *models.Store, hosts ...string) *apiClient
 	t.Helper()
 	gw := &starter.Gateway{
 		Store: store, Temporal: stack.temporal, Images: stack.glance,
-		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, AdminTokens: []string{adminToken}, Hosts: hosts,
+		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, TokenRoles: testRoles, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Every provision of the tests runs with a deadline, as in production.

@@ -106,7 +106,7 @@ func ksGateway(t *testing.T, v starter.TokenValidator, images imagesource.Source
 	t.Helper()
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: stack.temporal, Images: images,
-		Tokens: map[string]string{testToken: "project-e2e"}, TokenValidator: v, Hosts: hosts,
+		Tokens: map[string]string{testToken: "project-e2e"}, TokenRoles: testRoles, TokenValidator: v, Hosts: hosts,
 		Namespace: stack.namespace, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	srv := httptest.NewServer(gw.Handler())
@@ -183,7 +183,7 @@ func TestKeystone(t *testing.T) {
 
 	// Latency: one validation that asks Keystone, then the same token from the cache.
 	start = time.Now()
-	if p, err := v.ValidateToken(ctx, otherTok); err != nil || p != e.otherProject {
+	if p, err := v.ValidateToken(ctx, otherTok); err != nil || p.Project != e.otherProject || p.Role != starter.RoleMember {
 		t.Fatalf("validate other's token: %q, %v; want project %s", p, err, e.otherProject)
 	}
 	miss := time.Since(start)

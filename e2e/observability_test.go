@@ -83,7 +83,7 @@ func TestObservability(t *testing.T) {
 	})
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: tc, Images: stack.glance,
-		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, AdminTokens: []string{adminToken},
+		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, TokenRoles: testRoles,
 		Hosts: []string{host}, UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Metrics: reg,
 	}

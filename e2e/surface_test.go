@@ -24,7 +24,7 @@ func TestAnonymousSurface(t *testing.T) {
 	const project = "project-surface"
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
-		Tokens: map[string]string{testToken: project, adminToken: "admin"}, AdminTokens: []string{adminToken},
+		Tokens: map[string]string{testToken: project, adminToken: "admin"}, TokenRoles: map[string]starter.Role{adminToken: starter.RoleAdmin},
 		Hosts: []string{host}, UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}

@@ -61,7 +61,7 @@ func TestTracingFromRequestThroughEveryActivity(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw := &starter.Gateway{
-		Store: stack.store, Temporal: tc, Images: stack.glance, Tokens: map[string]string{testToken: "project-e2e"},
+		Store: stack.store, Temporal: tc, Images: stack.glance, Tokens: map[string]string{testToken: "project-e2e"}, TokenRoles: testRoles,
 		Hosts: []string{host}, Namespace: stack.namespace, ProvisionTimeout: 30 * time.Minute,
 		Logger: quiet,
 	}

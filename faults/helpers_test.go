@@ -127,7 +127,7 @@ func uploadImage(t *testing.T, name string, seed uint64) imagesource.Image {
 	var key [32]byte
 	binaryPut(key[:], seed^uint64(time.Now().UnixNano()))
 	r := &patternReader{size: gib, rng: rand.NewChaCha8(key)}
-	img, err := stack.glance.Create(ctx, glance.CreateOpts{Name: name, DiskFormat: "raw"}, r)
+	img, err := stack.glance.Create(ctx, glance.CreateOpts{Name: name, DiskFormat: "raw", Visibility: imagesource.VisibilityCommunity}, r)
 	if err != nil {
 		t.Fatalf("upload %s: %v", name, err)
 	}

@@ -25,6 +25,21 @@ const (
 	StatusDeactivated = "deactivated"
 )
 
+// Image visibility values, as Glance names them.
+const (
+	VisibilityPublic    = "public"    // every project may use it, and it is listed to all
+	VisibilityCommunity = "community" // every project may use it, but it is listed only to its owner
+	VisibilityShared    = "shared"    // its owner and the projects it is shared with (members)
+	VisibilityPrivate   = "private"   // its owner only
+)
+
+// Member status values of a shared image, as Glance names them.
+const (
+	MemberAccepted = "accepted"
+	MemberPending  = "pending"
+	MemberRejected = "rejected"
+)
+
 // Image is the metadata of one image that provisioning needs.
 type Image struct {
 	ID          string
@@ -37,6 +52,8 @@ type Image struct {
 	HashValue   string // os_hash_value, hex
 	Checksum    string // legacy md5, hex
 	UpdatedAt   time.Time
+	Owner       string // ID of the project that owns it; empty when none does
+	Visibility  string // public, community, shared or private
 }
 
 // ContentHash identifies the image's bytes: "<algo>:<hex>" from the strongest hash published.
@@ -58,4 +75,13 @@ type Source interface {
 	Get(ctx context.Context, id string) (Image, error)
 	// Open streams an image's data from byte offset on.
 	Open(ctx context.Context, id string, offset int64) (io.ReadCloser, error)
+}
+
+// Members reads whom shared images are shared with. A Source that can share images implements
+// it too.
+type Members interface {
+	// MemberStatus returns project's membership status of a shared image (MemberAccepted,
+	// MemberPending or MemberRejected), or an error wrapping ErrNotFound when project is not a
+	// member of it.
+	MemberStatus(ctx context.Context, imageID, project string) (string, error)
 }

@@ -2,6 +2,8 @@ package models
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -162,6 +164,32 @@ func (s *Store) CreateVolume(ctx context.Context, v *Volume) error {
 	return wrap(s.db.WithContext(ctx).Create(v).Error, "models: create volume "+v.ID)
 }
 
+// CreateVolumeWithin inserts a volume row unless check refuses the usage its project has
+// before it (check's error is returned as it is). The count and the insert run under a lock of
+// the project (a MySQL named lock, held server-wide; on SQLite, the embedded single-machine
+// default, the reservation lock of WithReservationLock, shared with the cache's
+// reservations), so concurrent creates cannot together overshoot a quota. Every row of the
+// project counts, whatever its status: a deleted volume has no row.
+func (s *Store) CreateVolumeWithin(ctx context.Context, v *Volume, check func(ProjectUsage) error) error {
+	insert := func() error {
+		u, err := s.ProjectUsage(ctx, v.ProjectID)
+		if err != nil {
+			return err
+		}
+		if err := check(u); err != nil {
+			return err
+		}
+		return s.CreateVolume(ctx, v)
+	}
+	if s.db.Dialector.Name() != "mysql" {
+		return s.WithReservationLock(ctx, insert)
+	}
+	// MySQL lock names are at most 64 characters; project IDs are not bounded here.
+	sum := sha256.Sum256([]byte(v.ProjectID))
+	name := "imagevol_quota_" + hex.EncodeToString(sum[:16])
+	return s.withNamedLock(ctx, name, func(*gorm.DB) error { return insert() })
+}
+
 // GetVolume reads one volume.
 func (s *Store) GetVolume(ctx context.Context, id string) (*Volume, error) {
 	var v Volume
@@ -276,10 +304,4 @@ func (s *Store) DeleteCacheEntry(ctx context.Context, e *CacheEntry) error {
 		}
 		return wrap(tx.Where("id = ?", e.VolumeID).Delete(&Volume{}).Error, "models: delete cache volume "+e.VolumeID)
 	})
-}
-
-// GiBCeil converts bytes to whole GiB, rounding up, as Cinder sizes volumes.
-func GiBCeil(bytes int64) int {
-	const gib = 1 << 30
-	return int((bytes + gib - 1) / gib)
 }

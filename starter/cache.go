@@ -152,7 +152,7 @@ func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	img, err := g.activeImage(ctx, req.ImageID)
+	img, err := g.usableImage(ctx, projectOf(r), req.ImageID)
 	if err != nil {
 		writeError(w, err)
 		return

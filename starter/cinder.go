@@ -2,7 +2,6 @@ package starter
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,28 +25,41 @@ const cinderTime = "2006-01-02T15:04:05.000000"
 // bodies and error shapes so that OpenStack clients (gophercloud, openstackclient) work
 // unchanged.
 func (g *Gateway) cinderRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v3/{project_id}/volumes", g.cinderAuth(g.cinderCreate))
-	mux.Handle("GET /v3/{project_id}/volumes/detail", g.cinderAuth(g.cinderList))
-	mux.Handle("GET /v3/{project_id}/volumes/{id}", g.cinderAuth(g.cinderGet))
-	mux.Handle("DELETE /v3/{project_id}/volumes/{id}", g.cinderAuth(g.cinderDelete))
-	mux.Handle("/v3/", g.cinderAuth(g.unrouted(mux, "/v3/", writeCinderError)))
+	g.cinderHandle(mux, "POST /v3/{project_id}/volumes", g.cinderCreate)
+	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/detail", g.cinderList)
+	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/{id}", g.cinderGet)
+	g.cinderHandle(mux, "DELETE /v3/{project_id}/volumes/{id}", g.cinderDelete)
+	g.cinderHandle(mux, "/v3/", g.unrouted(mux, "/v3/", writeCinderError))
+}
+
+// cinderHandle is handle for the Cinder API: cinderAuth instead of auth.
+func (g *Gateway) cinderHandle(mux *http.ServeMux, pattern string, next func(http.ResponseWriter, *http.Request)) {
+	if _, ok := policy[pattern]; !ok {
+		panic("starter: route " + pattern + " has no policy")
+	}
+	mux.Handle(pattern, g.cinderAuth(pattern, next))
 }
 
 // cinderAuth is auth with Cinder's error shape; a project in the path that is not the token's
-// is not found, as Cinder answers for a project the caller cannot see.
-func (g *Gateway) cinderAuth(next func(http.ResponseWriter, *http.Request)) http.Handler {
+// is not found, as Cinder answers for a project the caller cannot see, before the role is
+// checked.
+func (g *Gateway) cinderAuth(pattern string, next func(http.ResponseWriter, *http.Request)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		project := g.tokenProject(r)
-		if project == "" {
+		id, ok := g.identity(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeCinderError(w, apiErr(http.StatusUnauthorized, "unauthorized", "The request you have made requires authentication."))
 			return
 		}
-		if p := r.PathValue("project_id"); p != "" && p != project {
+		if p := r.PathValue("project_id"); p != "" && p != id.Project {
 			writeCinderError(w, apiErr(http.StatusNotFound, "project_not_found", "project %s not found", p))
 			return
 		}
-		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, project)))
+		if !allowed(pattern, id.Role) {
+			writeCinderError(w, forbidden(id, pattern))
+			return
+		}
+		next(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
 }
 
@@ -109,7 +121,7 @@ type CinderVolume struct {
 	ConsistencyGroupID  *string           `json:"consistencygroup_id"`
 	Multiattach         bool              `json:"multiattach"`
 	VolumeImageMetadata map[string]string `json:"volume_image_metadata"`
-	Host                string            `json:"os-vol-host-attr:host"`
+	Host                *string           `json:"os-vol-host-attr:host,omitempty"` // admins only, as in Cinder
 	TenantID            string            `json:"os-vol-tenant-attr:tenant_id"`
 	Links               []CinderLink      `json:"links"`
 }
@@ -144,14 +156,18 @@ func cinderViewOf(r *http.Request, v *models.Volume) CinderVolume {
 		scheme = "https"
 	}
 	self := scheme + "://" + r.Host + "/v3/" + v.ProjectID + "/volumes/" + v.ID
-	return CinderVolume{
+	cv := CinderVolume{
 		ID: v.ID, Name: v.Name, Status: cinderStatus(v), Size: v.SizeGB, AvailabilityZone: "nova",
 		CreatedAt: v.CreatedAt.UTC().Format(cinderTime), UpdatedAt: v.UpdatedAt.UTC().Format(cinderTime),
 		Attachments: []any{}, VolumeType: "__DEFAULT__", Metadata: map[string]string{}, UserID: v.UserID,
 		Bootable: "true", VolumeImageMetadata: map[string]string{"image_id": v.ImageID},
-		Host: host, TenantID: v.ProjectID,
-		Links: []CinderLink{{Href: self, Rel: "self"}},
+		TenantID: v.ProjectID,
+		Links:    []CinderLink{{Href: self, Rel: "self"}},
 	}
+	if isAdmin(r) {
+		cv.Host = &host
+	}
+	return cv
 }
 
 // cinderCreate serves POST /v3/{project_id}/volumes: a volume from an image (imageRef), which is

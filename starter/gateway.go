@@ -36,8 +36,10 @@ type Gateway struct {
 	Images   imagesource.Source
 	// Tokens maps bearer tokens to the project they act for.
 	Tokens map[string]string
+	// TokenRoles is the role of each of Tokens in its project; a token not in it is a member.
+	TokenRoles map[string]Role
 	// TokenValidator, when set, resolves a token that is none of Tokens (a Keystone token,
-	// say) to the project it is scoped to; nil accepts only Tokens.
+	// say) to the project it is scoped to and its role there; nil accepts only Tokens.
 	TokenValidator TokenValidator
 	// Hosts are the storage hosts volumes may be placed on.
 	Hosts  []string
@@ -46,19 +48,18 @@ type Gateway struct {
 	// provisions' namespace: with UIURL set, a volume links to its workflow's page.
 	UIURL     string
 	Namespace string
-	// Quotas maps a project to the most volumes it may have, as Cinder's "volumes" quota:
-	// every row of the project counts, deleting ones included, until it is gone. A project not
-	// in the map, or with a negative limit, is unlimited; 0 allows none.
-	Quotas map[string]int
+	// Quotas are the projects' quotas in volumes and gigabytes; nil sets none (tools and
+	// tests: the gateway command always sets them).
+	Quotas *Quotas
+	// MaxVolumeSizeGB bounds size_gb, as Cinder's per_volume_gigabytes quota; 0 means
+	// DefaultMaxVolumeSizeGB. It must not exceed models.MaxSizeGiB.
+	MaxVolumeSizeGB int64
 	// Metrics is served at /metrics with the gauges computed from the database; nil serves
 	// only those gauges.
 	Metrics *metrics.Registry
 	// ProvisionTimeout sets each provision's deadline, this long after its request (or its
 	// retry); 0 means none.
 	ProvisionTimeout time.Duration
-	// AdminTokens are the static tokens of operators (IMAGEVOL_ADMIN_TOKEN, tokens-file lines
-	// with the role admin): isAdminRequest accepts them.
-	AdminTokens []string
 
 	next    atomic.Uint64 // round-robin placement of images no host caches
 	workers workerWatch   // live workers per host, read from Temporal now and then
@@ -74,48 +75,65 @@ func (g *Gateway) Handler() http.Handler {
 	// Exactly "/", any method: the page answers 405 itself, as "GET /{$}" cannot be named in
 	// openapi.json.
 	mux.HandleFunc("/{$}", g.statusPage)
-	mux.Handle("POST /v1/volumes", g.auth(g.createVolume))
-	mux.Handle("GET /v1/volumes", g.auth(g.listVolumes))
-	mux.Handle("GET /v1/volumes/{id}", g.auth(g.getVolume))
-	mux.Handle("DELETE /v1/volumes/{id}", g.auth(g.deleteVolume))
-	mux.Handle("GET /v1/cache", g.auth(g.listCache))
-	mux.Handle("GET /v1/cache/stats", g.auth(g.cacheStats))
-	mux.Handle("POST /v1/cache/warm", g.auth(g.warmCache))
-	mux.Handle("POST /v1/cache/{id}/pin", g.auth(g.pin(true)))
-	mux.Handle("DELETE /v1/cache/{id}/pin", g.auth(g.pin(false)))
-	mux.Handle("DELETE /v1/cache/{id}", g.auth(g.evictEntry))
-	mux.Handle("GET /v1/reconcile/last", g.auth(g.reconcileLast))
+	g.handle(mux, "POST /v1/volumes", g.createVolume)
+	g.handle(mux, "GET /v1/volumes", g.listVolumes)
+	g.handle(mux, "GET /v1/volumes/{id}", g.getVolume)
+	g.handle(mux, "DELETE /v1/volumes/{id}", g.deleteVolume)
+	g.handle(mux, "GET /v1/cache", g.listCache)
+	g.handle(mux, "GET /v1/cache/stats", g.cacheStats)
+	g.handle(mux, "POST /v1/cache/warm", g.warmCache)
+	g.handle(mux, "POST /v1/cache/{id}/pin", g.pin(true))
+	g.handle(mux, "DELETE /v1/cache/{id}/pin", g.pin(false))
+	g.handle(mux, "DELETE /v1/cache/{id}", g.evictEntry)
+	g.handle(mux, "GET /v1/reconcile/last", g.reconcileLast)
 	g.cinderRoutes(mux)
 	g.provisionRoutes(mux)
 	// Registered last so that it only gets what no other pattern claims.
-	mux.Handle("/v1/", g.auth(g.unrouted(mux, "/v1/", writeError)))
+	g.handle(mux, "/v1/", g.unrouted(mux, "/v1/", writeError))
 	return g.validateTokens(mux)
 }
 
-type ctxKey struct{}
+// handle serves an authenticated route of the /v1 API: the token must be known and its role
+// at least the one Policy names for pattern. A pattern Policy does not name is a programming
+// error, found when the routes are built.
+func (g *Gateway) handle(mux *http.ServeMux, pattern string, next func(http.ResponseWriter, *http.Request)) {
+	if _, ok := policy[pattern]; !ok {
+		panic("starter: route " + pattern + " has no policy")
+	}
+	mux.Handle(pattern, g.auth(pattern, next))
+}
 
-// auth checks the bearer token and puts its project in the request context.
-func (g *Gateway) auth(next func(http.ResponseWriter, *http.Request)) http.Handler {
+// auth checks the bearer token and the role the route of pattern needs, and puts the caller's
+// identity in the request context.
+func (g *Gateway) auth(pattern string, next func(http.ResponseWriter, *http.Request)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		project := g.tokenProject(r)
-		if project == "" {
+		id, ok := g.identity(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeError(w, apiErr(http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token"))
 			return
 		}
-		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, project)))
+		if !allowed(pattern, id.Role) {
+			writeError(w, forbidden(id, pattern))
+			return
+		}
+		next(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
 }
 
 // TokenValidator resolves a token that is not one of the gateway's static tokens, e.g. a
-// Keystone token, to the ID of the project it is scoped to. Its errors are *APIError: 401 for
-// a token it refuses, 503 when it cannot tell (any other error counts as 503).
+// Keystone token, to the ID of the project it is scoped to and the caller's role there. Its
+// errors are *APIError: 401 for a token it refuses, 503 when it cannot tell (any other error
+// counts as 503).
 type TokenValidator interface {
-	ValidateToken(ctx context.Context, token string) (project string, err error)
+	ValidateToken(ctx context.Context, token string) (Identity, error)
 }
 
 // validated is a TokenValidator's answer for the request's token, kept in its context.
-type validated struct{ token, project string }
+type validated struct {
+	token string
+	id    Identity
+}
 
 type validatedKey struct{}
 
@@ -130,12 +148,12 @@ func (g *Gateway) validateTokens(next *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cinder := strings.HasPrefix(r.URL.Path, "/v3/")
 		tok := requestToken(r)
-		if tok == "" || !(cinder || strings.HasPrefix(r.URL.Path, "/v1/")) || g.staticProject(tok) != "" {
+		if _, static := g.staticIdentity(tok); tok == "" || !(cinder || strings.HasPrefix(r.URL.Path, "/v1/")) || static {
 			next.ServeHTTP(w, r)
 			return
 		}
-		project, err := g.TokenValidator.ValidateToken(r.Context(), tok)
-		if err == nil && project == "" {
+		id, err := g.TokenValidator.ValidateToken(r.Context(), tok)
+		if err == nil && id.Project == "" {
 			err = apiErr(http.StatusUnauthorized, "unauthorized", "the token names no project")
 		}
 		if err != nil {
@@ -155,7 +173,7 @@ func (g *Gateway) validateTokens(next *http.ServeMux) http.Handler {
 			}
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), validatedKey{}, validated{tok, project})))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), validatedKey{}, validated{tok, id})))
 	})
 }
 
@@ -168,30 +186,35 @@ func requestToken(r *http.Request) string {
 	return tok
 }
 
-// staticProject is the project of tok among Tokens, or "".
-func (g *Gateway) staticProject(tok string) string {
-	project := ""
-	if tok != "" {
-		for t, p := range g.Tokens {
-			if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 {
-				project = p
+// staticIdentity is the identity of tok among Tokens: its project, and its role from
+// TokenRoles (member when it has none there).
+func (g *Gateway) staticIdentity(tok string) (Identity, bool) {
+	var id Identity
+	if tok == "" {
+		return id, false
+	}
+	for t, p := range g.Tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(tok)) == 1 && p != "" {
+			id = Identity{Project: p, Role: RoleMember}
+			if role, ok := g.TokenRoles[t]; ok {
+				id.Role = role
 			}
 		}
 	}
-	return project
+	return id, id.Project != ""
 }
 
-// tokenProject is the project of the request's token, or "" if it has none that is known: a
-// static token's, else the one TokenValidator gave it (validateTokens).
-func (g *Gateway) tokenProject(r *http.Request) string {
+// identity is who the request's token acts as, if it is known: a static token's identity,
+// else the one TokenValidator gave it (validateTokens).
+func (g *Gateway) identity(r *http.Request) (Identity, bool) {
 	tok := requestToken(r)
-	if p := g.staticProject(tok); p != "" {
-		return p
+	if id, ok := g.staticIdentity(tok); ok {
+		return id, true
 	}
-	if v, ok := r.Context().Value(validatedKey{}).(validated); ok && tok != "" && v.token == tok {
-		return v.project
+	if v, ok := r.Context().Value(validatedKey{}).(validated); ok && tok != "" && v.token == tok && v.id.Project != "" {
+		return v.id, true
 	}
-	return ""
+	return Identity{}, false
 }
 
 // deadline is the deadline of a provision requested at t.
@@ -201,8 +224,6 @@ func (g *Gateway) deadline(t time.Time) time.Time {
 	}
 	return t.Add(g.ProvisionTimeout)
 }
-
-func projectOf(r *http.Request) string { p, _ := r.Context().Value(ctxKey{}).(string); return p }
 
 // Health is the answer of /healthz: "ok" or "unavailable", and "ok" or "down" per dependency.
 // It is served without a token, so the reasons go to the log, never into the answer (a driver's
@@ -250,7 +271,7 @@ type VolumeView struct {
 	Status      string    `json:"status"`
 	ImageID     string    `json:"image_id"`
 	SizeGB      int       `json:"size_gb"`
-	Host        string    `json:"host"`
+	Host        string    `json:"host,omitempty"` // admins only
 	Cache       string    `json:"cache,omitempty"`
 	CacheReason string    `json:"cache_reason,omitempty"`
 	Error       string    `json:"error,omitempty"`
@@ -263,6 +284,15 @@ type VolumeView struct {
 	WaitingFor string    `json:"waiting_for,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// viewFor is a volume as the request's caller may see it: its host only for admins.
+func viewFor(r *http.Request, v *models.Volume) VolumeView {
+	view := viewOf(v)
+	if !isAdmin(r) {
+		view.Host = ""
+	}
+	return view
 }
 
 func viewOf(v *models.Volume) VolumeView {
@@ -299,11 +329,11 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	if req.ImageID == "" {
 		return nil, apiErr(http.StatusBadRequest, "bad_request", "image_id is required")
 	}
-	if req.SizeGB <= 0 {
-		return nil, apiErr(http.StatusBadRequest, "bad_request", "size_gb must be a positive number of GiB, got %d", req.SizeGB)
+	if err := g.checkSize(req.SizeGB); err != nil {
+		return nil, err
 	}
 	read := time.Now().UTC()
-	img, err := g.activeImage(ctx, req.ImageID)
+	img, err := g.usableImage(ctx, project, req.ImageID)
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +341,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	if need == 0 {
 		need = img.Size
 	}
-	if need > int64(req.SizeGB)<<30 {
+	if models.ExceedsGiB(need, int64(req.SizeGB)) {
 		return nil, apiErr(http.StatusBadRequest, "volume_too_small", "image %s needs %d GiB, size_gb is %d", img.ID, models.GiBCeil(need), req.SizeGB)
 	}
 	host := req.Host
@@ -323,15 +353,13 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 			return nil, err
 		}
 	}
-	if err := g.checkQuota(ctx, project); err != nil {
-		return nil, err
-	}
 	id := uuid.NewString()
 	v := &models.Volume{
 		ID: id, ProjectID: project, Name: req.Name, SizeGB: req.SizeGB, ImageID: img.ID, Host: host,
 		Status: models.StatusCreating, WorkflowID: id,
 	}
-	if err := g.Store.CreateVolume(ctx, v); err != nil {
+	limits := g.Quotas.For(project)
+	if err := g.Store.CreateVolumeWithin(ctx, v, func(u models.ProjectUsage) error { return limits.check(project, u, int64(req.SizeGB)) }); err != nil {
 		return nil, err
 	}
 	_, err = g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
@@ -353,39 +381,6 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	}
 	g.log().Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
 	return v, nil
-}
-
-// checkQuota refuses a new volume of a project that already has as many as Quotas allows. Two
-// requests at once may both pass: the limit is a guard, not an accounting.
-func (g *Gateway) checkQuota(ctx context.Context, project string) error {
-	limit, ok := g.Quotas[project]
-	if !ok || limit < 0 {
-		return nil
-	}
-	vs, err := g.Store.ListVolumes(ctx, project)
-	if err != nil {
-		return err
-	}
-	if len(vs) >= limit {
-		return apiErr(http.StatusRequestEntityTooLarge, "quota_exceeded", "project %s has %d volumes, its quota is %d", project, len(vs), limit)
-	}
-	return nil
-}
-
-// activeImage reads an image's metadata and refuses an image that is missing or not active.
-func (g *Gateway) activeImage(ctx context.Context, id string) (imagesource.Image, error) {
-	img, err := g.Images.Get(ctx, id)
-	switch {
-	case errors.Is(err, imagesource.ErrNotFound):
-		return img, apiErr(http.StatusBadRequest, "image_not_found", "image %s does not exist", id)
-	case errors.Is(err, imagesource.ErrUnavailable):
-		return img, apiErr(http.StatusServiceUnavailable, "image_service_unavailable", "%v", err)
-	case err != nil:
-		return img, err
-	case img.Status != imagesource.StatusActive:
-		return img, apiErr(http.StatusConflict, "image_not_active", "image %s is %s, not active", img.ID, img.Status)
-	}
-	return img, nil
 }
 
 // place picks the host for a new volume: a host that already caches the image's content if one
@@ -434,7 +429,7 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	view := viewOf(v)
+	view := viewFor(r, v)
 	view.WorkflowURL = g.workflowURL(v.WorkflowID)
 	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
 		view.Progress = g.progress(r.Context(), v.WorkflowID)
@@ -493,7 +488,7 @@ func (g *Gateway) listVolumes(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]VolumeView, 0, len(vs))
 	for i := range vs {
-		out = append(out, viewOf(&vs[i]))
+		out = append(out, viewFor(r, &vs[i]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"volumes": out})
 }

@@ -55,11 +55,13 @@ type KeystoneOptions struct {
 // tokenInfo is what a validation yields.
 type tokenInfo struct {
 	ProjectID string
+	Role      Role // the strongest of the token's roles in ProjectID that imagevol knows
 	ExpiresAt time.Time
 }
 
 // KeystoneValidator is a TokenValidator that asks Keystone (GET /v3/auth/tokens) for the
-// project a token is scoped to, and remembers successful answers for a short while.
+// project a token is scoped to and its roles there, and remembers successful answers for a
+// short while.
 //
 // A cached token stays accepted until its entry expires, even if it is revoked in Keystone
 // meanwhile: revocation takes effect after at most CacheTTL. Failures are never cached.
@@ -130,17 +132,18 @@ func newKeystoneValidator(lookup func(context.Context, string) (tokenInfo, error
 	return v
 }
 
-// ValidateToken returns the ID of the project token is scoped to. Its errors are *APIError:
-// 401 invalid_token or unscoped_token, 503 auth_unavailable.
-func (v *KeystoneValidator) ValidateToken(ctx context.Context, token string) (string, error) {
+// ValidateToken returns the ID of the project token is scoped to and the token's role there
+// (the strongest of admin, member and reader it has; none when it has none of them). Its
+// errors are *APIError: 401 invalid_token or unscoped_token, 503 auth_unavailable.
+func (v *KeystoneValidator) ValidateToken(ctx context.Context, token string) (Identity, error) {
 	if token == "" || len(token) > maxTokenLen || !printableASCII(token) {
-		return "", apiErr(http.StatusUnauthorized, CodeInvalidToken, "not a Keystone token")
+		return Identity{}, apiErr(http.StatusUnauthorized, CodeInvalidToken, "not a Keystone token")
 	}
 	key := sha256.Sum256([]byte(token))
 	if v.cache != nil {
-		if project, ok := v.cache.get(key, v.now()); ok {
+		if id, ok := v.cache.get(key, v.now()); ok {
 			v.hits.Add(1)
-			return project, nil
+			return id, nil
 		}
 	}
 	v.misses.Add(1)
@@ -148,12 +151,13 @@ func (v *KeystoneValidator) ValidateToken(ctx context.Context, token string) (st
 	defer cancel()
 	info, err := v.lookup(ctx, token)
 	if err != nil {
-		return "", err
+		return Identity{}, err
 	}
+	id := Identity{Project: info.ProjectID, Role: info.Role}
 	if v.cache != nil {
-		v.cache.put(key, info.ProjectID, info.ExpiresAt, v.now())
+		v.cache.put(key, id, info.ExpiresAt, v.now())
 	}
-	return info.ProjectID, nil
+	return id, nil
 }
 
 // CacheStats reports how many validations were answered from the cache and how many asked
@@ -188,7 +192,15 @@ func getToken(ctx context.Context, identity *gophercloud.ServiceClient, token st
 		}
 		return tokenInfo{}, apiErr(http.StatusUnauthorized, CodeUnscopedToken, "%s; volumes belong to projects: use a project-scoped token", why)
 	}
-	return tokenInfo{ProjectID: project.ID, ExpiresAt: tok.ExpiresAt}, nil
+	roles, err := res.ExtractRoles()
+	if err != nil {
+		return tokenInfo{}, apiErr(http.StatusServiceUnavailable, CodeAuthUnavailable, "keystone: unreadable token validation: %v", err)
+	}
+	names := make([]string, 0, len(roles))
+	for _, r := range roles {
+		names = append(names, r.Name)
+	}
+	return tokenInfo{ProjectID: project.ID, Role: roleOfNames(names), ExpiresAt: tok.ExpiresAt}, nil
 }
 
 // classifyKeystone maps a failed GET /v3/auth/tokens: 404 is Keystone's answer for a token it
@@ -229,35 +241,35 @@ type tokenCache struct {
 }
 
 type cacheItem struct {
-	key     [32]byte
-	project string
-	until   time.Time
+	key   [32]byte
+	id    Identity
+	until time.Time
 }
 
 func newTokenCache(max int, ttl time.Duration) *tokenCache {
 	return &tokenCache{max: max, ttl: ttl, ll: list.New(), items: map[[32]byte]*list.Element{}}
 }
 
-func (c *tokenCache) get(key [32]byte, now time.Time) (string, bool) {
+func (c *tokenCache) get(key [32]byte, now time.Time) (Identity, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.items[key]
 	if !ok {
-		return "", false
+		return Identity{}, false
 	}
 	it := e.Value.(*cacheItem)
 	if !now.Before(it.until) {
 		c.ll.Remove(e)
 		delete(c.items, key)
-		return "", false
+		return Identity{}, false
 	}
 	c.ll.MoveToFront(e)
-	return it.project, true
+	return it.id, true
 }
 
 // put remembers a validation until min(now+ttl, expires); one that would already be over is
 // not kept.
-func (c *tokenCache) put(key [32]byte, project string, expires, now time.Time) {
+func (c *tokenCache) put(key [32]byte, id Identity, expires, now time.Time) {
 	until := now.Add(c.ttl)
 	if !expires.IsZero() && expires.Before(until) {
 		until = expires
@@ -269,7 +281,7 @@ func (c *tokenCache) put(key [32]byte, project string, expires, now time.Time) {
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok {
 		it := e.Value.(*cacheItem)
-		it.project, it.until = project, until
+		it.id, it.until = id, until
 		c.ll.MoveToFront(e)
 		return
 	}
@@ -278,7 +290,7 @@ func (c *tokenCache) put(key [32]byte, project string, expires, now time.Time) {
 		c.ll.Remove(last)
 		delete(c.items, last.Value.(*cacheItem).key)
 	}
-	c.items[key] = c.ll.PushFront(&cacheItem{key: key, project: project, until: until})
+	c.items[key] = c.ll.PushFront(&cacheItem{key: key, id: id, until: until})
 }
 
 func (c *tokenCache) len() int {

@@ -62,10 +62,11 @@ func wantAPIError(t *testing.T, err error, status int, code string) {
 func TestKeystoneCacheTTL(t *testing.T) {
 	f := &fakeKeystone{tokens: map[string]tokenInfo{}}
 	v, c := newTestValidator(f, KeystoneOptions{CacheTTL: time.Minute})
-	f.tokens["tok-a"] = tokenInfo{ProjectID: "p-a", ExpiresAt: c.t.Add(time.Hour)}
+	f.tokens["tok-a"] = tokenInfo{ProjectID: "p-a", Role: RoleReader, ExpiresAt: c.t.Add(time.Hour)}
 	for i := 0; i < 3; i++ {
 		p, err := v.ValidateToken(context.Background(), "tok-a")
-		if err != nil || p != "p-a" {
+		// The role comes back from the cache with the project.
+		if err != nil || p.Project != "p-a" || p.Role != RoleReader {
 			t.Fatalf("validate %d: %q, %v", i, p, err)
 		}
 	}
@@ -78,7 +79,7 @@ func TestKeystoneCacheTTL(t *testing.T) {
 	// The token is revoked in Keystone: the cache still answers until the TTL is over.
 	delete(f.tokens, "tok-a")
 	c.t = c.t.Add(59 * time.Second)
-	if p, err := v.ValidateToken(context.Background(), "tok-a"); err != nil || p != "p-a" {
+	if p, err := v.ValidateToken(context.Background(), "tok-a"); err != nil || p.Project != "p-a" {
 		t.Fatalf("within the TTL: %q, %v", p, err)
 	}
 	c.t = c.t.Add(time.Second)
@@ -127,7 +128,7 @@ func TestKeystoneFailuresNotCached(t *testing.T) {
 	_, err := v.ValidateToken(context.Background(), "good")
 	wantAPIError(t, err, http.StatusServiceUnavailable, CodeAuthUnavailable)
 	f.err = nil
-	if p, err := v.ValidateToken(context.Background(), "good"); err != nil || p != "p" {
+	if p, err := v.ValidateToken(context.Background(), "good"); err != nil || p.Project != "p" {
 		t.Fatalf("after Keystone is back: %q, %v", p, err)
 	}
 	// Not even sent to Keystone: nothing a header could carry as a token.
@@ -162,7 +163,7 @@ func TestKeystoneCacheBounded(t *testing.T) {
 	}
 	// The tokens themselves are not kept, only their hashes.
 	for e := v.cache.ll.Front(); e != nil; e = e.Next() {
-		if it := e.Value.(*cacheItem); strings.HasPrefix(it.project, "t") {
+		if it := e.Value.(*cacheItem); strings.HasPrefix(it.id.Project, "t") {
 			t.Fatalf("cache item %+v", it)
 		}
 	}
@@ -202,9 +203,9 @@ func TestClassifyKeystone(t *testing.T) {
 }
 
 // validatorFunc adapts a function to TokenValidator.
-type validatorFunc func(ctx context.Context, token string) (string, error)
+type validatorFunc func(ctx context.Context, token string) (Identity, error)
 
-func (f validatorFunc) ValidateToken(ctx context.Context, token string) (string, error) {
+func (f validatorFunc) ValidateToken(ctx context.Context, token string) (Identity, error) {
 	return f(ctx, token)
 }
 
@@ -212,19 +213,19 @@ func (f validatorFunc) ValidateToken(ctx context.Context, token string) (string,
 // in the API's shape (Cinder's under /v3/), and leaves the unauthenticated paths alone.
 func TestGatewayTokenValidator(t *testing.T) {
 	asked := 0
-	g := &Gateway{Tokens: map[string]string{"static": "p-static"}, TokenValidator: validatorFunc(func(_ context.Context, tok string) (string, error) {
+	g := &Gateway{Tokens: map[string]string{"static": "p-static"}, TokenValidator: validatorFunc(func(_ context.Context, tok string) (Identity, error) {
 		asked++
 		switch tok {
 		case "ks-demo":
-			return "p-demo", nil
+			return Identity{Project: "p-demo", Role: RoleReader}, nil
 		case "ks-unscoped":
-			return "", apiErr(http.StatusUnauthorized, CodeUnscopedToken, "the token is unscoped")
+			return Identity{}, apiErr(http.StatusUnauthorized, CodeUnscopedToken, "the token is unscoped")
 		case "ks-down":
-			return "", apiErr(http.StatusServiceUnavailable, CodeAuthUnavailable, "keystone unreachable")
+			return Identity{}, apiErr(http.StatusServiceUnavailable, CodeAuthUnavailable, "keystone unreachable")
 		case "ks-odd":
-			return "", errors.New("something else")
+			return Identity{}, errors.New("something else")
 		}
-		return "", apiErr(http.StatusUnauthorized, CodeInvalidToken, "the token is invalid, expired or revoked")
+		return Identity{}, apiErr(http.StatusUnauthorized, CodeInvalidToken, "the token is invalid, expired or revoked")
 	})}
 	srv := httptest.NewServer(g.Handler())
 	defer srv.Close()

@@ -31,7 +31,7 @@ var retrying sync.Map
 
 // provisionRoutes serves the retry of failed provisions.
 func (g *Gateway) provisionRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v1/volumes/{id}/retry", g.auth(g.retryVolume))
+	g.handle(mux, "POST /v1/volumes/{id}/retry", g.retryVolume)
 }
 
 // retryVolume starts a new run of a failed volume's provision, under the same workflow ID, with
@@ -62,6 +62,16 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	if v.Status != models.StatusError {
 		return "", apiErr(http.StatusConflict, "volume_not_failed", "volume %s is %s; only a volume in error can be retried", v.ID, v.Status)
+	}
+	// A retry provisions the image again: the project must still be allowed to use it. An
+	// image that is gone or unreadable now is left to the run, which fails on it as before.
+	if img, err := g.Images.Get(ctx, v.ImageID); err == nil {
+		if ok, err := g.canUse(ctx, v.ProjectID, img); err != nil || !ok {
+			if err == nil {
+				err = imageNotFound(v.ImageID)
+			}
+			return "", err
+		}
 	}
 	wfID := v.WorkflowID
 	if wfID == "" {

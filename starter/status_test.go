@@ -65,7 +65,7 @@ func TestStatusPageAnonymousAndAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &Gateway{Store: store, Temporal: unreachableTemporal(t), Hosts: []string{host}, Logger: quietLogger(),
-		Tokens: map[string]string{adminToken: "admin", "tok-member": "project-a"}, AdminTokens: []string{adminToken},
+		Tokens: map[string]string{adminToken: "admin", "tok-member": "project-a"}, TokenRoles: map[string]Role{adminToken: RoleAdmin},
 		UIURL: "http://temporal-ui.internal:8233"}
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)

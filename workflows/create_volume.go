@@ -49,7 +49,10 @@ type CreateVolumeResult struct {
 	Flattened   bool
 }
 
-const gib = int64(1) << 30
+// ErrTypeInvalidSize fails a provision whose size in GiB has more bytes than an int64 holds.
+// The gateway never starts one (its max_volume_size_gb is far below); the check keeps the
+// workflow from wrapping the size around if one is started some other way.
+const ErrTypeInvalidSize = "InvalidVolumeSize"
 
 // Activity options, set once: short host steps retry quickly; long data steps heartbeat so a
 // dead worker is noticed within 20 s and the step moves to a live one.
@@ -94,7 +97,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 
 	var plan activities.LookupResult
 	volume := models.RBDName(in.VolumeID)
-	sizeBytes := int64(in.SizeGB) * gib
+	sizeBytes, sizeErr := models.GiBToBytes(int64(in.SizeGB))
 	defer func() {
 		if err == nil {
 			return
@@ -113,6 +116,11 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		lctx := workflow.WithLocalActivityOptions(cctx, localStep)
 		_ = workflow.ExecuteLocalActivity(lctx, a.SetVolumeState, u).Get(cctx, nil)
 	}()
+
+	// Before any command, and only for sizes no recorded history has: replays are unchanged.
+	if sizeErr != nil || sizeBytes == 0 {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("volume size %d GiB: %v", in.SizeGB, sizeErr), ErrTypeInvalidSize, sizeErr)
+	}
 
 	var source *activities.EntryRef // the cache entry the volume is cloned from, if any
 	for lookup := 1; source == nil; lookup++ {

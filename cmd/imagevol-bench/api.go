@@ -254,9 +254,11 @@ type Glance struct {
 	HC   *http.Client // without a timeout: uploads of 4 GiB take a while
 }
 
-// Upload creates an image and uploads the file's bytes; it returns once Glance says "active".
+// Upload creates a community image (the gateway lets every project use it; a Glance without
+// Keystone refuses to make public ones) and uploads the file's bytes; it returns once Glance
+// says "active".
 func (g *Glance) Upload(ctx context.Context, name, diskFormat, path string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"name": name, "disk_format": diskFormat, "container_format": "bare"})
+	body, _ := json.Marshal(map[string]string{"name": name, "disk_format": diskFormat, "container_format": "bare", "visibility": "community"})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.Base+"/v2/images", bytes.NewReader(body))
 	if err != nil {
 		return "", err

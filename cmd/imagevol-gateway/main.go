@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
+	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 	"github.com/imagevol/imagevol/tracing"
 )
@@ -42,23 +43,29 @@ func run(logger *slog.Logger) error {
 	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
 	listen := flag.String("listen", gwc.Listen, "address to serve the API on")
 	hosts := flag.String("hosts", strings.Join(gwc.Hosts, ","), "comma-separated storage hosts")
-	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project [role]' lines (mode 0600)")
+	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project [role]' lines, mode 0600 (role: admin, member or reader; default member)")
 	uiURL := flag.String("temporal-ui", gwc.TemporalUI, "Temporal Web UI address, for links to each provision's workflow (empty: none)")
-	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N: most volumes each project may have")
+	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N (most volumes) or project=volumes:N:gigabytes:M; -1 is no limit")
+	defVolumes := flag.Int("default-quota-volumes", gwc.DefaultQuota.Volumes, "most volumes of a project --quotas does not list (-1: no limit)")
+	defGigabytes := flag.Int("default-quota-gigabytes", gwc.DefaultQuota.Gigabytes, "most GiB of the volumes of a project --quotas does not list (-1: no limit)")
+	maxSize := flag.Int("max-volume-size-gb", gwc.MaxVolumeSizeGB, "largest size_gb a volume may have")
 	reconcile := flag.Duration("reconcile-every", gwc.ReconcileEvery, "how often the cache reconcile workflow runs (0: no schedule)")
 	provisionTimeout := flag.Duration("provision-timeout", gwc.ProvisionTimeout, "deadline of each provision after its request (0: none)")
 	flag.Parse()
 
-	tokens, admins, err := loadTokens(*tokensFile)
+	tokens, roles, err := loadTokens(*tokensFile)
 	if err != nil {
 		return err
 	}
 	if len(tokens) == 0 && gwc.Keystone.Auth == nil {
 		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE, or gateway.keystone.cloud (IMAGEVOL_KEYSTONE_CLOUD)")
 	}
-	quota, err := config.ParseQuotas(*quotas)
+	quota, err := gatewayQuotas(*quotas, config.QuotaLimits{Volumes: *defVolumes, Gigabytes: *defGigabytes})
 	if err != nil {
 		return err
+	}
+	if *maxSize < 1 || int64(*maxSize) > models.MaxSizeGiB {
+		return fmt.Errorf("--max-volume-size-gb %d: want 1 to %d", *maxSize, models.MaxSizeGiB)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,9 +83,8 @@ func run(logger *slog.Logger) error {
 	}
 	defer svc.Close()
 
-	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, Hosts: config.SplitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, Metrics: reg, ProvisionTimeout: *provisionTimeout,
-		AdminTokens: admins}
+	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, TokenRoles: roles, Hosts: config.SplitList(*hosts), Logger: logger,
+		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, MaxVolumeSizeGB: int64(*maxSize), Metrics: reg, ProvisionTimeout: *provisionTimeout}
 	if ks := gwc.Keystone; ks.Auth != nil {
 		ttl := ks.CacheTTL
 		if ttl == 0 {
@@ -127,19 +133,25 @@ func newLogger(w *os.File) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
-// loadTokens reads "token project [role]" lines from path, plus IMAGEVOL_TOKEN for
-// IMAGEVOL_PROJECT and IMAGEVOL_ADMIN_TOKEN for project admin. It returns each token's project
-// and the tokens of operators (role admin). A tokens file others may read is refused.
-func loadTokens(path string) (map[string]string, []string, error) {
-	tokens, admins := map[string]string{}, []string(nil)
+// loadTokens reads "token project [role]" lines from path (role: admin, member or reader;
+// member when left out), plus IMAGEVOL_TOKEN for IMAGEVOL_PROJECT with the role
+// IMAGEVOL_TOKEN_ROLE (admin when unset: the one token of a single operator's setup) and
+// IMAGEVOL_ADMIN_TOKEN, an operator's, for project admin. A tokens file others may read is
+// refused.
+func loadTokens(path string) (map[string]string, map[string]starter.Role, error) {
+	tokens, roles := map[string]string{}, map[string]starter.Role{}
 	if t := config.Env("IMAGEVOL_TOKEN", ""); t != "" {
-		tokens[t] = config.Env("IMAGEVOL_PROJECT", "demo")
+		role, err := starter.ParseRole(config.Env("IMAGEVOL_TOKEN_ROLE", "admin"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("IMAGEVOL_TOKEN_ROLE: %w", err)
+		}
+		tokens[t], roles[t] = config.Env("IMAGEVOL_PROJECT", "demo"), role
 	}
 	if t := config.Env("IMAGEVOL_ADMIN_TOKEN", ""); t != "" {
-		tokens[t], admins = "admin", append(admins, t)
+		tokens[t], roles[t] = "admin", starter.RoleAdmin
 	}
 	if path == "" {
-		return tokens, admins, nil
+		return tokens, roles, nil
 	}
 	if err := config.CheckPrivate("tokens file", path); err != nil {
 		return nil, nil, err
@@ -159,16 +171,34 @@ func loadTokens(path string) (map[string]string, []string, error) {
 		if len(fields) != 2 && len(fields) != 3 {
 			return nil, nil, fmt.Errorf("tokens file %s:%d: want 'token project [role]'", path, n)
 		}
-		tokens[fields[0]] = fields[1]
+		role := starter.RoleMember
 		if len(fields) == 3 {
-			switch fields[2] {
-			case starter.RoleAdmin:
-				admins = append(admins, fields[0])
-			case "member", "reader":
-			default:
-				return nil, nil, fmt.Errorf("tokens file %s:%d: role %q: want admin, member or reader", path, n, fields[2])
+			if role, err = starter.ParseRole(fields[2]); err != nil {
+				return nil, nil, fmt.Errorf("tokens file %s:%d: %w", path, n, err)
 			}
 		}
+		tokens[fields[0]], roles[fields[0]] = fields[1], role
 	}
-	return tokens, admins, sc.Err()
+	return tokens, roles, sc.Err()
+}
+
+// gatewayQuotas builds the gateway's quotas from --quotas over the defaults.
+func gatewayQuotas(text string, def config.QuotaLimits) (*starter.Quotas, error) {
+	for name, n := range map[string]int{"--default-quota-volumes": def.Volumes, "--default-quota-gigabytes": def.Gigabytes} {
+		if n < -1 {
+			return nil, fmt.Errorf("%s %d: want a limit >= 0, or -1 for none", name, n)
+		}
+	}
+	projects, err := config.ParseQuotas(text)
+	if err != nil {
+		return nil, err
+	}
+	limits := func(l config.QuotaLimits) starter.QuotaLimits {
+		return starter.QuotaLimits{Volumes: int64(l.Volumes), Gigabytes: int64(l.Gigabytes)}
+	}
+	q := &starter.Quotas{Default: limits(def), Projects: map[string]starter.QuotaLimits{}}
+	for p, pq := range projects {
+		q.Projects[p] = limits(pq.Or(def))
+	}
+	return q, nil
 }

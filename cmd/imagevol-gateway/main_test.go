@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/imagevol/imagevol/config"
+	"github.com/imagevol/imagevol/starter"
 )
 
 func writeTokens(t *testing.T, text string, mode os.FileMode) string {
@@ -35,9 +36,11 @@ func writeTokens(t *testing.T, text string, mode os.FileMode) string {
 	return path
 }
 
-func TestLoadTokens(t *testing.T) {
+// The tokens file must be private; IMAGEVOL_ADMIN_TOKEN is an operator's token of project admin.
+func TestLoadTokensPrivateFileAndAdmins(t *testing.T) {
 	t.Setenv("IMAGEVOL_TOKEN", "")
 	t.Setenv("IMAGEVOL_ADMIN_TOKEN", "")
+	t.Setenv("IMAGEVOL_TOKEN_ROLE", "member")
 	const text = "# comment\ntok-demo demo member\ntok-old demo2\ntok-admin admin admin\ntok-read demo reader\n"
 	cases := []struct {
 		name       string
@@ -71,7 +74,13 @@ func TestLoadTokens(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			path := writeTokens(t, tc.text, tc.mode)
-			tokens, admins, err := loadTokens(path)
+			tokens, roles, err := loadTokens(path)
+			var admins []string
+			for tok, r := range roles {
+				if r == starter.RoleAdmin {
+					admins = append(admins, tok)
+				}
+			}
 			if len(tc.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("no error, want one mentioning %q", tc.wantErr)

@@ -16,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/members"
 
 	"github.com/imagevol/imagevol/imagesource"
 )
@@ -25,7 +26,10 @@ type Client struct {
 	sc *gophercloud.ServiceClient
 }
 
-var _ imagesource.Source = (*Client)(nil)
+var (
+	_ imagesource.Source  = (*Client)(nil)
+	_ imagesource.Members = (*Client)(nil)
+)
 
 // New returns a client for the unversioned Glance endpoint (e.g. http://127.0.0.1:9292/). With
 // an empty token it speaks to a Glance that runs without Keystone.
@@ -83,6 +87,7 @@ func toImage(img *images.Image) imagesource.Image {
 	out := imagesource.Image{
 		ID: img.ID, Name: img.Name, Status: string(img.Status), DiskFormat: img.DiskFormat,
 		Size: img.SizeBytes, VirtualSize: img.VirtualSize, Checksum: img.Checksum, UpdatedAt: img.UpdatedAt,
+		Owner: img.Owner, Visibility: string(img.Visibility),
 	}
 	if v, ok := img.Properties["os_hash_algo"].(string); ok {
 		out.HashAlgo = v
@@ -126,13 +131,28 @@ type CreateOpts struct {
 	Name       string
 	DiskFormat string // raw, qcow2, ...
 	Properties map[string]string
+	// Visibility is public, community, shared or private; empty: Glance's default (shared).
+	Visibility string
+	// Owner is the owning project's ID; empty: the caller's project (none for a Glance without
+	// Keystone). Setting another project needs Glance's admin rights.
+	Owner string
 }
 
 // Create registers an image and uploads its data; it returns the image once Glance reports it.
 func (c *Client) Create(ctx context.Context, opts CreateOpts, data io.Reader) (imagesource.Image, error) {
-	img, err := images.Create(ctx, c.sc, images.CreateOpts{
-		Name: opts.Name, DiskFormat: opts.DiskFormat, ContainerFormat: "bare", Properties: opts.Properties,
-	}).Extract()
+	co := images.CreateOpts{Name: opts.Name, DiskFormat: opts.DiskFormat, ContainerFormat: "bare", Properties: opts.Properties}
+	if opts.Owner != "" {
+		// gophercloud's CreateOpts has no owner; its properties are top-level keys of the body.
+		co.Properties = map[string]string{"owner": opts.Owner}
+		for k, v := range opts.Properties {
+			co.Properties[k] = v
+		}
+	}
+	if opts.Visibility != "" {
+		v := images.ImageVisibility(opts.Visibility)
+		co.Visibility = &v
+	}
+	img, err := images.Create(ctx, c.sc, co).Extract()
 	if err != nil {
 		return imagesource.Image{}, classify(err, opts.Name)
 	}
@@ -150,4 +170,32 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 		return nil
 	}
 	return classify(err, id)
+}
+
+// MemberStatus returns project's membership status of a shared image (GET
+// /v2/images/{id}/members/{project}): accepted, pending or rejected. A project that is not a
+// member, like an image that does not exist, is imagesource.ErrNotFound.
+func (c *Client) MemberStatus(ctx context.Context, imageID, project string) (string, error) {
+	if project == "" {
+		return "", fmt.Errorf("glance: image %s: no project: %w", imageID, imagesource.ErrNotFound)
+	}
+	m, err := members.Get(ctx, c.sc, imageID, project).Extract()
+	if err != nil {
+		return "", classify(err, imageID)
+	}
+	return m.Status, nil
+}
+
+// AddMember shares an image with a project (POST /v2/images/{id}/members); the membership
+// starts pending until the project (or an admin) accepts it.
+func (c *Client) AddMember(ctx context.Context, imageID, project string) error {
+	_, err := members.Create(ctx, c.sc, imageID, project).Extract()
+	return classify(err, imageID)
+}
+
+// SetMemberStatus sets a project's membership status of an image (PUT
+// /v2/images/{id}/members/{project}): Glance lets the member itself, or an admin, do it.
+func (c *Client) SetMemberStatus(ctx context.Context, imageID, project, status string) error {
+	_, err := members.Update(ctx, c.sc, imageID, project, members.UpdateOpts{Status: status}).Extract()
+	return classify(err, imageID)
 }
