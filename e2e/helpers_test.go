@@ -73,6 +73,12 @@ func hostConfig(name string) activities.Config {
 // startHost runs the workers of one storage host until the test ends.
 func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 	t.Helper()
+	return startHostWith(t, cfg, worker.Options{})
+}
+
+// startHostWith is startHost with the given worker options (a bound on concurrent steps, say).
+func startHostWith(t *testing.T, cfg activities.Config, opts worker.Options) *activities.Activities {
+	t.Helper()
 	var logTo io.Writer = io.Discard
 	if os.Getenv("E2E_VERBOSE") != "" {
 		logTo = os.Stderr
@@ -81,7 +87,7 @@ func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 		Store: stack.store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(logTo, nil)),
 	}
-	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
+	ws, err := worker.Start(stack.temporal, acts, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,13 +109,19 @@ type apiClient struct {
 
 func newGateway(t *testing.T, hosts ...string) *apiClient {
 	t.Helper()
+	// Every provision of the tests runs with a deadline, as in production.
+	return newGatewayTimeout(t, 30*time.Minute, hosts...)
+}
+
+// newGatewayTimeout is newGateway with the given provision deadline.
+func newGatewayTimeout(t *testing.T, timeout time.Duration, hosts ...string) *apiClient {
+	t.Helper()
 	gw := &starter.Gateway{
 		Store: stack.store, Temporal: stack.temporal, Images: stack.glance,
 		Tokens: map[string]string{testToken: "project-e2e"}, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		// Every provision of the tests runs with a deadline, as in production.
-		ProvisionTimeout: 30 * time.Minute,
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ProvisionTimeout: timeout,
 	}
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)
