@@ -13,7 +13,8 @@ import (
 // CancelProvision cancels a volume's provision still running and waits until its run has closed,
 // heartbeating: the provision's own compensation then removes what it made, and the deletion
 // that asked goes on with nothing in flight. A provision already closed (or never started) is
-// not an error.
+// not an error. Deletions now cancel and wait in workflow code (AwaitProvisionClosed), holding no
+// slot of the host; this step stays for the runs recorded before.
 func (a *Activities) CancelProvision(ctx context.Context, workflowID string) error {
 	err := a.Temporal.CancelWorkflow(ctx, workflowID, "")
 	var notFound *serviceerror.NotFound

@@ -23,8 +23,11 @@ import (
 
 // histRecordEnv, set to 1, makes TestRecordedHistoriesReplay write every history it replays to
 // histDir, where workflows' TestReplayRecordedHistories replays them without any service.
+// histPrefixEnv names the files with a prefix, so that histories of a new version of the
+// workflow code are added next to those of the old one instead of replacing them.
 const (
 	histRecordEnv = "IMAGEVOL_RECORD_HISTORIES"
+	histPrefixEnv = "IMAGEVOL_RECORD_PREFIX"
 	histDir       = "../workflows/testdata/histories"
 )
 
@@ -127,7 +130,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 		if !record {
 			continue
 		}
-		path := filepath.Join(histDir, r.name+".json")
+		path := filepath.Join(histDir, os.Getenv(histPrefixEnv)+r.name+".json")
 		js, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
 		if err != nil {
 			t.Fatal(err)
