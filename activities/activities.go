@@ -423,6 +423,10 @@ func fillOptions(id string) client.StartWorkflowOptions {
 // way, and waits for its result, heartbeating. Every concurrent miss of the same content in the
 // cluster waits on the same run, so the image is downloaded once. A failed fill is returned as
 // a result (FailureType), not an error, so the provision can decide to download on its own.
+//
+// Waiting here holds one of the host's step slots for the whole fill, which the fill's own steps
+// need too; provisions now register with the fill through RegisterFillWaiter instead. JoinFill
+// stays for the runs that were already waiting in it.
 func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, error) {
 	id := FillWorkflowID(in.Cluster, in.Image.ID, in.Image.ContentHash)
 	var run client.WorkflowRun
@@ -440,21 +444,117 @@ func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, er
 	activity.RecordHeartbeat(ctx, id)
 	stop := heartbeatEvery(ctx, 5*time.Second, id)
 	defer stop()
+	return fillOutcome(ctx, run)
+}
+
+// fillOutcome waits for a fill's run to close and returns its outcome; a failed fill is a result
+// (FailureType), not an error. Only ctx ending is an error.
+func fillOutcome(ctx context.Context, run client.WorkflowRun) (FillResult, error) {
 	var res FillResult
-	if err := run.Get(ctx, &res); err != nil {
-		if ctx.Err() != nil {
-			return FillResult{}, err
-		}
-		var notFound *serviceerror.NotFound
-		if errors.As(err, &notFound) {
-			return FillResult{FailureType: ErrTypeDeadlineExceeded, FailureMessage: "the provision's deadline passed before its cache fill started"}, nil
-		}
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			return FillResult{FailureType: appErr.Type(), FailureMessage: appErr.Message()}, nil
-		}
-		return FillResult{FailureType: "FillFailed", FailureMessage: err.Error()}, nil
+	err := run.Get(ctx, &res)
+	if err == nil {
+		return res, nil
 	}
+	if ctx.Err() != nil {
+		return FillResult{}, err
+	}
+	return FillFailure(err), nil
+}
+
+// FillFailure is the result a fill's waiters see for the error that ended it.
+func FillFailure(err error) FillResult {
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return FillResult{FailureType: ErrTypeDeadlineExceeded, FailureMessage: "the provision's deadline passed before its cache fill started"}
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return FillResult{FailureType: appErr.Type(), FailureMessage: appErr.Message()}
+	}
+	return FillResult{FailureType: "FillFailed", FailureMessage: err.Error()}
+}
+
+// Signals between a fill and the workflows waiting on it.
+const (
+	// FillJoinSignal registers a FillWaiter with a fill's run.
+	FillJoinSignal = "fill-join"
+	// FillDoneSignal carries a FillDone from a fill to each workflow registered with it.
+	FillDoneSignal = "fill-done"
+)
+
+// FillWaiter is a workflow waiting on a fill: when the fill ends it signals the workflow
+// FillDoneSignal with its result.
+type FillWaiter struct {
+	WorkflowID string
+	// Token comes back in the FillDone, so that the waiter tells this wait's answer from
+	// another's (an earlier wait of the same run, or a duplicate).
+	Token string
+}
+
+// FillDone is the signal a fill sends each of its waiters when it ends.
+type FillDone struct {
+	FillWorkflowID string
+	Token          string
+	Result         FillResult
+}
+
+// FillWaitInput registers Waiter with the fill of Fill's content.
+type FillWaitInput struct {
+	Fill   FillInput
+	Waiter FillWaiter
+	// Rejoin is a waiter checking on a fill that has not answered yet: no fill is started.
+	Rejoin bool
+}
+
+// FillWaitResult is the fill a waiter is registered with, or its outcome when it has closed.
+type FillWaitResult struct {
+	FillWorkflowID string
+	// Closed says the fill has ended (or never ran) and will send nothing: Result is its outcome.
+	Closed bool
+	Result FillResult
+}
+
+// closedFillWait bounds how long RegisterFillWaiter waits for the result of a fill it found
+// closed: the latest run under the fill's ID may be a new one, still running.
+const closedFillWait = 5 * time.Second
+
+// RegisterFillWaiter starts the fill of an image into the cluster's cache, or joins the run under
+// way, with the waiter's registration as the signal of a SignalWithStart; the fill signals the
+// waiter its result when it ends (FillDoneSignal). It returns at once, so waiting on a fill holds
+// no worker slot. Every concurrent miss of the same content in the cluster registers with the
+// same run, so the image is downloaded once. With Rejoin, or past the provision's deadline, no
+// fill is started: a run under way gets the registration again (a fill counts a waiter once), and
+// a fill that has closed is answered from its outcome.
+func (a *Activities) RegisterFillWaiter(ctx context.Context, in FillWaitInput) (FillWaitResult, error) {
+	id := FillWorkflowID(in.Fill.Cluster, in.Fill.Image.ID, in.Fill.Image.ContentHash)
+	res := FillWaitResult{FillWorkflowID: id}
+	late := !in.Fill.Deadline.IsZero() && !time.Now().Before(in.Fill.Deadline)
+	if !in.Rejoin && !late {
+		if _, err := a.Temporal.SignalWithStartWorkflow(ctx, id, FillJoinSignal, in.Waiter, fillOptions(id), FillWorkflowName, in.Fill); err != nil {
+			return res, fmt.Errorf("start or join cache fill %s: %w", id, err)
+		}
+		return res, nil
+	}
+	err := a.Temporal.SignalWorkflow(ctx, id, "", FillJoinSignal, in.Waiter)
+	var notFound *serviceerror.NotFound
+	switch {
+	case err == nil:
+		return res, nil
+	case !errors.As(err, &notFound):
+		return res, fmt.Errorf("join cache fill %s: %w", id, err)
+	}
+	// Closed, or never started: its outcome, unless a new run has started meanwhile (then the
+	// waiter asks again later and registers with that one).
+	wctx, cancel := context.WithTimeout(ctx, closedFillWait)
+	defer cancel()
+	out, err := fillOutcome(wctx, a.Temporal.GetWorkflow(wctx, id, ""))
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, err
+		}
+		return res, nil
+	}
+	res.Closed, res.Result = true, out
 	return res, nil
 }
 

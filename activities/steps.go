@@ -339,9 +339,13 @@ func (a *Activities) purge(ctx context.Context, t *models.TrashedCacheVolume) (b
 
 // RemoveVolume deletes a user volume's image (and any staging image). When its parent is an
 // evicted cache volume waiting in the trash and this was its last clone, the parent is purged
-// too.
+// too. An empty pool is this host's own.
 func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolumeResult, error) {
 	var res RemoveVolumeResult
+	if in.Pool == "" {
+		// A volume whose row has no pool yet: its provision makes it in this host's pool.
+		in.Pool = a.Config.Pool
+	}
 	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):

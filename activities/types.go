@@ -22,7 +22,8 @@ import (
 // steps that touch a host's pool run on that host's own queue instead.
 const WorkflowQueue = "imagevol.workflows"
 
-// FillWorkflowName is the registered name of the cache-fill workflow, which JoinFill starts.
+// FillWorkflowName is the registered name of the cache-fill workflow, which RegisterFillWaiter
+// (JoinFill in runs recorded before it) starts.
 const FillWorkflowName = "FillCache"
 
 // FillWorkflowID is the one workflow ID under which an image's content is filled into a Ceph

@@ -84,3 +84,55 @@ func TestCancelledFillFallsBackToDownload(t *testing.T) {
 	}
 	t.Logf("fill cancelled mid-download; volume %s available by direct download (cache_reason %s), sha512 ok, no entry, no image left", id, v.CacheReason)
 }
+
+// A fill terminated mid-download (as from the Temporal UI) ends without answering the provisions
+// registered with it: they find out when they next check on it, and download on their own.
+func TestTerminatedFillFallsBackToDownload(t *testing.T) {
+	ctx := context.Background()
+	host := "fill-terminate"
+	startHost(t, hostConfig(host))
+	api := newGateway(t, host)
+	img := uploadImage(t, "fill-terminate", "raw", imageBytes(256*mib, 84, 2))
+
+	id := api.startVolume(img.ID, 1, "")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		var v struct {
+			Status   string
+			Progress *struct {
+				Phase     string
+				BytesDone int64 `json:"bytes_done"`
+			}
+		}
+		api.call("GET", "/v1/volumes/"+id, "", &v)
+		if v.Status != models.StatusCreating {
+			t.Fatalf("volume became %s before its fill could be terminated", v.Status)
+		}
+		if v.Progress != nil && v.Progress.Phase == "DownloadImage" && v.Progress.BytesDone > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fill download seen")
+		}
+	}
+	fillID := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
+	if err := stack.temporal.TerminateWorkflow(ctx, fillID, "", "e2e: fill terminated"); err != nil {
+		t.Fatalf("terminate fill %s: %v", fillID, err)
+	}
+	// A terminated fill runs no compensation: its half-written cache volume is left to the
+	// test's cleanup (rows) and removed here (staging image).
+	t.Cleanup(func() {
+		for _, e := range entriesOfImage(t, img.ID) {
+			_, _ = stack.ceph.Remove(ctx, e.Pool, activities.StagingName(models.RBDName(e.VolumeID)))
+		}
+	})
+
+	v := api.waitVolume(id)
+	requireAvailable(t, v, models.CacheNotCached)
+	if v.CacheReason != activities.ReasonFillFailed {
+		t.Fatalf("cache_reason %q, want %q", v.CacheReason, activities.ReasonFillFailed)
+	}
+	if got := volumeSHA512(t, id, img.Size); got != img.HashValue {
+		t.Fatalf("volume sha512 %s…, image %s…", got[:16], img.HashValue[:16])
+	}
+	t.Logf("fill terminated mid-download; volume %s available by direct download (cache_reason %s)", id, v.CacheReason)
+}

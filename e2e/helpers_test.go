@@ -81,11 +81,18 @@ func hostConfig(name string) activities.Config {
 // startHost runs the workers of one storage host until the test ends.
 func startHost(t *testing.T, cfg activities.Config) *activities.Activities {
 	t.Helper()
-	return startHostOn(t, stack.store, cfg)
+	return startHostOn(t, stack.store, cfg, worker.Options{})
 }
 
-// startHostOn runs the workers of one storage host on the given database until the test ends.
-func startHostOn(t *testing.T, store *models.Store, cfg activities.Config) *activities.Activities {
+// startHostWith is startHost with the given worker options (a bound on concurrent steps, say).
+func startHostWith(t *testing.T, cfg activities.Config, opts worker.Options) *activities.Activities {
+	t.Helper()
+	return startHostOn(t, stack.store, cfg, opts)
+}
+
+// startHostOn runs the workers of one storage host on the given database, with the given worker
+// options, until the test ends.
+func startHostOn(t *testing.T, store *models.Store, cfg activities.Config, opts worker.Options) *activities.Activities {
 	t.Helper()
 	var logTo io.Writer = io.Discard
 	if os.Getenv("E2E_VERBOSE") != "" {
@@ -95,7 +102,7 @@ func startHostOn(t *testing.T, store *models.Store, cfg activities.Config) *acti
 		Store: store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(logTo, nil)),
 	}
-	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
+	ws, err := worker.Start(stack.temporal, acts, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,19 +132,24 @@ type apiClient struct {
 
 func newGateway(t *testing.T, hosts ...string) *apiClient {
 	t.Helper()
-	return newGatewayOn(t, stack.store, hosts...)
+	return newGatewayOn(t, stack.store, 30*time.Minute, hosts...)
 }
 
-// newGatewayOn is newGateway on the given database.
-func newGatewayOn(t *testing.T, store *models.Store, hosts ...string) *apiClient {
+// newGatewayTimeout is newGateway with the given provision deadline.
+func newGatewayTimeout(t *testing.T, timeout time.Duration, hosts ...string) *apiClient {
+	t.Helper()
+	return newGatewayOn(t, stack.store, timeout, hosts...)
+}
+
+// newGatewayOn is newGateway on the given database, with the given provision deadline.
+func newGatewayOn(t *testing.T, store *models.Store, timeout time.Duration, hosts ...string) *apiClient {
 	t.Helper()
 	gw := &starter.Gateway{
 		Store: store, Temporal: stack.temporal, Images: stack.glance,
 		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, TokenRoles: testRoles, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		// Every provision of the tests runs with a deadline, as in production.
-		ProvisionTimeout: 30 * time.Minute,
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ProvisionTimeout: timeout,
 	}
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)

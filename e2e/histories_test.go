@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,8 +23,11 @@ import (
 
 // histRecordEnv, set to 1, makes TestRecordedHistoriesReplay write every history it replays to
 // histDir, where workflows' TestReplayRecordedHistories replays them without any service.
+// histPrefixEnv names the files with a prefix, so that histories of a new version of the
+// workflow code are added next to those of the old one instead of replacing them.
 const (
 	histRecordEnv = "IMAGEVOL_RECORD_HISTORIES"
+	histPrefixEnv = "IMAGEVOL_RECORD_PREFIX"
 	histDir       = "../workflows/testdata/histories"
 )
 
@@ -35,7 +39,8 @@ type histRun struct {
 }
 
 // Every kind of run the provision and fill workflows make — a miss and the fill it joins, a hit,
-// an eviction, a failure with compensation and one fill shared by two requests — replays against
+// an eviction, a failure with compensation, one fill shared by two requests and a deletion of a
+// volume being created — replays against
 // the current workflow code, registered as the worker registers it. This is what keeps a change
 // to workflow code from breaking the runs in flight when it is deployed.
 func TestRecordedHistoriesReplay(t *testing.T) {
@@ -105,6 +110,15 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	histRequireOneRun(t, fillID(shared))
 	runs = append(runs, histRun{"shared-fill", fillID(shared), fill, completed})
 
+	// A volume deleted as soon as it is requested: the deletion cancels its provision, waits for
+	// it to close and removes what it made.
+	gone := api.startVolume(img.ID, 1, host)
+	if code := api.call("DELETE", "/v1/volumes/"+gone, "", nil); code != http.StatusAccepted {
+		t.Fatalf("delete %s: HTTP %d", gone, code)
+	}
+	waitGone(t, api, gone)
+	runs = append(runs, histRun{"delete-while-creating", "imagevol-delete-" + gone, "DeleteVolume", completed})
+
 	replayer := histReplayer()
 	record := os.Getenv(histRecordEnv) == "1"
 	for _, r := range runs {
@@ -116,7 +130,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 		if !record {
 			continue
 		}
-		path := filepath.Join(histDir, r.name+".json")
+		path := filepath.Join(histDir, os.Getenv(histPrefixEnv)+r.name+".json")
 		js, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
 		if err != nil {
 			t.Fatal(err)

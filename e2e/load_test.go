@@ -7,9 +7,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/worker"
 )
 
 // poolImages names the images of the run's two pools, as pool/name.
@@ -84,9 +86,9 @@ func loadManyCreates(t *testing.T, db string, maxCount int) {
 		cfg := hostConfig(h.name)
 		cfg.Pool = h.pool
 		cfg.ImageVolumeCacheMaxCount = maxCount
-		startHostOn(t, h.store, cfg)
+		startHostOn(t, h.store, cfg, worker.Options{})
 	}
-	api := newGatewayOn(t, sg, h1, h2)
+	api := newGatewayOn(t, sg, 30*time.Minute, h1, h2)
 	imgs := make([]imagesource.Image, 5)
 	for i := range imgs {
 		imgs[i] = uploadImage(t, fmt.Sprintf("load-%s%d-%d", db, maxCount, i), "raw", imageBytes(8*mib, uint64(100+10*maxCount+len(db)+i), 2))

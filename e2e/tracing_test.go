@@ -107,8 +107,8 @@ func TestTracingFromRequestThroughEveryActivity(t *testing.T) {
 	}
 	want := []string{
 		"POST /v1/volumes", "StartWorkflow:CreateVolumeFromImage", "RunWorkflow:CreateVolumeFromImage",
-		"RunActivity:LookupCache", "RunActivity:JoinFill",
-		"StartWorkflow:" + activities.FillWorkflowName, "RunWorkflow:" + activities.FillWorkflowName,
+		"RunActivity:LookupCache", "RunActivity:RegisterFillWaiter",
+		"SignalWithStartWorkflow:" + activities.FillWorkflowName, "RunWorkflow:" + activities.FillWorkflowName,
 		"RunActivity:EvictLRU", "RunActivity:DownloadImage", "RunActivity:ImportImage", "RunActivity:CloneToCache",
 		"RunActivity:CloneVolume", "RunActivity:ExtendVolume", "RunActivity:SetVolumeState",
 	}

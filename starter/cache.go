@@ -33,8 +33,8 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 	in := workflows.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
 	switch v.Status {
 	case models.StatusCreating:
-		// Cancel the provision; its compensation removes what it made, then the row goes. The
-		// pool is known only once the provision has looked the cache up: the host's is used.
+		// The deletion cancels the provision and waits for it to close, then removes whatever
+		// it made, in the host's own pool while the row names none yet, and the row goes.
 		in.Provision = v.WorkflowID
 	case models.StatusDeleting:
 		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})

@@ -461,6 +461,15 @@ func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 			return nil
 		}
 		workflowID = ""
+		if len(desc.GetPendingActivities()) == 0 {
+			// Waiting on a fill by signal: its memo names the fill.
+			var fillID string
+			if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[workflows.MemoFill]; m != nil &&
+				converter.GetDefaultDataConverter().FromPayload(m, &fillID) == nil && fillID != "" {
+				p.Phase, workflowID = "FillCache", fillID
+				continue
+			}
+		}
 		for _, pa := range desc.GetPendingActivities() {
 			p.Phase = pa.GetActivityType().GetName()
 			if pa.GetHeartbeatDetails() == nil {

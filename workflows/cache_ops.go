@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -44,9 +45,10 @@ type WarmHostResult struct {
 
 // WarmCache fills the cache for an image on every listed host, in parallel. Each host looks the
 // cache up and, on a miss, joins the cluster's fill of the image, so hosts sharing a Ceph cluster
-// share one download and one cache volume.
+// share one download and one cache volume. It waits on the fills by signal, as provisions do.
 func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 	var a *activities.Activities
+	signalFill := workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
 	type pending struct {
 		host   string
 		lookup workflow.Future
@@ -58,6 +60,10 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 	}
 	out := make([]WarmHostResult, len(ps))
 	fills := make([]workflow.Future, len(ps))
+	// With signalFill, the fills joined by signal, and their tokens, by host.
+	waits := newFillWaits(ctx)
+	joined := make([]*activities.FillInput, len(ps))
+	fillIDs, tokens := make([]string, len(ps)), make([]string, len(ps))
 	for i, p := range ps {
 		out[i].Host = p.host
 		var plan activities.LookupResult
@@ -68,6 +74,16 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 		switch {
 		case plan.Hit:
 			out[i].Cached, out[i].Entry = true, plan.Entry
+		case plan.Cacheable && signalFill:
+			// Registered with the fill, the warm-up waits for its signal, holding no slot.
+			fin := activities.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image}
+			tokens[i] = fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, i)
+			id, err := waits.join(ctx, fin, tokens[i])
+			if err != nil {
+				out[i].Error = errorMessage(err)
+				continue
+			}
+			joined[i], fillIDs[i] = &fin, id
 		case plan.Cacheable:
 			hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(p.host)))
 			fills[i] = workflow.ExecuteActivity(hctx, a.JoinFill, activities.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image})
@@ -76,11 +92,17 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 		}
 	}
 	for i, f := range fills {
-		if f == nil {
+		var fill activities.FillResult
+		var err error
+		switch {
+		case joined[i] != nil:
+			fill, err = waits.wait(ctx, *joined[i], tokens[i], fillIDs[i], time.Time{})
+		case f != nil:
+			err = f.Get(ctx, &fill)
+		default:
 			continue
 		}
-		var fill activities.FillResult
-		if err := f.Get(ctx, &fill); err != nil {
+		if err != nil {
 			out[i].Error = errorMessage(err)
 			continue
 		}
@@ -137,16 +159,66 @@ func ReconcileCache(ctx workflow.Context, in ReconcileInput) ([]activities.Recon
 type DeleteVolumeInput struct {
 	VolumeID string
 	Host     string
-	Pool     string
-	// Provision is the workflow ID of a provision still running: it is cancelled, and its own
-	// compensation removes what it made, before the deletion goes on.
+	// Pool is the volume's pool as its row recorded it; empty (a volume still being created)
+	// means the host's own pool, where its provision makes it.
+	Pool string
+	// Provision is the workflow ID of a provision that may still be running: it is cancelled
+	// and waited for before the volume's image is removed.
 	Provision string
 }
 
+// versionDeleteAfterProvision is the change after which a deletion waits in workflow code for
+// the provision it cancels to close, then removes the volume's image whatever the provision did.
+const versionDeleteAfterProvision = "delete-after-provision"
+
 // DeleteVolume removes a volume's RBD image — and its parent, an evicted cache volume in the
 // trash, when this was its last clone — then the volume's row. A provision still running is
-// cancelled first.
+// cancelled first and waited for until it has closed; whether it finished, failed or was
+// cancelled, nothing is made under the volume's name after that, so the removal leaves nothing.
 func DeleteVolume(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
+	var a *activities.Activities
+	var res activities.RemoveVolumeResult
+	if workflow.GetVersion(ctx, versionDeleteAfterProvision, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return deleteVolumeV0(ctx, in)
+	}
+	if in.Provision != "" {
+		if err := stopProvision(ctx, in.Provision); err != nil {
+			return res, err
+		}
+	}
+	if in.Host != "" {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
+		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, activities.ImageName{Pool: in.Pool, Name: models.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
+			return res, err
+		}
+	}
+	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
+	return res, workflow.ExecuteLocalActivity(lctx, a.DeleteVolumeRow, in.VolumeID).Get(ctx, nil)
+}
+
+// stopProvision cancels a provision and returns once its run has closed. The wait is in
+// workflow code (short local checks), so it holds no slot of the host whose steps the
+// provision's compensation needs.
+func stopProvision(ctx workflow.Context, id string) error {
+	var a *activities.Activities
+	// A run that has closed, or never started, refuses the cancel: nothing to stop then.
+	if err := workflow.RequestCancelExternalWorkflow(ctx, id, "").Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Info("provision not cancelled", "provision", id, "error", err)
+	}
+	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
+	for {
+		var closed bool
+		if err := workflow.ExecuteLocalActivity(lctx, a.AwaitProvisionClosed, id).Get(ctx, &closed); err != nil {
+			return err
+		}
+		if closed {
+			return nil
+		}
+	}
+}
+
+// deleteVolumeV0 is DeleteVolume as runs recorded before versionDeleteAfterProvision issue it.
+func deleteVolumeV0(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
 	var a *activities.Activities
 	var res activities.RemoveVolumeResult
 	if in.Provision != "" && in.Host != "" {

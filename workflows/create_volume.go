@@ -73,6 +73,10 @@ var (
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
 
+// versionWaitCancelledSteps is the change after which a cancelled provision waits for its
+// running host steps to end before its compensation.
+const versionWaitCancelledSteps = "wait-cancelled-steps"
+
 // maxLookups bounds how often a provision looks the cache up again after the entry it was
 // about to clone from was evicted.
 const maxLookups = 3
@@ -87,8 +91,17 @@ const maxLookups = 3
 func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res CreateVolumeResult, err error) {
 	var a *activities.Activities
 	res.VolumeID = in.VolumeID
-	host := workflow.WithActivityOptions(ctx, withQueue(quickStep, HostQueue(in.Host)))
-	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
+	// Runs recorded before these changes keep the commands they issued.
+	signalFill := workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
+	hostOpts, dataOpts := withQueue(quickStep, HostQueue(in.Host)), withQueue(dataStep, HostQueue(in.Host))
+	if workflow.GetVersion(ctx, versionWaitCancelledSteps, workflow.DefaultVersion, 1) == 1 {
+		// A cancelled step that makes the volume's image (a clone does not heartbeat, so it
+		// never hears of the cancel) is waited for: the compensation that removes the image must
+		// not run before the step is done creating it.
+		hostOpts.WaitForCancellation, dataOpts.WaitForCancellation = true, true
+	}
+	host := workflow.WithActivityOptions(ctx, hostOpts)
+	hostData := workflow.WithActivityOptions(ctx, dataOpts)
 	local := workflow.WithLocalActivityOptions(ctx, localStep)
 	setState := func(u activities.VolumeUpdate) error {
 		u.VolumeID = in.VolumeID
@@ -139,11 +152,16 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 			// clone-to-cache), started by whichever provision missed first.
 			phase(ctx, PhaseFilling, models.CacheMiss)
 			var fill activities.FillResult
-			// The fill is bounded by the deadline of the provision that starts it; its waiters
-			// give it a minute more, so that it reports its own failure first.
-			if err := workflow.ExecuteActivity(boundGrace(hostData, in.Deadline, time.Minute), a.JoinFill, activities.FillInput{
-				Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes, Deadline: in.Deadline,
-			}).Get(ctx, &fill); err != nil {
+			fin := activities.FillInput{Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes, Deadline: in.Deadline}
+			if signalFill {
+				// Registered with the fill, the provision waits for its signal, holding no
+				// worker slot the fill's own steps need.
+				if fill, err = awaitFill(ctx, fin, fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, lookup)); err != nil {
+					return res, err
+				}
+			} else if err := workflow.ExecuteActivity(boundGrace(hostData, in.Deadline, fillGrace), a.JoinFill, fin).Get(ctx, &fill); err != nil {
+				// The fill is bounded by the deadline of the provision that starts it; its
+				// waiters give it a minute more, so that it reports its own failure first.
 				return res, err
 			}
 			switch {
@@ -240,6 +258,32 @@ func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res Crea
 		}
 	}
 	return res, nil
+}
+
+// awaitFill starts or joins the fill of in's content and waits for its result, registered under
+// token. While it waits, the provision's memo names the fill, so that a status query can follow
+// the provision into the fill's steps.
+func awaitFill(ctx workflow.Context, in activities.FillInput, token string) (activities.FillResult, error) {
+	waits := newFillWaits(ctx)
+	fillID, err := waits.join(ctx, in, token)
+	if err != nil {
+		return activities.FillResult{}, err
+	}
+	if !waits.answered(token) {
+		setMemo(ctx, MemoFill, fillID)
+		defer setMemo(ctx, MemoFill, "")
+	}
+	return waits.wait(ctx, in, token, fillID, in.Deadline)
+}
+
+// MemoFill is the memo key naming the fill a provision is waiting on ("" when none).
+const MemoFill = "fill"
+
+// setMemo sets one key of the workflow's memo; a failure is logged, never the provision's.
+func setMemo(ctx workflow.Context, key, value string) {
+	if err := workflow.UpsertMemo(ctx, map[string]any{key: value}); err != nil {
+		workflow.GetLogger(ctx).Warn("memo not updated", "key", key, "error", err)
+	}
 }
 
 // importInto downloads the image and imports it into the RBD image target (a user volume, or a

@@ -1,20 +1,33 @@
 package workflows
 
 import (
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/models"
 )
 
+// versionFillSignals is the change after which provisions wait on a fill by signal instead of
+// inside the JoinFill activity, and fills answer their registered waiters when they end.
+const versionFillSignals = "fill-waiters-by-signal"
+
 // FillCache puts an image's content into the cluster's cache, once: its workflow ID is
 // activities.FillWorkflowID, and every provision that misses joins the run under way
-// (activities.JoinFill). It evicts LRU entries on the fill's host and reserves the slot,
-// downloads and imports the image into a cache volume owned by the internal project, snapshots
-// it and marks the entry ready. An image already cached anywhere in the cluster is not filled
-// again. On failure the reservation and every image it made are removed.
+// (activities.RegisterFillWaiter). It evicts LRU entries on the fill's host and reserves the
+// slot, downloads and imports the image into a cache volume owned by the internal project,
+// snapshots it and marks the entry ready. An image already cached anywhere in the cluster is not
+// filled again. On failure the reservation and every image it made are removed. However it ends
+// (but terminated), it signals its result to every workflow registered with it.
 func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.FillResult, err error) {
 	var a *activities.Activities
+	if workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1 {
+		// Declared first, so it runs last: after the compensation, with the final result.
+		defer func() { answerWaiters(ctx, res, err) }()
+	}
 	host := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
 	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
 
@@ -62,4 +75,143 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 		Cached: true, Entry: ref, Downloaded: true,
 		Bytes: done.Bytes, ResumedFrom: done.ResumedFrom, Format: done.Format,
 	}, nil
+}
+
+// answerWaiters signals the fill's result to every workflow registered with it (the join
+// signals), even if the fill was cancelled. It drains the join signals until none is left, so
+// that none that arrived before the fill closes goes unanswered.
+func answerWaiters(ctx workflow.Context, res activities.FillResult, err error) {
+	if err != nil {
+		res = activities.FillFailure(err)
+	}
+	ctx, _ = workflow.NewDisconnectedContext(ctx)
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID
+	joins := workflow.GetSignalChannel(ctx, activities.FillJoinSignal)
+	answered := map[activities.FillWaiter]bool{}
+	for {
+		var sent []workflow.Future
+		var w activities.FillWaiter
+		for joins.ReceiveAsync(&w) {
+			if answered[w] {
+				continue
+			}
+			answered[w] = true
+			sent = append(sent, workflow.SignalExternalWorkflow(ctx, w.WorkflowID, "", activities.FillDoneSignal,
+				activities.FillDone{FillWorkflowID: id, Token: w.Token, Result: res}))
+		}
+		if len(sent) == 0 {
+			return
+		}
+		for _, f := range sent {
+			// A waiter that has closed (deleted, say) needs no answer.
+			if serr := f.Get(ctx, nil); serr != nil {
+				workflow.GetLogger(ctx).Info("fill result not delivered", "error", serr)
+			}
+		}
+	}
+}
+
+// fillCheck is how often a workflow waiting on a fill that has not answered checks on it: a fill
+// terminated, or recorded before fills answered their waiters, sends no signal.
+const fillCheck = time.Minute
+
+// fillGrace is how long past its deadline a provision waits for the fill it joined: the fill is
+// bounded by the same deadline, so it reports its own failure first.
+const fillGrace = time.Minute
+
+// fillWaits are the fills a workflow waits on, and the answers they have signalled, by token.
+type fillWaits struct {
+	done    workflow.ReceiveChannel
+	answers map[string]activities.FillResult
+}
+
+func newFillWaits(ctx workflow.Context) *fillWaits {
+	return &fillWaits{done: workflow.GetSignalChannel(ctx, activities.FillDoneSignal), answers: map[string]activities.FillResult{}}
+}
+
+// drain records the answers already signalled.
+func (f *fillWaits) drain() {
+	var d activities.FillDone
+	for f.done.ReceiveAsync(&d) {
+		f.answers[d.Token] = d.Result
+		d = activities.FillDone{}
+	}
+}
+
+func (f *fillWaits) answered(token string) bool {
+	_, ok := f.answers[token]
+	return ok
+}
+
+// join starts or joins the fill of in's content, registered as a waiter under token, in a
+// local activity that returns at once: no worker slot is held while the fill runs.
+func (f *fillWaits) join(ctx workflow.Context, in activities.FillInput, token string) (string, error) {
+	var a *activities.Activities
+	var r activities.FillWaitResult
+	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
+	waiter := activities.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
+	if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, activities.FillWaitInput{Fill: in, Waiter: waiter}).Get(ctx, &r); err != nil {
+		return "", err
+	}
+	if r.Closed {
+		f.answers[token] = r.Result
+	}
+	return r.FillWorkflowID, nil
+}
+
+// wait returns the result of the fill joined under token, as the fill signals it. A fill that
+// has not answered is checked every fillCheck (registering again with a run under way, reading
+// the outcome of one that closed); one still running fillGrace past the deadline fails the wait.
+func (f *fillWaits) wait(ctx workflow.Context, in activities.FillInput, token, fillID string, deadline time.Time) (activities.FillResult, error) {
+	var a *activities.Activities
+	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
+	waiter := activities.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
+	for {
+		f.drain()
+		if r, ok := f.answers[token]; ok {
+			return r, nil
+		}
+		next, last := fillCheck, false
+		if !deadline.IsZero() {
+			if left := deadline.Add(fillGrace).Sub(workflow.Now(ctx)); left <= next {
+				next, last = max(left, time.Second), true
+			}
+		}
+		tctx, stopTimer := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(tctx, next)
+		fired := false
+		var terr error
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(f.done, func(c workflow.ReceiveChannel, _ bool) {
+			var d activities.FillDone
+			c.Receive(ctx, &d)
+			f.answers[d.Token] = d.Result
+		})
+		sel.AddFuture(timer, func(t workflow.Future) { fired, terr = true, t.Get(ctx, nil) })
+		sel.Select(ctx)
+		if !fired {
+			stopTimer()
+			continue
+		}
+		if terr != nil {
+			return activities.FillResult{}, terr // cancelled
+		}
+		var r activities.FillWaitResult
+		if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, activities.FillWaitInput{Fill: in, Waiter: waiter, Rejoin: true}).Get(ctx, &r); err != nil {
+			return activities.FillResult{}, err
+		}
+		if r.Closed {
+			f.answers[token] = r.Result
+			continue
+		}
+		if !last {
+			continue
+		}
+		if f.drain(); f.answered(token) {
+			continue
+		}
+		return activities.FillResult{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("not done by the provision's deadline %s: cache fill %s still running", deadline.UTC().Format(time.RFC3339), fillID),
+			activities.ErrTypeDeadlineExceeded, nil)
+	}
 }

@@ -6,7 +6,10 @@
 //	export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN GLANCE_STORE_DIR=$PWD/.run/glance/images GOFLAGS=-tags=pacific &&
 //	IMAGEVOL_RECORD_HISTORIES=1 go test -count=1 -run '^TestRecordedHistoriesReplay$' ./e2e/
 //
-// but keep the old files too while runs recorded with the old code may still be in flight.
+// but keep the old files too while runs recorded with the old code may still be in flight: with
+// IMAGEVOL_RECORD_PREFIX=name- the new histories are written as name-<run>.json beside them. The
+// files named fill-signals-* were recorded after provisions began waiting on fills by signal
+// and deletions began waiting for the provision they cancel.
 
 package workflows_test
 
