@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -442,7 +443,7 @@ func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, er
 	}
 	// The details name the fill, so a status query can follow the provision into it.
 	activity.RecordHeartbeat(ctx, id)
-	stop := heartbeatEvery(ctx, 5*time.Second, id)
+	stop := heartbeatEvery(ctx, heartbeatInterval, id)
 	defer stop()
 	return fillOutcome(ctx, run)
 }
@@ -558,6 +559,11 @@ func (a *Activities) RegisterFillWaiter(ctx context.Context, in FillWaitInput) (
 	return res, nil
 }
 
+// heartbeatInterval is how often a long step heartbeats: well inside the data steps' heartbeat
+// timeout (workflows' dataStep), which is kept short so that a step of a worker that died is
+// retried elsewhere within seconds. The SDK sends at most one heartbeat a second anyway.
+const heartbeatInterval = time.Second
+
 // heartbeatEvery records a heartbeat with details every interval until the returned func runs.
 func heartbeatEvery(ctx context.Context, interval time.Duration, details any) func() {
 	done := make(chan struct{})
@@ -571,7 +577,7 @@ func heartbeatEvery(ctx context.Context, interval time.Duration, details any) fu
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				activity.RecordHeartbeat(ctx, details)
+				heartbeat(ctx, details)
 			}
 		}
 	}()
@@ -646,13 +652,38 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	}
 	// The image service may send more than it declared; never write past the staging image.
 	src := &limitCheck{r: body, limit: in.Image.Size - offset}
+	// Between blocks (the image service slow to answer, say) the last durable progress is sent
+	// again, so the step stays alive under its short heartbeat timeout and a crash still
+	// resumes from there.
+	start := DownloadProgress{Offset: offset, Total: in.Image.Size}
+	if m, ok := h.(encoding.BinaryMarshaler); ok {
+		start.HashState, _ = m.MarshalBinary()
+	}
+	var last atomic.Pointer[DownloadProgress]
+	last.Store(&start)
+	keepAlive := make(chan struct{})
+	go func() {
+		t := time.NewTicker(heartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-keepAlive:
+				return
+			case <-t.C:
+				heartbeat(ctx, *last.Load())
+			}
+		}
+	}()
 	res, err := importer.Stream(ctx, src, w, importer.StreamOptions{
 		Offset: offset,
 		Hash:   h,
 		Progress: func(done int64, state []byte) {
-			activity.RecordHeartbeat(ctx, DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state})
+			p := DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state}
+			last.Store(&p)
+			activity.RecordHeartbeat(ctx, p)
 		},
 	})
+	close(keepAlive)
 	body.Close()
 	if cerr := w.Close(); err == nil && cerr != nil {
 		err = cerr

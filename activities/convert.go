@@ -83,7 +83,7 @@ func (c *Converter) Convert(ctx context.Context, format, pool, src, dst string) 
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)
 	go func() { done <- c.box.Run(ctx, cmd) }()
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(heartbeatInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -111,7 +111,7 @@ func (c *Converter) acquire(ctx context.Context) error {
 	if c.slots == nil {
 		return nil
 	}
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(heartbeatInterval)
 	defer tick.Stop()
 	for {
 		select {

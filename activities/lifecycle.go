@@ -24,7 +24,7 @@ func (a *Activities) CancelProvision(ctx context.Context, workflowID string) err
 	case err != nil && !isAlreadyClosed(err):
 		return fmt.Errorf("cancel provision %s: %w", workflowID, err)
 	}
-	defer heartbeatEvery(ctx, 5*time.Second, workflowID)()
+	defer heartbeatEvery(ctx, heartbeatInterval, workflowID)()
 	// The run ends canceled, or failed or completed if it was about to: any end will do.
 	_ = a.Temporal.GetWorkflow(ctx, workflowID, "").Get(ctx, nil)
 	return ctx.Err()

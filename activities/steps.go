@@ -198,7 +198,7 @@ func (a *Activities) FlattenVolume(ctx context.Context, in ImageName) error {
 	if info.Parent == nil {
 		return nil
 	}
-	defer heartbeatEvery(ctx, 5*time.Second, "flattening")()
+	defer heartbeatEvery(ctx, heartbeatInterval, "flattening")()
 	return a.Storage.Flatten(ctx, in.Pool, in.Name)
 }
 
@@ -346,6 +346,8 @@ func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolu
 		// A volume whose row has no pool yet: its provision makes it in this host's pool.
 		in.Pool = a.Config.Pool
 	}
+	// Removing a large image walks its objects: stay alive under the step's heartbeat timeout.
+	defer heartbeatEvery(ctx, heartbeatInterval, "removing "+in.Name)()
 	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):

@@ -54,8 +54,9 @@ type CreateVolumeResult struct {
 // workflow from wrapping the size around if one is started some other way.
 const ErrTypeInvalidSize = "InvalidVolumeSize"
 
-// Activity options, set once: short host steps retry quickly; long data steps heartbeat so a
-// dead worker is noticed within 20 s and the step moves to a live one.
+// Activity options, set once: short host steps retry quickly; long data steps heartbeat every
+// second so that a dead worker is noticed within 6 s and the step moves to a live one (a
+// restarted worker takes over its predecessor's steps at once: worker.takeOver).
 var (
 	retry = &temporal.RetryPolicy{
 		InitialInterval:        time.Second,
@@ -69,7 +70,7 @@ var (
 	// resize, snapshot). Its short timeout bounds what an attempt lost on the way (its result
 	// dropped by an overloaded server, say) costs the provision: seen here as a 2-minute stall.
 	quickStep = workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
-	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: 20 * time.Second, RetryPolicy: retry}
+	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: 6 * time.Second, RetryPolicy: retry}
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
 
