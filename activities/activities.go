@@ -46,6 +46,12 @@ type Activities struct {
 	Metrics *metrics.Registry
 	// Converter runs the host's qemu-img conversions; nil: one made from Config on first use.
 	Converter *Converter
+	// Identity names this worker process in a download's progress (worker.HostIdentity), and
+	// FenceWriter, when set, is given the writer of the progress a download resumes from before
+	// it opens the staging image: a dead writer still holds the image's exclusive lock until
+	// its Ceph client is fenced.
+	Identity    string
+	FenceWriter func(writer string)
 
 	convOnce sync.Once
 	conv     *Converter
@@ -606,6 +612,7 @@ type DownloadProgress struct {
 	Offset    int64
 	Total     int64
 	HashState []byte
+	Writer    string // the worker process that wrote it (Activities.Identity)
 }
 
 // DownloadImage streams the image from the image service into a staging RBD image, verifying
@@ -655,7 +662,7 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	// Between blocks (the image service slow to answer, say) the last durable progress is sent
 	// again, so the step stays alive under its short heartbeat timeout and a crash still
 	// resumes from there.
-	start := DownloadProgress{Offset: offset, Total: in.Image.Size}
+	start := DownloadProgress{Offset: offset, Total: in.Image.Size, Writer: a.Identity}
 	if m, ok := h.(encoding.BinaryMarshaler); ok {
 		start.HashState, _ = m.MarshalBinary()
 	}
@@ -678,7 +685,7 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 		Offset: offset,
 		Hash:   h,
 		Progress: func(done int64, state []byte) {
-			p := DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state}
+			p := DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state, Writer: a.Identity}
 			last.Store(&p)
 			activity.RecordHeartbeat(ctx, p)
 		},
@@ -726,7 +733,12 @@ func (a *Activities) resumePoint(ctx context.Context, in DownloadInput, staging 
 		h.Reset()
 		return 0
 	}
-	a.log(ctx).Info("resuming download", "image_id", in.Image.ID, "offset", p.Offset)
+	if p.Writer != "" && p.Writer != a.Identity && a.FenceWriter != nil {
+		// Crash recovery: the attempt that wrote this progress may have died with the staging
+		// image open; its exclusive lock would stall the writes below for half a minute.
+		a.FenceWriter(p.Writer)
+	}
+	a.log(ctx).Info("resuming download", "image_id", in.Image.ID, "offset", p.Offset, "previous_writer", p.Writer)
 	return p.Offset
 }
 

@@ -6,15 +6,16 @@ func TestIdentityRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		host, machine string
 		pid           int
+		addr          string
 	}{
-		{"node1", "storage-a", 4242},
-		{"node@2", "host:with:colons", 1},
-		{"a", "b", 99999},
+		{"node1", "storage-a", 4242, "127.0.0.1:0/1002086875"},
+		{"node@2", "host:with:colons", 1, "[v2:10.0.0.1:0/77,v1:10.0.0.1:0/77]"},
+		{"a", "b", 99999, ""},
 	} {
-		id := HostIdentity(tc.host, tc.machine, tc.pid)
-		h, m, pid, ok := parseIdentity(id)
-		if !ok || h != tc.host || m != tc.machine || pid != tc.pid {
-			t.Errorf("parseIdentity(%q) = %q, %q, %d, %v; want %q, %q, %d", id, h, m, pid, ok, tc.host, tc.machine, tc.pid)
+		id := HostIdentity(tc.host, tc.machine, tc.pid, tc.addr)
+		h, m, pid, addr, ok := parseIdentity(id)
+		if !ok || h != tc.host || m != tc.machine || pid != tc.pid || addr != tc.addr {
+			t.Errorf("parseIdentity(%q) = %q, %q, %d, %q, %v; want %q, %q, %d, %q", id, h, m, pid, addr, ok, tc.host, tc.machine, tc.pid, tc.addr)
 		}
 	}
 }
@@ -30,7 +31,7 @@ func TestParseIdentityRefusesOthers(t *testing.T) {
 		"imagevol-worker:@machine:12",       // no host
 		"imagevol-gateway:node1@machine:12", // another program
 	} {
-		if h, m, pid, ok := parseIdentity(id); ok {
+		if h, m, pid, _, ok := parseIdentity(id); ok {
 			t.Errorf("parseIdentity(%q) = %q, %q, %d, true; want not ours", id, h, m, pid)
 		}
 	}

@@ -29,6 +29,11 @@ type Options struct {
 	// Namespace is the Temporal namespace of the client: Run needs it to take over the steps a
 	// crashed predecessor of this worker left running.
 	Namespace string
+	// CephAddr is the address of the worker's Ceph client, published in its identity; Fence
+	// blocklists such an address. With both, a restarted worker fences its dead predecessor's
+	// client so that the images it was writing are unlocked at once.
+	CephAddr string
+	Fence    func(addr string) error
 }
 
 // Start registers the workflows and the host's activities and starts polling. Stop the returned
@@ -41,7 +46,7 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 	machine, _ := os.Hostname()
 	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
 		// Names host, machine and process, so that a successor can take over after a crash.
-		Identity:                           HostIdentity(acts.Config.Host, machine, os.Getpid()),
+		Identity:                           HostIdentity(acts.Config.Host, machine, os.Getpid(), opts.CephAddr),
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
 		DisableWorkflowWorker:              true,
 		// Send a download's progress (its resume point) at least every second, not every
@@ -98,7 +103,7 @@ func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts
 		go func() {
 			machine, _ := os.Hostname()
 			log := slog.With("host", acts.Config.Host)
-			n, err := takeOver(ctx, c, opts.Namespace, acts.Config.Host, machine, os.Getpid(), processAlive, log)
+			n, err := takeOver(ctx, c, opts.Namespace, acts.Config.Host, machine, os.Getpid(), processAlive, opts.Fence, log)
 			if err != nil {
 				log.Warn("takeover of a crashed worker's steps incomplete; they resume after their heartbeat timeout", "err", err)
 			}

@@ -121,15 +121,23 @@ func run(logger *slog.Logger) error {
 	if cephUser == "" {
 		cephUser = "admin"
 	}
-	logger.Info("connected to ceph", "ceph_user", "client."+cephUser, "pool", cfg.Pool)
+	cephAddr, err := cluster.ClientAddr()
+	if err != nil {
+		logger.Warn("no Ceph client address: a successor cannot fence this worker after a crash", "err", err)
+	}
+	logger.Info("connected to ceph", "ceph_user", "client."+cephUser, "pool", cfg.Pool, "ceph_addr", cephAddr)
 	if cfg.ClusterName == "" {
 		if cfg.ClusterName, err = cluster.FSID(); err != nil {
 			return err
 		}
 	}
+	fence := func(addr string) error { return cluster.Blocklist(addr, 3600) }
+	machine, _ := os.Hostname()
 	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg,
-		Converter: conv}
-	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace})
+		Converter: conv, Identity: worker.HostIdentity(cfg.Host, machine, os.Getpid(), cephAddr),
+		FenceWriter: worker.DeadWriterFence(cfg.Host, machine, os.Getpid(), fence, logger)}
+	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace,
+		CephAddr: cephAddr, Fence: fence})
 }
 
 // serveMetrics serves reg at addr/metrics until the returned function is called. The listener
