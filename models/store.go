@@ -2,8 +2,13 @@ package models
 
 import (
 	"context"
+	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +36,8 @@ type Store struct {
 	// reserve serialises cache reservations within this process where the database has no
 	// named locks (SQLite, a single-machine setup).
 	reserve sync.Mutex
+	// database is the MySQL database's name, which scopes the named locks ("" on SQLite).
+	database string
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -80,27 +87,74 @@ func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
 	return s, nil
 }
 
-// migrate runs Migrate under a server-wide lock on MySQL, so a gateway and workers starting at
-// once do not race on DDL (which MySQL does not run in transactions). SQLite serialises writers
-// by itself.
+// migrate runs Migrate under a lock on MySQL, so a gateway and workers starting at once do not
+// race on DDL (which MySQL does not run in transactions). SQLite serialises writers by itself.
 func (s *Store) migrate(ctx context.Context) error {
 	if s.db.Dialector.Name() != "mysql" {
 		return Migrate(s.db)
 	}
-	return s.withNamedLock(ctx, "imagevol_migrate", func(conn *gorm.DB) error { return Migrate(conn) })
+	var name sql.NullString
+	if err := s.db.WithContext(ctx).Raw("SELECT DATABASE()").Scan(&name).Error; err != nil {
+		return fmt.Errorf("models: name of the database: %w", err)
+	}
+	s.database = name.String
+	return s.withNamedLock(ctx, migrateLock, func(conn *gorm.DB) error { return Migrate(conn) })
+}
+
+// Named locks of the MySQL store, scoped to its database by lockName.
+const (
+	migrateLock     = "imagevol_migrate"
+	reservationLock = "imagevol_cache_reserve"
+)
+
+// lockReleaseTimeout bounds the release of a named lock, which runs on a context of its own.
+const lockReleaseTimeout = 10 * time.Second
+
+// lockName scopes a named lock to this store's database: MySQL's named locks are server-wide,
+// and deployments (or test runs) sharing a server must not wait on each other.
+func (s *Store) lockName(base string) string {
+	if s.database == "" {
+		return base
+	}
+	name := base + "." + s.database
+	if len(name) > 64 { // MySQL's limit on lock names
+		sum := sha256.Sum256([]byte(s.database))
+		name = base + "." + hex.EncodeToString(sum[:12])
+	}
+	return name
 }
 
 // withNamedLock runs fn holding a MySQL named lock (GET_LOCK) on a connection of its own; the
-// server releases it if this process dies.
+// server releases it if this process dies. The release runs on that same connection but not on
+// ctx: once ctx has expired the driver would not send it, and the pooled session would keep the
+// lock until the connection closed. A release that fails closes the connection instead.
 func (s *Store) withNamedLock(ctx context.Context, name string, fn func(conn *gorm.DB) error) error {
+	name = s.lockName(name)
 	return s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
-		var got int
-		if err := conn.Raw("SELECT GET_LOCK(?, 60)", name).Scan(&got).Error; err != nil || got != 1 {
-			return fmt.Errorf("models: could not take the lock %s (got %d): %v", name, got, err)
+		var got sql.NullInt64
+		if err := conn.Raw("SELECT GET_LOCK(?, 60)", name).Scan(&got).Error; err != nil || got.Int64 != 1 {
+			return fmt.Errorf("models: could not take the lock %s (got %v): %v", name, got, err)
 		}
-		defer conn.Exec("SELECT RELEASE_LOCK(?)", name)
+		defer s.releaseNamedLock(ctx, conn, name)
 		return fn(conn)
 	})
+}
+
+// releaseNamedLock releases a named lock held by conn's session; if it cannot be released, it
+// discards the connection, which ends the session and with it the lock.
+func (s *Store) releaseNamedLock(ctx context.Context, conn *gorm.DB, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
+	defer cancel()
+	var released sql.NullInt64
+	err := conn.WithContext(rctx).Raw("SELECT RELEASE_LOCK(?)", name).Scan(&released).Error
+	if err == nil && released.Int64 == 1 {
+		return
+	}
+	slog.Warn("named lock not released; closing its connection", "lock", name, "released", released, "err", err)
+	if c, ok := conn.Statement.ConnPool.(*sql.Conn); ok {
+		// database/sql drops a connection whose driver reports it bad, closing it.
+		_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	}
 }
 
 // WithReservationLock runs fn while no other cache reservation runs, on any host: checking the
@@ -112,7 +166,7 @@ func (s *Store) WithReservationLock(ctx context.Context, fn func() error) error 
 		defer s.reserve.Unlock()
 		return fn()
 	}
-	return s.withNamedLock(ctx, "imagevol_cache_reserve", func(*gorm.DB) error { return fn() })
+	return s.withNamedLock(ctx, reservationLock, func(*gorm.DB) error { return fn() })
 }
 
 // Close releases the connection pool.
