@@ -306,17 +306,14 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 		Name: "image-" + in.Image.ID, SizeGB: int(sizeGB), ImageID: in.Image.ID,
 		Host: cfg.Host, Pool: cfg.Pool, Status: models.StatusCreating, WorkflowID: in.FillWorkflowID,
 	}
-	if err := a.Store.CreateVolume(ctx, cacheVol); err != nil {
-		return res, err
-	}
 	entry := &models.CacheEntry{
 		Host: cfg.Host, ClusterName: cfg.ClusterName, Pool: cfg.Pool, ImageID: in.Image.ID,
 		ImageUpdatedAt: in.Image.UpdatedAt, ContentHash: in.Image.ContentHash, VolumeID: cacheVol.ID,
 		Size: int(sizeGB), SizeBytes: in.Image.Size, LastUsed: now,
 		State: models.EntryFilling, FillWorkflowID: in.FillWorkflowID,
 	}
-	if err := a.Store.InsertCacheEntry(ctx, entry); err != nil {
-		_ = a.Store.DeleteVolume(ctx, cacheVol.ID)
+	// Both rows in one transaction: no cache volume row without its entry, whatever fails.
+	if err := a.Store.ReserveCacheSlot(ctx, cacheVol, entry); err != nil {
 		if errors.Is(err, models.ErrDuplicate) {
 			// Another fill reserved the same key a moment ago (the unique index backs up the
 			// single-flight workflow ID).

@@ -296,13 +296,27 @@ func (s *Store) InsertCacheEntry(ctx context.Context, e *CacheEntry) error {
 	return wrap(s.db.WithContext(ctx).Create(e).Error, "models: insert cache entry for image "+e.ImageID)
 }
 
-// MarkCacheEntryReady records a filled entry as ready to clone from.
+// ReserveCacheSlot inserts a reservation: the cache volume's row and its "filling" entry, in one
+// transaction, so that a failure (or a context ending) between the two leaves neither.
+// ErrDuplicate when the entry's key is already taken.
+func (s *Store) ReserveCacheSlot(ctx context.Context, v *Volume, e *CacheEntry) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(v).Error; err != nil {
+			return wrap(err, "models: create cache volume "+v.ID)
+		}
+		return wrap(tx.Create(e).Error, "models: insert cache entry for image "+e.ImageID)
+	})
+}
+
+// MarkCacheEntryReady records a filled entry as ready to clone from. Only an entry still
+// "filling" becomes ready (one already ready is an earlier attempt's success): one that is being
+// evicted, or is gone, is reported as ErrNotFound.
 func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int64, now time.Time) error {
-	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).Updates(map[string]any{
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryFilling, EntryReady}).Updates(map[string]any{
 		"state": EntryReady, "size_bytes": sizeBytes, "size": GiBCeil(sizeBytes), "last_used": now,
 	})
 	if res.Error == nil && res.RowsAffected == 0 {
-		return fmt.Errorf("models: cache entry %d: %w", id, ErrNotFound)
+		return fmt.Errorf("models: cache entry %d is not filling: %w", id, ErrNotFound)
 	}
 	return wrap(res.Error, fmt.Sprintf("models: mark cache entry %d ready", id))
 }
