@@ -242,12 +242,25 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 	} else if e != nil {
 		return EvictResult{Ready: true, Entry: refOf(e)}, nil
 	}
-	// Crash recovery: an earlier attempt of this fill may already hold the reservation.
 	if e, err := a.Store.FindCacheEntry(ctx, cfg.Host, cfg.Pool, in.Image.ID, in.Image.ContentHash); err == nil {
-		if e.FillWorkflowID == in.FillWorkflowID {
+		switch {
+		case e.State == models.EntryFilling && e.FillWorkflowID == in.FillWorkflowID:
+			// Crash recovery: an earlier attempt of this fill holds the reservation.
 			return EvictResult{Reserved: true, Entry: refOf(e), EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
+		case e.State == models.EntryEvicting:
+			// The key is held by an entry being evicted, which the fills of this content share
+			// a workflow ID with: never take it over. An eviction that crashed half-way (stale)
+			// is finished here and the slot reserved afresh; one under way may still be running,
+			// so this fill does not cache.
+			if _, err := a.evict(ctx, e, true); errors.Is(err, models.ErrNotFound) || errors.Is(err, models.ErrLeased) {
+				a.log(ctx).Info("not caching: an eviction of this content is under way", "image_id", in.Image.ID, "entry", e.ID)
+				return EvictResult{Reason: ReasonEvicting}, nil
+			} else if err != nil {
+				return EvictResult{}, err
+			}
+		default:
+			return EvictResult{Reason: ReasonFillInProgress}, nil
 		}
-		return EvictResult{Reason: ReasonFillInProgress}, nil
 	} else if !errors.Is(err, models.ErrNotFound) {
 		return EvictResult{}, err
 	}

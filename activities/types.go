@@ -86,7 +86,8 @@ const (
 	ReasonFillInProgress = "fill_in_progress"
 	ReasonQuota          = "quota"
 	ReasonFillFailed     = "fill_failed"
-	ReasonEvicted        = "evicted" // the entry was evicted under every attempt to clone from it
+	ReasonEvicted        = "evicted"  // the entry was evicted under every attempt to clone from it
+	ReasonEvicting       = "evicting" // the content's entry on this host is being evicted
 )
 
 // Flatten policies: never, always, or "depth>N" — flatten when the new volume would be more
