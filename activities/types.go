@@ -51,6 +51,9 @@ const (
 	ErrTypeVolumeNotFound   = "VolumeNotFound"
 	ErrTypeConflictingImage = "ConflictingImage"
 	ErrTypeEntryPinned      = "CacheEntryPinned"
+	// ErrTypeCacheFull: the imported image uses more than the cache's limits leave room for; the
+	// fill gives its entry up and the provisions download on their own.
+	ErrTypeCacheFull = "CacheFull"
 	// ErrTypeDeadlineExceeded: a step kept failing until the provision's deadline; the message
 	// names the step and its last error.
 	ErrTypeDeadlineExceeded = "ProvisionDeadlineExceeded"
@@ -65,7 +68,7 @@ var NonRetryable = []string{
 	ErrTypeImageNotFound, ErrTypeImageNotActive, ErrTypeImageNoHash, ErrTypeHashMismatch,
 	ErrTypeSizeMismatch, ErrTypeUnsafeImage, ErrTypeCorruptImage, ErrTypeVolumeTooSmall,
 	ErrTypeUnsupported, ErrTypeNoSpace, ErrTypeCacheVolumeGone, ErrTypeVolumeNotFound,
-	ErrTypeConflictingImage, ErrTypeEntryPinned,
+	ErrTypeConflictingImage, ErrTypeEntryPinned, ErrTypeCacheFull,
 }
 
 // imageFaults are the failures that come from the image itself: a fill failing with one of them

@@ -321,6 +321,16 @@ func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int6
 	return wrap(res.Error, fmt.Sprintf("models: mark cache entry %d ready", id))
 }
 
+// ResizeCacheEntry records the bytes a filling (or ready) entry's cache volume uses.
+func (s *Store) ResizeCacheEntry(ctx context.Context, id uint, sizeBytes int64) error {
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryFilling, EntryReady}).
+		Updates(map[string]any{"size_bytes": sizeBytes, "size": GiBCeil(sizeBytes)})
+	if res.Error == nil && res.RowsAffected == 0 {
+		return fmt.Errorf("models: cache entry %d is not filling: %w", id, ErrNotFound)
+	}
+	return wrap(res.Error, fmt.Sprintf("models: resize cache entry %d", id))
+}
+
 // TouchCacheEntry counts a hit and moves the entry to the most-recently-used end.
 func (s *Store) TouchCacheEntry(ctx context.Context, id uint, now time.Time) error {
 	err := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).
