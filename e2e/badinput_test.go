@@ -95,8 +95,12 @@ func TestBadInput(t *testing.T) {
 		quotaToken = "e2e-quota-token"
 	)
 	// No worker runs here: a provision started by mistake stays visible in Temporal.
-	api := newGatewayWith(t, map[string]string{testToken: "project-e2e", quotaToken: "project-quota"},
-		map[string]int{"project-quota": 1}, host)
+	// Projects of this run of the test alone: other tests' volumes (of project-e2e) may still
+	// change, and their provisions start workflows around this test.
+	project := "project-badinput-" + uuid.NewString()[:8]
+	otherProject, quotaProject := project+"-other", project+"-quota"
+	api := newGatewayWith(t, map[string]string{testToken: project, quotaToken: quotaProject},
+		map[string]int{quotaProject: 1}, host)
 	active := uploadImage(t, "badinput", "raw", imageBytes(4*mib, 101, 2))
 	inactive := uploadImage(t, "badinput-inactive", "raw", imageBytes(mib, 102, 1))
 	deactivate(t, inactive.ID)
@@ -110,16 +114,16 @@ func TestBadInput(t *testing.T) {
 	unknown := uuid.NewString()
 	const unknownEntry = "4000000000"
 
-	other := recordVolume(t, "project-other", models.StatusAvailable, active.ID)
-	busy := recordVolume(t, "project-e2e", models.StatusCreating, active.ID)
-	recordVolume(t, "project-quota", models.StatusAvailable, active.ID) // the quota's one volume
-	projects := []string{"project-e2e", "project-other", "project-quota"}
+	other := recordVolume(t, otherProject, models.StatusAvailable, active.ID)
+	busy := recordVolume(t, project, models.StatusCreating, active.ID)
+	recordVolume(t, quotaProject, models.StatusAvailable, active.ID) // the quota's one volume
+	projects := []string{project, otherProject, quotaProject}
 	before := projectRows(t, projects...)
 	start := time.Now().UTC().Add(-time.Second)
-	// Another project's provision, started now, stands for the workflows other tests start in the
+	// A provision of project-e2e, started now, stands for the workflows other tests start in the
 	// same namespace around this one: only this test's own requests may be counted below.
 	bystanderImage := uploadImage(t, "badinput-bystander", "raw", imageBytes(mib, 103, 1))
-	bystander := newGatewayWith(t, map[string]string{testToken: "project-badinput-bystander"}, nil, host).startVolume(bystanderImage.ID, 1, host)
+	bystander := newGateway(t, host).startVolume(bystanderImage.ID, 1, host)
 	t.Cleanup(func() {
 		_ = stack.temporal.TerminateWorkflow(context.Background(), bystander, "", "test over")
 		_ = stack.store.DeleteVolume(context.Background(), bystander)
@@ -134,7 +138,7 @@ func TestBadInput(t *testing.T) {
 	v3 := func(image, size string) string {
 		return fmt.Sprintf(`{"volume":{"imageRef":%q,"size":%s,"name":"bad"}}`, image, size)
 	}
-	const p3 = "/v3/project-e2e"
+	p3 := "/v3/" + project
 	cases := []struct {
 		name         string
 		method, path string
@@ -196,14 +200,14 @@ func TestBadInput(t *testing.T) {
 		{"v3 malformed JSON", "POST", p3 + "/volumes", `{"volume":`, nil, 400, "badRequest", "malformed"},
 		{"v3 unsupported source", "POST", p3 + "/volumes", `{"volume":{"imageRef":"` + active.ID + `","size":1,"snapshot_id":"s"}}`, nil, 400, "badRequest", "snapshot_id"},
 		{"v3 unknown availability zone", "POST", p3 + "/volumes", `{"volume":{"imageRef":"` + active.ID + `","size":1,"availability_zone":"az9"}}`, nil, 400, "badRequest", "az9"},
-		{"v3 over quota", "POST", "/v3/project-quota/volumes", v3(active.ID, "1"), xauth(quotaToken), 413, "overLimit", "quota is 1"},
+		{"v3 over quota", "POST", "/v3/" + quotaProject + "/volumes", v3(active.ID, "1"), xauth(quotaToken), 413, "overLimit", "quota is 1"},
 		{"v3 no token", "POST", p3 + "/volumes", v3(active.ID, "1"), noAuth, 401, "unauthorized", ""},
 		{"v3 wrong X-Auth-Token", "GET", p3 + "/volumes/detail", "", xauth("wrong"), 401, "unauthorized", ""},
-		{"v3 another project in the path", "POST", "/v3/project-other/volumes", v3(active.ID, "1"), nil, 404, "itemNotFound", "project-other"},
-		{"v3 list another project", "GET", "/v3/project-other/volumes/detail", "", xauth(testToken), 404, "itemNotFound", ""},
+		{"v3 another project in the path", "POST", "/v3/" + otherProject + "/volumes", v3(active.ID, "1"), nil, 404, "itemNotFound", otherProject},
+		{"v3 list another project", "GET", "/v3/" + otherProject + "/volumes/detail", "", xauth(testToken), 404, "itemNotFound", ""},
 		// Volumes by ID
 		{"v3 another project's volume", "GET", p3 + "/volumes/" + other, "", nil, 404, "itemNotFound", other},
-		{"v3 another project's volume in its path", "GET", "/v3/project-other/volumes/" + other, "", nil, 404, "itemNotFound", ""},
+		{"v3 another project's volume in its path", "GET", "/v3/" + otherProject + "/volumes/" + other, "", nil, 404, "itemNotFound", ""},
 		{"v3 delete another project's volume", "DELETE", p3 + "/volumes/" + other, "", nil, 404, "itemNotFound", other},
 		{"v3 unknown volume", "GET", p3 + "/volumes/" + unknown, "", nil, 404, "itemNotFound", unknown},
 		{"v3 delete unknown volume", "DELETE", p3 + "/volumes/" + unknown, "", nil, 404, "itemNotFound", unknown},
