@@ -141,7 +141,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	if !in.Prewarm {
 		a.count(ctx, models.CacheStat{Misses: 1})
 	}
-	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB); max > 0 && models.ExceedsGiB(img.Size, max) {
+	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB); max > 0 && models.ExceedsGiB(cacheBytes(res.Image), max) {
 		res.Reason = ReasonTooBig
 		return res, nil
 	}
@@ -254,18 +254,34 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 	} else if e != nil {
 		return EvictResult{Ready: true, Entry: refOf(e)}, nil
 	}
-	// Crash recovery: an earlier attempt of this fill may already hold the reservation.
 	if e, err := a.Store.FindCacheEntry(ctx, cfg.Host, cfg.Pool, in.Image.ID, in.Image.ContentHash); err == nil {
-		if e.FillWorkflowID == in.FillWorkflowID {
+		switch {
+		case e.State == models.EntryFilling && e.FillWorkflowID == in.FillWorkflowID:
+			// Crash recovery: an earlier attempt of this fill holds the reservation.
 			return EvictResult{Reserved: true, Entry: refOf(e), EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
+		case e.State == models.EntryEvicting:
+			// The key is held by an entry being evicted, which the fills of this content share
+			// a workflow ID with: never take it over. An eviction that crashed half-way (stale)
+			// is finished here and the slot reserved afresh; one under way may still be running,
+			// so this fill does not cache.
+			if _, err := a.evict(ctx, e, true); errors.Is(err, models.ErrNotFound) || errors.Is(err, models.ErrLeased) {
+				a.log(ctx).Info("not caching: an eviction of this content is under way", "image_id", in.Image.ID, "entry", e.ID)
+				return EvictResult{Reason: ReasonEvicting}, nil
+			} else if err != nil {
+				return EvictResult{}, err
+			}
+		default:
+			return EvictResult{Reason: ReasonFillInProgress}, nil
 		}
-		return EvictResult{Reason: ReasonFillInProgress}, nil
 	} else if !errors.Is(err, models.ErrNotFound) {
 		return EvictResult{}, err
 	}
 
 	maxBytes := models.GiBToBytesCapped(int64(cfg.ImageVolumeCacheMaxSizeGB))
-	sizeGB := int64(models.GiBCeil(in.Image.Size))
+	// The slot is reserved for what the cache volume will use, not for the download: a
+	// compressed image uses up to its whole virtual size once imported.
+	size := cacheBytes(in.Image)
+	sizeGB := int64(models.GiBCeil(size))
 	var res EvictResult
 	waits := 0
 	for {
@@ -278,7 +294,7 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 			return res, err
 		}
 		fitsCount := cfg.ImageVolumeCacheMaxCount <= 0 || u.Count+1 <= int64(cfg.ImageVolumeCacheMaxCount)
-		fitsSize := maxBytes <= 0 || u.Bytes+in.Image.Size <= maxBytes
+		fitsSize := maxBytes <= 0 || u.Bytes+size <= maxBytes
 		fitsQuota := (cfg.InternalQuotaVolumes <= 0 || q.Volumes+1 <= int64(cfg.InternalQuotaVolumes)) &&
 			(cfg.InternalQuotaGB <= 0 || q.GB+sizeGB <= int64(cfg.InternalQuotaGB))
 		if fitsCount && fitsSize && fitsQuota {
@@ -318,17 +334,14 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 		Name: "image-" + in.Image.ID, SizeGB: int(sizeGB), ImageID: in.Image.ID,
 		Host: cfg.Host, Pool: cfg.Pool, Status: models.StatusCreating, WorkflowID: in.FillWorkflowID,
 	}
-	if err := a.Store.CreateVolume(ctx, cacheVol); err != nil {
-		return res, err
-	}
 	entry := &models.CacheEntry{
 		Host: cfg.Host, ClusterName: cfg.ClusterName, Pool: cfg.Pool, ImageID: in.Image.ID,
 		ImageUpdatedAt: in.Image.UpdatedAt, ContentHash: in.Image.ContentHash, VolumeID: cacheVol.ID,
-		Size: int(sizeGB), SizeBytes: in.Image.Size, LastUsed: now,
+		Size: int(sizeGB), SizeBytes: size, LastUsed: now,
 		State: models.EntryFilling, FillWorkflowID: in.FillWorkflowID,
 	}
-	if err := a.Store.InsertCacheEntry(ctx, entry); err != nil {
-		_ = a.Store.DeleteVolume(ctx, cacheVol.ID)
+	// Both rows in one transaction: no cache volume row without its entry, whatever fails.
+	if err := a.Store.ReserveCacheSlot(ctx, cacheVol, entry); err != nil {
 		if errors.Is(err, models.ErrDuplicate) {
 			// Another fill reserved the same key a moment ago (the unique index backs up the
 			// single-flight workflow ID).
@@ -340,6 +353,75 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 	res.Reserved, res.Entry, res.EntryID, res.CacheVolumeID = true, refOf(entry), entry.ID, cacheVol.ID
 	a.log(ctx).Info("cache slot reserved", "image_id", in.Image.ID, "entry", entry.ID, "evicted", len(res.Evicted))
 	return res, nil
+}
+
+// cacheBytes bounds what an image's cache volume will use: its virtual size as the image service
+// reports it, or its download size when that is larger (raw data, or a virtual size the service
+// does not know). The import finds the real virtual size, and CloneToCache checks the limits
+// again with the bytes really used.
+func cacheBytes(img ImageRef) int64 { return max(img.Size, img.VirtualSize) }
+
+// fitUsed makes the cache hold a filled entry at the bytes and GiB its cache volume really uses,
+// once they are known: when they exceed what was reserved, other entries are evicted, least
+// recently used first, until the size limit and the internal project's quota allow them, and the
+// entry is given up (ErrTypeCacheFull) when nothing more may go. It runs under the reservation
+// lock and records the sizes, so no concurrent reservation counts on the old ones.
+func (a *Activities) fitUsed(ctx context.Context, entryID uint, used int64, gb int) error {
+	return a.Store.WithReservationLock(ctx, func() error {
+		cfg := a.Config
+		e, err := a.Store.GetCacheEntry(ctx, entryID)
+		if errors.Is(err, models.ErrNotFound) {
+			return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is gone", entryID)
+		} else if err != nil {
+			return err
+		}
+		vol, err := a.Store.GetVolume(ctx, e.VolumeID)
+		if err != nil {
+			return err
+		}
+		maxBytes := models.GiBToBytesCapped(int64(cfg.ImageVolumeCacheMaxSizeGB))
+		for waits := 0; ; {
+			u, err := a.Store.CacheUsage(ctx, e.Host, e.Pool)
+			if err != nil {
+				return err
+			}
+			q, err := a.Store.ProjectUsage(ctx, cfg.CinderInternalTenantProject)
+			if err != nil {
+				return err
+			}
+			fitsSize := maxBytes <= 0 || used <= e.SizeBytes || u.Bytes-e.SizeBytes+used <= maxBytes
+			fitsQuota := cfg.InternalQuotaGB <= 0 || gb <= vol.SizeGB || q.GB-int64(vol.SizeGB)+int64(gb) <= int64(cfg.InternalQuotaGB)
+			if fitsSize && fitsQuota {
+				if err := a.Store.UpdateVolume(ctx, vol.ID, map[string]any{"size_gb": gb}); err != nil {
+					return err
+				}
+				if err := a.Store.ResizeCacheEntry(ctx, e.ID, used); errors.Is(err, models.ErrNotFound) {
+					return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", e.ID, err)
+				} else if err != nil {
+					return err
+				}
+				return nil
+			}
+			evicted, leased, err := a.evictOne(ctx)
+			if err != nil {
+				return err
+			}
+			if evicted == 0 && leased && waits < maxLeaseWaits {
+				waits++
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(leaseWait):
+				}
+				continue
+			}
+			if evicted == 0 {
+				a.log(ctx).Info("imported image does not fit the cache; giving the entry up", "entry", e.ID, "image_id", e.ImageID,
+					"used", used, "reserved", e.SizeBytes, "cache_bytes", u.Bytes, "max_bytes", maxBytes, "quota_gb", q.GB)
+				return nonRetryable(ErrTypeCacheFull, "the imported image uses %d bytes (%d GiB), more than the cache's limits leave room for", used, gb)
+			}
+		}
+	})
 }
 
 // How long EvictLRU waits for leases on the only evictable entries to be released.

@@ -99,11 +99,19 @@ func (a *Activities) CloneToCache(ctx context.Context, in CacheInput) (int64, er
 	if err != nil {
 		return 0, err
 	}
-	if err := a.Store.MarkCacheEntryReady(ctx, in.EntryID, int64(used), time.Now().UTC()); err != nil {
-		return 0, err
-	}
 	info, err := a.Storage.Stat(ctx, in.Pool, name)
 	if err != nil {
+		return 0, err
+	}
+	// The reservation was sized before the import; the limits hold on what is really used.
+	if err := a.fitUsed(ctx, in.EntryID, int64(used), models.GiBCeil(int64(info.Size))); err != nil {
+		return 0, err
+	}
+	if err := a.Store.MarkCacheEntryReady(ctx, in.EntryID, int64(used), time.Now().UTC()); errors.Is(err, models.ErrNotFound) {
+		// Evicted or dropped while filling: nothing to clone from; the waiting provisions
+		// download on their own.
+		return 0, nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", in.EntryID, err)
+	} else if err != nil {
 		return 0, err
 	}
 	err = a.Store.UpdateVolume(ctx, in.CacheVolumeID, map[string]any{

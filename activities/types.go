@@ -53,6 +53,9 @@ const (
 	ErrTypeVolumeNotFound   = "VolumeNotFound"
 	ErrTypeConflictingImage = "ConflictingImage"
 	ErrTypeEntryPinned      = "CacheEntryPinned"
+	// ErrTypeCacheFull: the imported image uses more than the cache's limits leave room for; the
+	// fill gives its entry up and the provisions download on their own.
+	ErrTypeCacheFull = "CacheFull"
 	// ErrTypeDeadlineExceeded: a step kept failing until the provision's deadline; the message
 	// names the step and its last error.
 	ErrTypeDeadlineExceeded = "ProvisionDeadlineExceeded"
@@ -67,7 +70,7 @@ var NonRetryable = []string{
 	ErrTypeImageNotFound, ErrTypeImageNotActive, ErrTypeImageNoHash, ErrTypeHashMismatch,
 	ErrTypeSizeMismatch, ErrTypeUnsafeImage, ErrTypeCorruptImage, ErrTypeVolumeTooSmall,
 	ErrTypeUnsupported, ErrTypeNoSpace, ErrTypeCacheVolumeGone, ErrTypeVolumeNotFound,
-	ErrTypeConflictingImage, ErrTypeEntryPinned,
+	ErrTypeConflictingImage, ErrTypeEntryPinned, ErrTypeCacheFull,
 }
 
 // imageFaults are the failures that come from the image itself: a fill failing with one of them
@@ -88,7 +91,8 @@ const (
 	ReasonFillInProgress = "fill_in_progress"
 	ReasonQuota          = "quota"
 	ReasonFillFailed     = "fill_failed"
-	ReasonEvicted        = "evicted" // the entry was evicted under every attempt to clone from it
+	ReasonEvicted        = "evicted"  // the entry was evicted under every attempt to clone from it
+	ReasonEvicting       = "evicting" // the content's entry on this host is being evicted
 )
 
 // Flatten policies: never, always, or "depth>N" — flatten when the new volume would be more

@@ -12,17 +12,22 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
+	"github.com/imagevol/imagevol/workflows"
 )
 
 // newGatewayWith is newGateway with its own tokens, their roles (testToken is an admin unless
@@ -94,9 +99,13 @@ func TestBadInput(t *testing.T) {
 		quotaToken = "e2e-quota-token"
 	)
 	// No worker runs here: a provision started by mistake stays visible in Temporal.
-	api := newGatewayWith(t, map[string]string{testToken: "project-e2e", quotaToken: "project-quota"}, nil,
+	// Projects of this run of the test alone: other tests' volumes (of project-e2e) may still
+	// change, and their provisions start workflows around this test.
+	project := "project-badinput-" + uuid.NewString()[:8]
+	otherProject, quotaProject := project+"-other", project+"-quota"
+	api := newGatewayWith(t, map[string]string{testToken: project, quotaToken: quotaProject}, nil,
 		&starter.Quotas{Default: starter.QuotaLimits{Volumes: -1, Gigabytes: -1},
-			Projects: map[string]starter.QuotaLimits{"project-quota": {Volumes: 1, Gigabytes: -1}}}, host)
+			Projects: map[string]starter.QuotaLimits{quotaProject: {Volumes: 1, Gigabytes: -1}}}, host)
 	active := uploadImage(t, "badinput", "raw", imageBytes(4*mib, 101, 2))
 	inactive := uploadImage(t, "badinput-inactive", "raw", imageBytes(mib, 102, 1))
 	deactivate(t, inactive.ID)
@@ -108,13 +117,22 @@ func TestBadInput(t *testing.T) {
 	}
 	big := uploadImage(t, "badinput-2g", "qcow2", qcow)
 	unknown := uuid.NewString()
+	const unknownEntry = "4000000000"
 
-	other := recordVolume(t, "project-other", models.StatusAvailable, active.ID)
-	busy := recordVolume(t, "project-e2e", models.StatusCreating, active.ID)
-	recordVolume(t, "project-quota", models.StatusAvailable, active.ID) // the quota's one volume
-	projects := []string{"project-e2e", "project-other", "project-quota"}
+	other := recordVolume(t, otherProject, models.StatusAvailable, active.ID)
+	busy := recordVolume(t, project, models.StatusCreating, active.ID)
+	recordVolume(t, quotaProject, models.StatusAvailable, active.ID) // the quota's one volume
+	projects := []string{project, otherProject, quotaProject}
 	before := projectRows(t, projects...)
 	start := time.Now().UTC().Add(-time.Second)
+	// A provision of project-e2e, started now, stands for the workflows other tests start in the
+	// same namespace around this one: only this test's own requests may be counted below.
+	bystanderImage := uploadImage(t, "badinput-bystander", "raw", imageBytes(mib, 103, 1))
+	bystander := newGateway(t, host).startVolume(bystanderImage.ID, 1, host)
+	t.Cleanup(func() {
+		_ = stack.temporal.TerminateWorkflow(context.Background(), bystander, "", "test over")
+		_ = stack.store.DeleteVolume(context.Background(), bystander)
+	})
 
 	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 	xauth := func(tok string) map[string]string { return map[string]string{"X-Auth-Token": tok} }
@@ -125,7 +143,7 @@ func TestBadInput(t *testing.T) {
 	v3 := func(image, size string) string {
 		return fmt.Sprintf(`{"volume":{"imageRef":%q,"size":%s,"name":"bad"}}`, image, size)
 	}
-	const p3 = "/v3/project-e2e"
+	p3 := "/v3/" + project
 	cases := []struct {
 		name         string
 		method, path string
@@ -166,8 +184,8 @@ func TestBadInput(t *testing.T) {
 		{"v1 wrong method", "PUT", "/v1/volumes/" + busy, "{}", nil, 405, "method_not_allowed", "GET"},
 		// Cache
 		{"v1 cache entry not a number", "POST", "/v1/cache/abc/pin", "", nil, 400, "bad_request", "abc"},
-		{"v1 unknown cache entry", "DELETE", "/v1/cache/4000000000/pin", "", nil, 404, "cache_entry_not_found", "4000000000"},
-		{"v1 evict unknown cache entry", "DELETE", "/v1/cache/4000000000", "", nil, 404, "cache_entry_not_found", ""},
+		{"v1 unknown cache entry", "DELETE", "/v1/cache/" + unknownEntry + "/pin", "", nil, 404, "cache_entry_not_found", unknownEntry},
+		{"v1 evict unknown cache entry", "DELETE", "/v1/cache/" + unknownEntry, "", nil, 404, "cache_entry_not_found", ""},
 		{"v1 warm without image", "POST", "/v1/cache/warm", `{}`, nil, 400, "bad_request", "image_id"},
 		{"v1 warm malformed JSON", "POST", "/v1/cache/warm", `{"image_id"`, nil, 400, "bad_request", "malformed"},
 		{"v1 warm unknown host", "POST", "/v1/cache/warm", `{"image_id":"` + active.ID + `","hosts":["nohost"]}`, nil, 400, "unknown_host", "nohost"},
@@ -191,14 +209,14 @@ func TestBadInput(t *testing.T) {
 		{"v3 malformed JSON", "POST", p3 + "/volumes", `{"volume":`, nil, 400, "badRequest", "malformed"},
 		{"v3 unsupported source", "POST", p3 + "/volumes", `{"volume":{"imageRef":"` + active.ID + `","size":1,"snapshot_id":"s"}}`, nil, 400, "badRequest", "snapshot_id"},
 		{"v3 unknown availability zone", "POST", p3 + "/volumes", `{"volume":{"imageRef":"` + active.ID + `","size":1,"availability_zone":"az9"}}`, nil, 400, "badRequest", "az9"},
-		{"v3 over quota", "POST", "/v3/project-quota/volumes", v3(active.ID, "1"), xauth(quotaToken), 413, "overLimit", "quota is 1"},
+		{"v3 over quota", "POST", "/v3/" + quotaProject + "/volumes", v3(active.ID, "1"), xauth(quotaToken), 413, "overLimit", "quota is 1"},
 		{"v3 no token", "POST", p3 + "/volumes", v3(active.ID, "1"), noAuth, 401, "unauthorized", ""},
 		{"v3 wrong X-Auth-Token", "GET", p3 + "/volumes/detail", "", xauth("wrong"), 401, "unauthorized", ""},
-		{"v3 another project in the path", "POST", "/v3/project-other/volumes", v3(active.ID, "1"), nil, 404, "itemNotFound", "project-other"},
-		{"v3 list another project", "GET", "/v3/project-other/volumes/detail", "", xauth(testToken), 404, "itemNotFound", ""},
+		{"v3 another project in the path", "POST", "/v3/" + otherProject + "/volumes", v3(active.ID, "1"), nil, 404, "itemNotFound", otherProject},
+		{"v3 list another project", "GET", "/v3/" + otherProject + "/volumes/detail", "", xauth(testToken), 404, "itemNotFound", ""},
 		// Volumes by ID
 		{"v3 another project's volume", "GET", p3 + "/volumes/" + other, "", nil, 404, "itemNotFound", other},
-		{"v3 another project's volume in its path", "GET", "/v3/project-other/volumes/" + other, "", nil, 404, "itemNotFound", ""},
+		{"v3 another project's volume in its path", "GET", "/v3/" + otherProject + "/volumes/" + other, "", nil, 404, "itemNotFound", ""},
 		{"v3 delete another project's volume", "DELETE", p3 + "/volumes/" + other, "", nil, 404, "itemNotFound", other},
 		{"v3 unknown volume", "GET", p3 + "/volumes/" + unknown, "", nil, 404, "itemNotFound", unknown},
 		{"v3 delete unknown volume", "DELETE", p3 + "/volumes/" + unknown, "", nil, 404, "itemNotFound", unknown},
@@ -283,6 +301,12 @@ func TestBadInput(t *testing.T) {
 	if after := projectRows(t, projects...); len(after) != len(before)+1 || after[control] != models.StatusCreating {
 		t.Fatalf("rows after one valid create: %v (before %v)", after, before)
 	}
+	// Workflows of every kind started since the test began, kept when they concern this test's
+	// images or volumes: other tests' workflows in the namespace are not this test's business.
+	mine := map[string]bool{active.ID: true, inactive.ID: true, big.ID: true, unknown: true, unknownEntry: true, control: true}
+	for id := range before {
+		mine[id] = true
+	}
 	query := fmt.Sprintf("WorkflowType IN ('CreateVolumeFromImage','DeleteVolume','WarmCache','EvictCacheEntry') AND StartTime >= '%s'", start.Format(time.RFC3339Nano))
 	var ids []string
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -292,13 +316,9 @@ func TestBadInput(t *testing.T) {
 		}
 		ids = ids[:0]
 		for _, e := range resp.GetExecutions() {
-			id := e.GetExecution().GetWorkflowId()
-			// The window has a second of slack: a provision or deletion of a volume of another
-			// test's project, started just before this test, is not this test's.
-			if v, err := stack.store.GetVolume(ctx, strings.TrimPrefix(id, "imagevol-delete-")); err == nil && !slices.Contains(projects, v.ProjectID) {
-				continue
+			if concerns(t, e.GetType().GetName(), e.GetExecution(), mine) {
+				ids = append(ids, e.GetExecution().GetWorkflowId())
 			}
-			ids = append(ids, id)
 		}
 		if slices.Contains(ids, control) || time.Now().After(deadline) {
 			break
@@ -307,4 +327,40 @@ func TestBadInput(t *testing.T) {
 	if len(ids) != 1 || ids[0] != control {
 		t.Fatalf("workflows started during the test: %v, want only the valid request's %s", ids, control)
 	}
+}
+
+// concerns says whether a workflow was started for one of the given images, volumes or cache
+// entries (the entry numbers in decimal), from the input it was started with.
+func concerns(t *testing.T, workflowType string, run *commonpb.WorkflowExecution, mine map[string]bool) bool {
+	t.Helper()
+	it := stack.temporal.GetWorkflowHistory(context.Background(), run.GetWorkflowId(), run.GetRunId(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	ev, err := it.Next()
+	if err != nil {
+		t.Fatalf("history of %s: %v", run.GetWorkflowId(), err)
+	}
+	input := ev.GetWorkflowExecutionStartedEventAttributes().GetInput()
+	decode := func(v any) {
+		if err := converter.GetDefaultDataConverter().FromPayloads(input, v); err != nil {
+			t.Fatalf("decode the input of %s %s: %v", workflowType, run.GetWorkflowId(), err)
+		}
+	}
+	switch workflowType {
+	case "CreateVolumeFromImage":
+		var in workflows.CreateVolumeInput
+		decode(&in)
+		return mine[in.ImageID] || mine[in.VolumeID]
+	case "DeleteVolume":
+		var in workflows.DeleteVolumeInput
+		decode(&in)
+		return mine[in.VolumeID]
+	case "WarmCache":
+		var in workflows.WarmInput
+		decode(&in)
+		return mine[in.ImageID]
+	case "EvictCacheEntry":
+		var in workflows.EvictInput
+		decode(&in)
+		return mine[strconv.FormatUint(uint64(in.EntryID), 10)]
+	}
+	return true // a kind this check does not know: count it
 }

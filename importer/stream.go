@@ -46,6 +46,9 @@ type block struct {
 	n         int
 	refs      atomic.Int32
 	hashState []byte // Hash's state after this block, set by the hasher
+	// lost is set by the writer when the block is not in dst: its write failed, or it was
+	// skipped because the copy had already failed. Such a block never becomes durable.
+	lost bool
 }
 
 type doneBlock struct {
@@ -86,12 +89,17 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 		finished = map[int64]doneBlock{}
 		durable  = opts.Offset
 	)
+	// release hands a block back once both the hasher and a writer are done with it. Only a block
+	// that is in dst joins the durable prefix; a lost one stops it for good, so Progress never
+	// reports an offset the next attempt would resume after with a hole below it.
 	release := func(b *block) {
 		if b.refs.Add(-1) != 0 {
 			return
 		}
 		doneMu.Lock()
-		finished[b.off] = doneBlock{b.n, b.hashState}
+		if !b.lost {
+			finished[b.off] = doneBlock{b.n, b.hashState}
+		}
 		var state []byte
 		advanced := false
 		for {
@@ -132,10 +140,16 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 			defer wg.Done()
 			for b := range toWrite {
 				data := b.buf[:b.n]
-				if bytes.Equal(data, zero[:b.n]) {
+				b.lost = false
+				switch {
+				case bytes.Equal(data, zero[:b.n]):
+					// dst reads as zeros where never written: skipped on purpose, and durable.
 					zeroSkipped.Add(int64(b.n))
-				} else if ctx.Err() == nil {
+				case ctx.Err() != nil:
+					b.lost = true
+				default:
 					if _, err := dst.WriteAt(data, b.off); err != nil {
+						b.lost = true
 						cancel(fmt.Errorf("importer: write at %d: %w", b.off, err))
 					} else {
 						written.Add(1)

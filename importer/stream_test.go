@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memDisk is an in-memory io.WriterAt that records which offsets were written.
@@ -173,4 +175,146 @@ func TestStreamResume(t *testing.T) {
 	if !bytes.Equal(h2.Sum(nil), want[:]) || !bytes.Equal(disk.data, src) {
 		t.Fatal("resumed copy differs from the source")
 	}
+}
+
+// faultyDisk is an in-memory io.WriterAt whose write at failAt fails, as a write to a storage
+// cluster can (an OSD timing out, say). With holdFor set, that write first waits until the write
+// at holdFor has landed, so a later block is durable before the earlier one fails.
+type faultyDisk struct {
+	mu      sync.Mutex
+	data    []byte
+	failAt  int64
+	holdFor int64
+	landed  chan struct{} // closed once the write at holdFor has landed
+}
+
+func (d *faultyDisk) WriteAt(p []byte, off int64) (int, error) {
+	if off == d.failAt {
+		if d.holdFor >= 0 {
+			select {
+			case <-d.landed:
+			case <-time.After(time.Minute):
+				return 0, errors.New("the later block was never written")
+			}
+		}
+		return 0, errors.New("osd timed out")
+	}
+	d.mu.Lock()
+	copy(d.data[off:], p)
+	d.mu.Unlock()
+	if off == d.holdFor {
+		close(d.landed)
+	}
+	return len(p), nil
+}
+
+// A block counts as durable only once its write succeeded or it was an all-zero block skipped
+// on purpose: a failed write, and blocks skipped because the copy was already failing, never
+// advance the reported progress. Resuming from the last report, with its hash state, over a
+// working disk then ends with the source's bytes and digest.
+func TestStreamFailedWriteIsNotDurable(t *testing.T) {
+	const (
+		block = 4096
+		k     = 9 // the block whose write fails
+	)
+	src := pattern(24*block+100, block) // blocks 1, 3, 5, 7 ... are zeros
+	for i := k - 1; i < k+6; i++ {      // data around k, so the blocks after it are written
+		src[i*block] = 0xAA
+	}
+	for _, tc := range []struct {
+		name    string
+		writers int
+		buffers int
+		hold    bool // a block after k lands before k fails
+	}{
+		{"one writer", 1, 2, false},
+		{"two writers", 2, 4, false},
+		{"a later block lands first", 2, 4, true},
+		{"many writers", 6, 8, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := &faultyDisk{data: make([]byte, len(src)), failAt: k * block, holdFor: -1}
+			if tc.hold {
+				disk.holdFor, disk.landed = (k+1)*block, make(chan struct{})
+			}
+			var done int64
+			var state []byte
+			_, err := Stream(context.Background(), bytes.NewReader(src), disk, StreamOptions{
+				BlockSize: block, Buffers: tc.buffers, Writers: tc.writers, Hash: sha512.New(),
+				Progress: func(d int64, s []byte) {
+					if d > k*block {
+						t.Errorf("progress reported %d, beyond the failed block at %d", d, k*block)
+					}
+					done, state = d, s
+				},
+			})
+			if err == nil || !strings.Contains(err.Error(), "osd timed out") {
+				t.Fatalf("err = %v, want the write error", err)
+			}
+			if (tc.writers == 1 || tc.hold) && done != k*block {
+				// Every block before k was written before k failed: by the one writer, or, while
+				// k's write waited for k+1's, by the writer that then took k+1.
+				t.Fatalf("last progress %d, want %d", done, k*block)
+			}
+			h := sha512.New()
+			if done > 0 {
+				if err := h.(interface{ UnmarshalBinary([]byte) error }).UnmarshalBinary(state); err != nil {
+					t.Fatal(err)
+				}
+			}
+			disk.failAt, disk.holdFor = -1, -1
+			if _, err := Stream(context.Background(), bytes.NewReader(src[done:]), disk, StreamOptions{BlockSize: block, Offset: done, Hash: h}); err != nil {
+				t.Fatal(err)
+			}
+			want := sha512.Sum512(src)
+			if !bytes.Equal(h.Sum(nil), want[:]) {
+				t.Fatal("the resumed copy's digest differs from the source's")
+			}
+			if !bytes.Equal(disk.data, src) {
+				for off := 0; off < len(src); off += block {
+					if !bytes.Equal(disk.data[off:min(off+block, len(src))], src[off:min(off+block, len(src))]) {
+						t.Fatalf("the resumed copy differs from the source at block %d (resumed from %d)", off/block, done)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A copy cancelled from outside reports no block it skipped because of the cancellation.
+func TestStreamCancelledMidwayIsNotDurable(t *testing.T) {
+	const block = 4096
+	src := bytes.Repeat([]byte{7}, 32*block)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	disk := &cancellingDisk{data: make([]byte, len(src)), cancelAt: 5 * block, cancel: cancel}
+	var done int64
+	_, err := Stream(ctx, bytes.NewReader(src), disk, StreamOptions{BlockSize: block, Buffers: 4, Writers: 2,
+		Progress: func(d int64, _ []byte) { done = d }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	for off := int64(0); off < done; off += block {
+		if !bytes.Equal(disk.data[off:off+block], src[off:off+block]) {
+			t.Fatalf("progress %d covers block %d, which was never written", done, off/block)
+		}
+	}
+}
+
+// cancellingDisk cancels the copy's context while writing the block at cancelAt (written).
+type cancellingDisk struct {
+	mu       sync.Mutex
+	data     []byte
+	cancelAt int64
+	cancel   context.CancelFunc
+}
+
+func (d *cancellingDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	copy(d.data[off:], p)
+	if off == d.cancelAt {
+		d.cancel()
+	}
+	return len(p), nil
 }

@@ -3,9 +3,12 @@ package models
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +35,8 @@ type Store struct {
 	// sqliteFile is the embedded database's file, beside which file locks stand in for MySQL's
 	// named locks; empty on MySQL.
 	sqliteFile string
+	// database is the MySQL database's name, which scopes the named locks ("" on SQLite).
+	database string
 }
 
 // Open connects to the database named by dsn and applies pending migrations. A dsn starting
@@ -65,9 +70,14 @@ func Open(ctx context.Context, dsn, defaultFile string) (*Store, error) {
 		return nil, fmt.Errorf("models: open database: %w", err)
 	}
 	s := &Store{db: db}
+	var name sql.NullString
+	if err := db.WithContext(ctx).Raw("SELECT DATABASE()").Scan(&name).Error; err != nil {
+		return nil, fmt.Errorf("models: name of the database: %w", err)
+	}
+	s.database = name.String
 	// A gateway and workers starting at once must not race on DDL, which MySQL runs outside
 	// transactions: Migrate checks for a table, then creates it.
-	if err := s.withNamedLock(ctx, "imagevol_migrate", func(conn *gorm.DB) error { return Migrate(conn) }); err != nil {
+	if err := s.withNamedLock(ctx, migrateLock, func(conn *gorm.DB) error { return Migrate(conn) }); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -101,17 +111,60 @@ func openSQLite(ctx context.Context, path string, cfg *gorm.Config) (*Store, err
 	return s, err
 }
 
+// Named locks of the MySQL store, scoped to its database by lockName.
+const (
+	migrateLock     = "imagevol_migrate"
+	reservationLock = "imagevol_cache_reserve"
+)
+
+// lockReleaseTimeout bounds the release of a named lock, which runs on a context of its own.
+const lockReleaseTimeout = 10 * time.Second
+
+// lockName scopes a named lock to this store's database: MySQL's named locks are server-wide,
+// and deployments (or test runs) sharing a server must not wait on each other.
+func (s *Store) lockName(base string) string {
+	if s.database == "" {
+		return base
+	}
+	name := base + "." + s.database
+	if len(name) > 64 { // MySQL's limit on lock names
+		sum := sha256.Sum256([]byte(s.database))
+		name = base + "." + hex.EncodeToString(sum[:12])
+	}
+	return name
+}
+
 // withNamedLock runs fn holding a MySQL named lock (GET_LOCK) on a connection of its own; the
-// server releases it if this process dies.
+// server releases it if this process dies. The release runs on that same connection but not on
+// ctx: once ctx has expired the driver would not send it, and the pooled session would keep the
+// lock until the connection closed. A release that fails closes the connection instead.
 func (s *Store) withNamedLock(ctx context.Context, name string, fn func(conn *gorm.DB) error) error {
+	name = s.lockName(name)
 	return s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
-		var got int
-		if err := conn.Raw("SELECT GET_LOCK(?, 60)", name).Scan(&got).Error; err != nil || got != 1 {
-			return fmt.Errorf("models: could not take the lock %s (got %d): %v", name, got, err)
+		var got sql.NullInt64
+		if err := conn.Raw("SELECT GET_LOCK(?, 60)", name).Scan(&got).Error; err != nil || got.Int64 != 1 {
+			return fmt.Errorf("models: could not take the lock %s (got %v): %v", name, got, err)
 		}
-		defer conn.Exec("SELECT RELEASE_LOCK(?)", name)
+		defer s.releaseNamedLock(ctx, conn, name)
 		return fn(conn)
 	})
+}
+
+// releaseNamedLock releases a named lock held by conn's session; if it cannot be released, it
+// discards the connection, which ends the session and with it the lock.
+func (s *Store) releaseNamedLock(ctx context.Context, conn *gorm.DB, name string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
+	defer cancel()
+	var released sql.NullInt64
+	err := conn.WithContext(rctx).Raw("SELECT RELEASE_LOCK(?)", name).Scan(&released).Error
+	if err == nil && released.Int64 == 1 {
+		return
+	}
+	slog.Warn("named lock not released; closing its connection", "lock", name, "released", released, "err", err)
+	if c, ok := conn.Statement.ConnPool.(*sql.Conn); ok {
+		// database/sql drops a connection whose driver reports it bad, closing it.
+		_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	}
 }
 
 // WithReservationLock runs fn while no other cache reservation runs, on any host: checking the
@@ -122,7 +175,7 @@ func (s *Store) WithReservationLock(ctx context.Context, fn func() error) error 
 		// Two hosts of one machine's embedded default are two processes on one file.
 		return withFileLock(ctx, s.sqliteFile+".reserve.lock", fn)
 	}
-	return s.withNamedLock(ctx, "imagevol_cache_reserve", func(*gorm.DB) error { return fn() })
+	return s.withNamedLock(ctx, reservationLock, func(*gorm.DB) error { return fn() })
 }
 
 // Close releases the connection pool.
@@ -278,15 +331,39 @@ func (s *Store) InsertCacheEntry(ctx context.Context, e *CacheEntry) error {
 	return wrap(s.db.WithContext(ctx).Create(e).Error, "models: insert cache entry for image "+e.ImageID)
 }
 
-// MarkCacheEntryReady records a filled entry as ready to clone from.
+// ReserveCacheSlot inserts a reservation: the cache volume's row and its "filling" entry, in one
+// transaction, so that a failure (or a context ending) between the two leaves neither.
+// ErrDuplicate when the entry's key is already taken.
+func (s *Store) ReserveCacheSlot(ctx context.Context, v *Volume, e *CacheEntry) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(v).Error; err != nil {
+			return wrap(err, "models: create cache volume "+v.ID)
+		}
+		return wrap(tx.Create(e).Error, "models: insert cache entry for image "+e.ImageID)
+	})
+}
+
+// MarkCacheEntryReady records a filled entry as ready to clone from. Only an entry still
+// "filling" becomes ready (one already ready is an earlier attempt's success): one that is being
+// evicted, or is gone, is reported as ErrNotFound.
 func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int64, now time.Time) error {
-	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ?", id).Updates(map[string]any{
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryFilling, EntryReady}).Updates(map[string]any{
 		"state": EntryReady, "size_bytes": sizeBytes, "size": GiBCeil(sizeBytes), "last_used": now,
 	})
 	if res.Error == nil && res.RowsAffected == 0 {
-		return fmt.Errorf("models: cache entry %d: %w", id, ErrNotFound)
+		return fmt.Errorf("models: cache entry %d is not filling: %w", id, ErrNotFound)
 	}
 	return wrap(res.Error, fmt.Sprintf("models: mark cache entry %d ready", id))
+}
+
+// ResizeCacheEntry records the bytes a filling (or ready) entry's cache volume uses.
+func (s *Store) ResizeCacheEntry(ctx context.Context, id uint, sizeBytes int64) error {
+	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryFilling, EntryReady}).
+		Updates(map[string]any{"size_bytes": sizeBytes, "size": GiBCeil(sizeBytes)})
+	if res.Error == nil && res.RowsAffected == 0 {
+		return fmt.Errorf("models: cache entry %d is not filling: %w", id, ErrNotFound)
+	}
+	return wrap(res.Error, fmt.Sprintf("models: resize cache entry %d", id))
 }
 
 // TouchCacheEntry counts a hit and moves the entry to the most-recently-used end.
