@@ -458,7 +458,9 @@ func downloadWorkerPid(t *testing.T) int {
 				continue
 			}
 			id := pa.GetLastWorkerIdentity()
-			if i := strings.LastIndex(id, ":"); i >= 0 && strings.HasPrefix(id, "imagevol-worker:") {
+			// imagevol-worker:<host>@<machine>:<pid>[#<ceph address>]
+			if id, _, _ := strings.Cut(id, "#"); strings.HasPrefix(id, "imagevol-worker:") {
+				i := strings.LastIndex(id, ":")
 				if pid, err := strconv.Atoi(id[i+1:]); err == nil {
 					return pid
 				}
