@@ -28,25 +28,7 @@ func TestCancelledFillFallsBackToDownload(t *testing.T) {
 	}
 
 	id := api.startVolume(img.ID, 1, "")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		var v struct {
-			Status   string
-			Progress *struct {
-				Phase     string
-				BytesDone int64 `json:"bytes_done"`
-			}
-		}
-		api.call("GET", "/v1/volumes/"+id, "", &v)
-		if v.Status != models.StatusCreating {
-			t.Fatalf("volume became %s before its fill could be cancelled", v.Status)
-		}
-		if v.Progress != nil && v.Progress.Phase == "DownloadImage" && v.Progress.BytesDone > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no fill download seen")
-		}
-	}
+	waitFillDownloading(t, api, id)
 	fillID := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	if err := stack.temporal.CancelWorkflow(ctx, fillID, ""); err != nil {
 		t.Fatalf("cancel fill %s: %v", fillID, err)
@@ -95,25 +77,7 @@ func TestTerminatedFillFallsBackToDownload(t *testing.T) {
 	img := uploadImage(t, "fill-terminate", "raw", imageBytes(256*mib, 84, 2))
 
 	id := api.startVolume(img.ID, 1, "")
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		var v struct {
-			Status   string
-			Progress *struct {
-				Phase     string
-				BytesDone int64 `json:"bytes_done"`
-			}
-		}
-		api.call("GET", "/v1/volumes/"+id, "", &v)
-		if v.Status != models.StatusCreating {
-			t.Fatalf("volume became %s before its fill could be terminated", v.Status)
-		}
-		if v.Progress != nil && v.Progress.Phase == "DownloadImage" && v.Progress.BytesDone > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no fill download seen")
-		}
-	}
+	waitFillDownloading(t, api, id)
 	fillID := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	if err := stack.temporal.TerminateWorkflow(ctx, fillID, "", "e2e: fill terminated"); err != nil {
 		t.Fatalf("terminate fill %s: %v", fillID, err)
@@ -135,4 +99,29 @@ func TestTerminatedFillFallsBackToDownload(t *testing.T) {
 		t.Fatalf("volume sha512 %s…, image %s…", got[:16], img.HashValue[:16])
 	}
 	t.Logf("fill terminated mid-download; volume %s available by direct download (cache_reason %s)", id, v.CacheReason)
+}
+
+// waitFillDownloading polls the volume until the fill it waits on has downloaded some bytes; it
+// fails if the volume settles first.
+func waitFillDownloading(t *testing.T, api *apiClient, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		var v struct {
+			Status   string
+			Progress *struct {
+				Phase     string
+				BytesDone int64 `json:"bytes_done"`
+			}
+		}
+		api.call("GET", "/v1/volumes/"+id, "", &v)
+		if v.Status != models.StatusCreating {
+			t.Fatalf("volume became %s before its fill could be stopped", v.Status)
+		}
+		if v.Progress != nil && v.Progress.Phase == "DownloadImage" && v.Progress.BytesDone > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fill download seen")
+		}
+	}
 }
