@@ -14,18 +14,17 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/metrics"
@@ -72,7 +71,7 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 		l = l.With("workflow_id", info.WorkflowExecution.ID, "activity", info.ActivityType.Name, "attempt", info.Attempt)
 		// A provision's and a deletion's workflow IDs name their volume; other workflows
 		// (fills, evictions) log the volumes they touch themselves.
-		if id, ok := strings.CutPrefix(info.WorkflowExecution.ID, "imagevol-delete-"); ok && info.WorkflowType.Name == "DeleteVolume" {
+		if id, ok := contract.DeletedVolume(info.WorkflowExecution.ID); ok && info.WorkflowType.Name == contract.DeleteVolumeWorkflow {
 			l = l.With("volume_id", id)
 		} else if info.WorkflowType.Name == "CreateVolumeFromImage" {
 			l = l.With("volume_id", info.WorkflowExecution.ID)
@@ -84,27 +83,27 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 // LookupCache reads the image's metadata and looks for a ready cache entry of its content: on
 // this host first, then on any other host of the same Ceph cluster (a clone can cross pools).
 // Entries of an image that is gone, deactivated or whose content changed are evicted on the way.
-func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupResult, error) {
+func (a *Activities) LookupCache(ctx context.Context, in contract.LookupInput) (contract.LookupResult, error) {
 	img, err := a.imageOf(ctx, in)
 	switch {
 	case errors.Is(err, imagesource.ErrNotFound):
 		a.invalidateImage(ctx, in.ImageID)
-		return LookupResult{}, nonRetryable(ErrTypeImageNotFound, "image %s not found", in.ImageID)
+		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNotFound, "image %s not found", in.ImageID)
 	case err != nil:
-		return LookupResult{}, err
+		return contract.LookupResult{}, err
 	case img.Status != imagesource.StatusActive:
 		a.invalidateImage(ctx, in.ImageID)
-		return LookupResult{}, nonRetryable(ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
+		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
 	case img.ContentHash() == "":
-		return LookupResult{}, nonRetryable(ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
+		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
 	case !in.Prewarm && models.ExceedsGiB(img.VirtualSize, int64(in.SizeGB)):
-		return LookupResult{}, nonRetryable(ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
+		return contract.LookupResult{}, nonRetryable(contract.ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
 	}
 	if _, err := ShouldFlatten(a.Config.FlattenPolicy, 1); err != nil {
-		return LookupResult{}, nonRetryable(ErrTypeUnsupported, "%v", err)
+		return contract.LookupResult{}, nonRetryable(contract.ErrTypeUnsupported, "%v", err)
 	}
-	res := LookupResult{
-		Image: ImageRef{
+	res := contract.LookupResult{
+		Image: contract.ImageRef{
 			ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo, HashValue: img.HashValue,
 			Checksum: img.Checksum, ContentHash: img.ContentHash(), UpdatedAt: img.UpdatedAt,
 		},
@@ -113,12 +112,12 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 		FlattenPolicy: a.Config.FlattenPolicy,
 	}
 	if !a.Config.ImageVolumeCacheEnabled {
-		res.Reason = ReasonDisabled
+		res.Reason = contract.ReasonDisabled
 		return res, nil
 	}
 	entries, err := a.Store.ListEntriesOfImage(ctx, img.ID)
 	if err != nil {
-		return LookupResult{}, err
+		return contract.LookupResult{}, err
 	}
 	// A new upload under the same image id is new content: its old entries are stale.
 	a.invalidate(ctx, entries, res.Image.ContentHash)
@@ -126,11 +125,11 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 	// provision then looks again.
 	entry, err := a.pickReady(ctx, entries, res.Image.ContentHash, false)
 	if err != nil {
-		return LookupResult{}, err
+		return contract.LookupResult{}, err
 	}
 	if entry != nil {
 		if err := a.Store.TouchCacheEntry(ctx, entry.ID, time.Now().UTC()); err != nil {
-			return LookupResult{}, err
+			return contract.LookupResult{}, err
 		}
 		if !in.Prewarm {
 			a.count(ctx, models.CacheStat{Hits: 1})
@@ -142,7 +141,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 		a.count(ctx, models.CacheStat{Misses: 1})
 	}
 	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB); max > 0 && models.ExceedsGiB(cacheBytes(res.Image), max) {
-		res.Reason = ReasonTooBig
+		res.Reason = contract.ReasonTooBig
 		return res, nil
 	}
 	res.Cacheable = true
@@ -153,7 +152,7 @@ func (a *Activities) LookupCache(ctx context.Context, in LookupInput) (LookupRes
 const imageMaxAge = time.Minute
 
 // imageOf returns the image's metadata: the gateway's copy while it is fresh, else a new read.
-func (a *Activities) imageOf(ctx context.Context, in LookupInput) (imagesource.Image, error) {
+func (a *Activities) imageOf(ctx context.Context, in contract.LookupInput) (imagesource.Image, error) {
 	if in.Image != nil && in.Image.ID == in.ImageID && time.Since(in.ImageRead) < imageMaxAge {
 		return *in.Image, nil
 	}
@@ -184,7 +183,7 @@ func (a *Activities) pickReady(ctx context.Context, entries []models.CacheEntry,
 	}
 	for i := range entries {
 		e := &entries[i]
-		parent := CacheParent(e.Pool, e.VolumeID)
+		parent := contract.CacheParent(e.Pool, e.VolumeID)
 		ok, err := a.Storage.SnapshotExists(ctx, parent.Pool, parent.Image, parent.Snapshot)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
@@ -238,7 +237,7 @@ func (a *Activities) invalidate(ctx context.Context, entries []models.CacheEntry
 // the internal project. When nothing more can be evicted the result says why and the provision
 // goes on without caching. When the image is already cached somewhere in the cluster (a fill
 // that finished just before this one started) the result points at that entry instead.
-func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (res EvictResult, err error) {
+func (a *Activities) EvictLRU(ctx context.Context, in contract.EvictInput) (res contract.EvictResult, err error) {
 	err = a.Store.WithReservationLock(ctx, func() error {
 		res, err = a.reserve(ctx, in)
 		return err
@@ -247,18 +246,18 @@ func (a *Activities) EvictLRU(ctx context.Context, in EvictInput) (res EvictResu
 }
 
 // reserve is EvictLRU under the reservation lock.
-func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, error) {
+func (a *Activities) reserve(ctx context.Context, in contract.EvictInput) (contract.EvictResult, error) {
 	cfg := a.Config
 	if e, err := a.readyEntry(ctx, in.Image.ID, in.Image.ContentHash); err != nil {
-		return EvictResult{}, err
+		return contract.EvictResult{}, err
 	} else if e != nil {
-		return EvictResult{Ready: true, Entry: refOf(e)}, nil
+		return contract.EvictResult{Ready: true, Entry: refOf(e)}, nil
 	}
 	if e, err := a.Store.FindCacheEntry(ctx, cfg.Host, cfg.Pool, in.Image.ID, in.Image.ContentHash); err == nil {
 		switch {
 		case e.State == models.EntryFilling && e.FillWorkflowID == in.FillWorkflowID:
 			// Crash recovery: an earlier attempt of this fill holds the reservation.
-			return EvictResult{Reserved: true, Entry: refOf(e), EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
+			return contract.EvictResult{Reserved: true, Entry: refOf(e), EntryID: e.ID, CacheVolumeID: e.VolumeID}, nil
 		case e.State == models.EntryEvicting:
 			// The key is held by an entry being evicted, which the fills of this content share
 			// a workflow ID with: never take it over. An eviction that crashed half-way (stale)
@@ -266,15 +265,15 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 			// so this fill does not cache.
 			if _, err := a.evict(ctx, e, true); errors.Is(err, models.ErrNotFound) || errors.Is(err, models.ErrLeased) {
 				a.log(ctx).Info("not caching: an eviction of this content is under way", "image_id", in.Image.ID, "entry", e.ID)
-				return EvictResult{Reason: ReasonEvicting}, nil
+				return contract.EvictResult{Reason: contract.ReasonEvicting}, nil
 			} else if err != nil {
-				return EvictResult{}, err
+				return contract.EvictResult{}, err
 			}
 		default:
-			return EvictResult{Reason: ReasonFillInProgress}, nil
+			return contract.EvictResult{Reason: contract.ReasonFillInProgress}, nil
 		}
 	} else if !errors.Is(err, models.ErrNotFound) {
-		return EvictResult{}, err
+		return contract.EvictResult{}, err
 	}
 
 	maxBytes := models.GiBToBytesCapped(int64(cfg.ImageVolumeCacheMaxSizeGB))
@@ -282,7 +281,7 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 	// compressed image uses up to its whole virtual size once imported.
 	size := cacheBytes(in.Image)
 	sizeGB := int64(models.GiBCeil(size))
-	var res EvictResult
+	var res contract.EvictResult
 	waits := 0
 	for {
 		u, err := a.Store.CacheUsage(ctx, cfg.Host, cfg.Pool)
@@ -317,9 +316,9 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 		}
 		if evicted == 0 {
 			// Nothing left that may go: say which limit blocks, never cap silently.
-			res.Reason = ReasonFull
+			res.Reason = contract.ReasonFull
 			if fitsCount && fitsSize {
-				res.Reason = ReasonQuota
+				res.Reason = contract.ReasonQuota
 			}
 			a.log(ctx).Info("not caching", "image_id", in.Image.ID, "reason", res.Reason, "entries", u.Count, "bytes", u.Bytes, "quota_volumes", q.Volumes, "quota_gb", q.GB)
 			return res, nil
@@ -345,7 +344,7 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 		if errors.Is(err, models.ErrDuplicate) {
 			// Another fill reserved the same key a moment ago (the unique index backs up the
 			// single-flight workflow ID).
-			res.Reason = ReasonFillInProgress
+			res.Reason = contract.ReasonFillInProgress
 			return res, nil
 		}
 		return res, err
@@ -359,19 +358,19 @@ func (a *Activities) reserve(ctx context.Context, in EvictInput) (EvictResult, e
 // reports it, or its download size when that is larger (raw data, or a virtual size the service
 // does not know). The import finds the real virtual size, and CloneToCache checks the limits
 // again with the bytes really used.
-func cacheBytes(img ImageRef) int64 { return max(img.Size, img.VirtualSize) }
+func cacheBytes(img contract.ImageRef) int64 { return max(img.Size, img.VirtualSize) }
 
 // fitUsed makes the cache hold a filled entry at the bytes and GiB its cache volume really uses,
 // once they are known: when they exceed what was reserved, other entries are evicted, least
 // recently used first, until the size limit and the internal project's quota allow them, and the
-// entry is given up (ErrTypeCacheFull) when nothing more may go. It runs under the reservation
+// entry is given up (contract.ErrTypeCacheFull) when nothing more may go. It runs under the reservation
 // lock and records the sizes, so no concurrent reservation counts on the old ones.
 func (a *Activities) fitUsed(ctx context.Context, entryID uint, used int64, gb int) error {
 	return a.Store.WithReservationLock(ctx, func() error {
 		cfg := a.Config
 		e, err := a.Store.GetCacheEntry(ctx, entryID)
 		if errors.Is(err, models.ErrNotFound) {
-			return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is gone", entryID)
+			return nonRetryable(contract.ErrTypeCacheVolumeGone, "cache entry %d is gone", entryID)
 		} else if err != nil {
 			return err
 		}
@@ -396,7 +395,7 @@ func (a *Activities) fitUsed(ctx context.Context, entryID uint, used int64, gb i
 					return err
 				}
 				if err := a.Store.ResizeCacheEntry(ctx, e.ID, used); errors.Is(err, models.ErrNotFound) {
-					return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", e.ID, err)
+					return nonRetryable(contract.ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", e.ID, err)
 				} else if err != nil {
 					return err
 				}
@@ -418,7 +417,7 @@ func (a *Activities) fitUsed(ctx context.Context, entryID uint, used int64, gb i
 			if evicted == 0 {
 				a.log(ctx).Info("imported image does not fit the cache; giving the entry up", "entry", e.ID, "image_id", e.ImageID,
 					"used", used, "reserved", e.SizeBytes, "cache_bytes", u.Bytes, "max_bytes", maxBytes, "quota_gb", q.GB)
-				return nonRetryable(ErrTypeCacheFull, "the imported image uses %d bytes (%d GiB), more than the cache's limits leave room for", used, gb)
+				return nonRetryable(contract.ErrTypeCacheFull, "the imported image uses %d bytes (%d GiB), more than the cache's limits leave room for", used, gb)
 			}
 		}
 	})
@@ -473,7 +472,7 @@ func (a *Activities) evict(ctx context.Context, e *models.CacheEntry, force bool
 	}
 	// From here the entry can no longer be leased; a crash leaves it "evicting", and the next
 	// eviction or reconcile pass on this host finishes the job.
-	trashed, err := a.Storage.Remove(ctx, e.Pool, models.RBDName(e.VolumeID))
+	trashed, err := a.Storage.Remove(ctx, e.Pool, contract.RBDName(e.VolumeID))
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return false, fmt.Errorf("evict cache entry %d: %w", e.ID, err)
 	}
@@ -494,20 +493,6 @@ func (a *Activities) count(ctx context.Context, d models.CacheStat) {
 	}
 }
 
-// fillOptions start the cluster's one fill of an image: a run already under way is joined
-// (USE_EXISTING), and a finished one may run again (it then finds the entry ready at once).
-// Child workflows cannot carry a conflict policy, so the fill is a workflow of its own, started
-// and awaited by this activity.
-func fillOptions(id string) client.StartWorkflowOptions {
-	return client.StartWorkflowOptions{
-		ID:                       id,
-		TaskQueue:                WorkflowQueue,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		WorkflowRunTimeout:       6 * time.Hour,
-	}
-}
-
 // JoinFill starts the fill of an image into the cluster's cache, or joins the one already under
 // way, and waits for its result, heartbeating. Every concurrent miss of the same content in the
 // cluster waits on the same run, so the image is downloaded once. A failed fill is returned as
@@ -516,8 +501,8 @@ func fillOptions(id string) client.StartWorkflowOptions {
 // Waiting here holds one of the host's step slots for the whole fill, which the fill's own steps
 // need too; provisions now register with the fill through RegisterFillWaiter instead. JoinFill
 // stays for the runs that were already waiting in it.
-func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, error) {
-	id := FillWorkflowID(in.Cluster, in.Image.ID, in.Image.ContentHash)
+func (a *Activities) JoinFill(ctx context.Context, in contract.FillInput) (contract.FillResult, error) {
+	id := contract.FillWorkflowID(in.Cluster, in.Image.ID, in.Image.ContentHash)
 	var run client.WorkflowRun
 	if !in.Deadline.IsZero() && !time.Now().Before(in.Deadline) {
 		// Past the provision's deadline (this is a retry, after a worker was gone): start no
@@ -525,8 +510,8 @@ func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, er
 		run = a.Temporal.GetWorkflow(ctx, id, "")
 	} else {
 		var err error
-		if run, err = a.Temporal.ExecuteWorkflow(ctx, fillOptions(id), FillWorkflowName, in); err != nil {
-			return FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
+		if run, err = a.Temporal.ExecuteWorkflow(ctx, contract.FillOptions(id), contract.FillWorkflow, in); err != nil {
+			return contract.FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
 		}
 	}
 	// The details name the fill, so a status query can follow the provision into it.
@@ -538,69 +523,16 @@ func (a *Activities) JoinFill(ctx context.Context, in FillInput) (FillResult, er
 
 // fillOutcome waits for a fill's run to close and returns its outcome; a failed fill is a result
 // (FailureType), not an error. Only ctx ending is an error.
-func fillOutcome(ctx context.Context, run client.WorkflowRun) (FillResult, error) {
-	var res FillResult
+func fillOutcome(ctx context.Context, run client.WorkflowRun) (contract.FillResult, error) {
+	var res contract.FillResult
 	err := run.Get(ctx, &res)
 	if err == nil {
 		return res, nil
 	}
 	if ctx.Err() != nil {
-		return FillResult{}, err
+		return contract.FillResult{}, err
 	}
-	return FillFailure(err), nil
-}
-
-// FillFailure is the result a fill's waiters see for the error that ended it.
-func FillFailure(err error) FillResult {
-	var notFound *serviceerror.NotFound
-	if errors.As(err, &notFound) {
-		return FillResult{FailureType: ErrTypeDeadlineExceeded, FailureMessage: "the provision's deadline passed before its cache fill started"}
-	}
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return FillResult{FailureType: appErr.Type(), FailureMessage: appErr.Message()}
-	}
-	return FillResult{FailureType: "FillFailed", FailureMessage: err.Error()}
-}
-
-// Signals between a fill and the workflows waiting on it.
-const (
-	// FillJoinSignal registers a FillWaiter with a fill's run.
-	FillJoinSignal = "fill-join"
-	// FillDoneSignal carries a FillDone from a fill to each workflow registered with it.
-	FillDoneSignal = "fill-done"
-)
-
-// FillWaiter is a workflow waiting on a fill: when the fill ends it signals the workflow
-// FillDoneSignal with its result.
-type FillWaiter struct {
-	WorkflowID string
-	// Token comes back in the FillDone, so that the waiter tells this wait's answer from
-	// another's (an earlier wait of the same run, or a duplicate).
-	Token string
-}
-
-// FillDone is the signal a fill sends each of its waiters when it ends.
-type FillDone struct {
-	FillWorkflowID string
-	Token          string
-	Result         FillResult
-}
-
-// FillWaitInput registers Waiter with the fill of Fill's content.
-type FillWaitInput struct {
-	Fill   FillInput
-	Waiter FillWaiter
-	// Rejoin is a waiter checking on a fill that has not answered yet: no fill is started.
-	Rejoin bool
-}
-
-// FillWaitResult is the fill a waiter is registered with, or its outcome when it has closed.
-type FillWaitResult struct {
-	FillWorkflowID string
-	// Closed says the fill has ended (or never ran) and will send nothing: Result is its outcome.
-	Closed bool
-	Result FillResult
+	return contract.FillFailure(err), nil
 }
 
 // closedFillWait bounds how long RegisterFillWaiter waits for the result of a fill it found
@@ -609,22 +541,22 @@ const closedFillWait = 5 * time.Second
 
 // RegisterFillWaiter starts the fill of an image into the cluster's cache, or joins the run under
 // way, with the waiter's registration as the signal of a SignalWithStart; the fill signals the
-// waiter its result when it ends (FillDoneSignal). It returns at once, so waiting on a fill holds
+// waiter its result when it ends (contract.FillDoneSignal). It returns at once, so waiting on a fill holds
 // no worker slot. Every concurrent miss of the same content in the cluster registers with the
 // same run, so the image is downloaded once. With Rejoin, or past the provision's deadline, no
 // fill is started: a run under way gets the registration again (a fill counts a waiter once), and
 // a fill that has closed is answered from its outcome.
-func (a *Activities) RegisterFillWaiter(ctx context.Context, in FillWaitInput) (FillWaitResult, error) {
-	id := FillWorkflowID(in.Fill.Cluster, in.Fill.Image.ID, in.Fill.Image.ContentHash)
-	res := FillWaitResult{FillWorkflowID: id}
+func (a *Activities) RegisterFillWaiter(ctx context.Context, in contract.FillWaitInput) (contract.FillWaitResult, error) {
+	id := contract.FillWorkflowID(in.Fill.Cluster, in.Fill.Image.ID, in.Fill.Image.ContentHash)
+	res := contract.FillWaitResult{FillWorkflowID: id}
 	late := !in.Fill.Deadline.IsZero() && !time.Now().Before(in.Fill.Deadline)
 	if !in.Rejoin && !late {
-		if _, err := a.Temporal.SignalWithStartWorkflow(ctx, id, FillJoinSignal, in.Waiter, fillOptions(id), FillWorkflowName, in.Fill); err != nil {
+		if _, err := a.Temporal.SignalWithStartWorkflow(ctx, id, contract.FillJoinSignal, in.Waiter, contract.FillOptions(id), contract.FillWorkflow, in.Fill); err != nil {
 			return res, fmt.Errorf("start or join cache fill %s: %w", id, err)
 		}
 		return res, nil
 	}
-	err := a.Temporal.SignalWorkflow(ctx, id, "", FillJoinSignal, in.Waiter)
+	err := a.Temporal.SignalWorkflow(ctx, id, "", contract.FillJoinSignal, in.Waiter)
 	var notFound *serviceerror.NotFound
 	switch {
 	case err == nil:
@@ -673,7 +605,7 @@ func heartbeatEvery(ctx context.Context, interval time.Duration, details any) fu
 }
 
 // newHash returns the digest Glance published for the image and its expected hex value.
-func newHash(img ImageRef) (hash.Hash, string, error) {
+func newHash(img contract.ImageRef) (hash.Hash, string, error) {
 	switch {
 	case img.HashAlgo == "sha512" && img.HashValue != "":
 		return sha512.New(), img.HashValue, nil
@@ -682,50 +614,38 @@ func newHash(img ImageRef) (hash.Hash, string, error) {
 	case img.Checksum != "":
 		return md5.New(), img.Checksum, nil
 	}
-	return nil, "", nonRetryable(ErrTypeImageNoHash, "image %s: no supported hash published (os_hash_algo %q)", img.ID, img.HashAlgo)
-}
-
-// StagingName is where an image's bytes land before import.
-func StagingName(target string) string { return target + ".part" }
-
-// DownloadProgress is the durable progress a download heartbeats: every byte below Offset is in
-// the staging image, and HashState is the digest's state at exactly that point.
-type DownloadProgress struct {
-	Offset    int64
-	Total     int64
-	HashState []byte
-	Writer    string // the worker process that wrote it (Activities.Identity)
+	return nil, "", nonRetryable(contract.ErrTypeImageNoHash, "image %s: no supported hash published (os_hash_algo %q)", img.ID, img.HashAlgo)
 }
 
 // DownloadImage streams the image from the image service into a staging RBD image, verifying
 // its hash and size as the bytes pass. It heartbeats its durable progress; a retried attempt
 // (after a worker crash, say) resumes from there with a ranged request instead of from zero. On a
 // mismatch the staging image is removed and the error is final.
-func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (DownloadResult, error) {
-	staging := StagingName(in.Target)
+func (a *Activities) DownloadImage(ctx context.Context, in contract.DownloadInput) (contract.DownloadResult, error) {
+	staging := contract.StagingName(in.Target)
 	// Already imported by an earlier attempt: nothing to do.
 	if _, err := a.Storage.Stat(ctx, in.Pool, in.Target); err == nil {
 		if _, err := a.Storage.Stat(ctx, in.Pool, staging); errors.Is(err, storage.ErrNotFound) {
-			return DownloadResult{}, nil
+			return contract.DownloadResult{}, nil
 		}
 	}
 	h, want, err := newHash(in.Image)
 	if err != nil {
-		return DownloadResult{}, err
+		return contract.DownloadResult{}, err
 	}
 	offset := a.resumePoint(ctx, in, staging, h)
 	if offset == 0 {
 		// Whatever an earlier attempt left cannot be trusted: start again.
 		if _, err := a.Storage.Remove(ctx, in.Pool, staging); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return DownloadResult{}, err
+			return contract.DownloadResult{}, err
 		}
 		if err := a.Storage.Create(ctx, in.Pool, staging, uint64(in.Image.Size)); err != nil {
-			return DownloadResult{}, err
+			return contract.DownloadResult{}, err
 		}
 	}
-	fail := func(err error) (DownloadResult, error) {
+	fail := func(err error) (contract.DownloadResult, error) {
 		a.removeQuietly(ctx, in.Pool, staging)
-		return DownloadResult{}, err
+		return contract.DownloadResult{}, err
 	}
 	w, err := a.Storage.OpenWriter(ctx, in.Pool, staging)
 	if err != nil {
@@ -735,20 +655,20 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	if err != nil {
 		w.Close()
 		if errors.Is(err, imagesource.ErrNotFound) {
-			return fail(nonRetryable(ErrTypeImageNotFound, "image %s not found", in.Image.ID))
+			return fail(nonRetryable(contract.ErrTypeImageNotFound, "image %s not found", in.Image.ID))
 		}
-		return DownloadResult{}, err // transient: keep the staging image for the next attempt
+		return contract.DownloadResult{}, err // transient: keep the staging image for the next attempt
 	}
 	// The image service may send more than it declared; never write past the staging image.
 	src := &limitCheck{r: body, limit: in.Image.Size - offset}
 	// Between blocks (the image service slow to answer, say) the last durable progress is sent
 	// again, so the step stays alive under its short heartbeat timeout and a crash still
 	// resumes from there.
-	start := DownloadProgress{Offset: offset, Total: in.Image.Size, Writer: a.Identity}
+	start := contract.DownloadProgress{Offset: offset, Total: in.Image.Size, Writer: a.Identity}
 	if m, ok := h.(encoding.BinaryMarshaler); ok {
 		start.HashState, _ = m.MarshalBinary()
 	}
-	var last atomic.Pointer[DownloadProgress]
+	var last atomic.Pointer[contract.DownloadProgress]
 	last.Store(&start)
 	keepAlive := make(chan struct{})
 	go func() {
@@ -767,7 +687,7 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 		Offset: offset,
 		Hash:   h,
 		Progress: func(done int64, state []byte) {
-			p := DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state, Writer: a.Identity}
+			p := contract.DownloadProgress{Offset: done, Total: in.Image.Size, HashState: state, Writer: a.Identity}
 			last.Store(&p)
 			activity.RecordHeartbeat(ctx, p)
 		},
@@ -779,29 +699,29 @@ func (a *Activities) DownloadImage(ctx context.Context, in DownloadInput) (Downl
 	}
 	if err != nil {
 		if errors.Is(err, errTooLong) {
-			return fail(nonRetryable(ErrTypeSizeMismatch, "image %s: more data than its declared size %d", in.Image.ID, in.Image.Size))
+			return fail(nonRetryable(contract.ErrTypeSizeMismatch, "image %s: more data than its declared size %d", in.Image.ID, in.Image.Size))
 		}
-		return DownloadResult{}, err // the heartbeated progress lets the next attempt resume
+		return contract.DownloadResult{}, err // the heartbeated progress lets the next attempt resume
 	}
 	if got := offset + res.Bytes; got != in.Image.Size {
 		// A short body is a broken transfer as often as a lying image: let Temporal retry it.
-		return DownloadResult{}, fmt.Errorf("image %s: received %d bytes, expected %d", in.Image.ID, got, in.Image.Size)
+		return contract.DownloadResult{}, fmt.Errorf("image %s: received %d bytes, expected %d", in.Image.ID, got, in.Image.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fail(nonRetryable(ErrTypeHashMismatch, "image %s: data does not match its published hash: expected %s, got %s", in.Image.ID, want, got))
+		return fail(nonRetryable(contract.ErrTypeHashMismatch, "image %s: data does not match its published hash: expected %s, got %s", in.Image.ID, want, got))
 	}
 	a.count(ctx, models.CacheStat{Downloads: 1, BytesDownloaded: res.Bytes})
 	a.log(ctx).Info("downloaded", "image_id", in.Image.ID, "bytes", res.Bytes, "resumed_from", offset, "zero_skipped", res.ZeroSkipped)
-	return DownloadResult{Bytes: res.Bytes, ResumedFrom: offset, ZeroSkipped: res.ZeroSkipped}, nil
+	return contract.DownloadResult{Bytes: res.Bytes, ResumedFrom: offset, ZeroSkipped: res.ZeroSkipped}, nil
 }
 
 // resumePoint returns where an interrupted download can continue — the offset of its last
 // heartbeat, with h restored to the digest state there — or 0 to start over.
-func (a *Activities) resumePoint(ctx context.Context, in DownloadInput, staging string, h hash.Hash) int64 {
+func (a *Activities) resumePoint(ctx context.Context, in contract.DownloadInput, staging string, h hash.Hash) int64 {
 	if !activity.HasHeartbeatDetails(ctx) {
 		return 0
 	}
-	var p DownloadProgress
+	var p contract.DownloadProgress
 	if err := activity.GetHeartbeatDetails(ctx, &p); err != nil || p.Offset <= 0 || p.Offset > in.Image.Size {
 		return 0
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/sandbox"
 	"github.com/imagevol/imagevol/storage/rbd"
 )
@@ -94,7 +95,7 @@ func (c *Converter) Convert(ctx context.Context, format, pool, src, dst string) 
 				return nil
 			case errors.As(err, &exit):
 				lim := c.box.Limits()
-				return nonRetryable(ErrTypeCorruptImage, "qemu-img convert of a %s image failed: %v (limits: %s CPU, %d MiB address space): %s",
+				return nonRetryable(contract.ErrTypeCorruptImage, "qemu-img convert of a %s image failed: %v (limits: %s CPU, %d MiB address space): %s",
 					format, err, lim.CPUTime, lim.AddressSpace>>20, out.String())
 			default:
 				// The sandbox could not be set up, or the step was cancelled: not the image's fault.

@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/imagevol/imagevol/contract"
 )
 
 // ShouldFlatten applies a flatten policy to a volume that is depth clone levels deep. A user
 // volume cloned from a cache volume is 1 level deep (the cache volume is the root parent).
 func ShouldFlatten(policy string, depth int) (bool, error) {
 	switch policy {
-	case "", FlattenNever:
+	case "", contract.FlattenNever:
 		return false, nil
-	case FlattenAlways:
+	case contract.FlattenAlways:
 		return depth > 0, nil
 	}
 	if n, ok := strings.CutPrefix(policy, "depth>"); ok {

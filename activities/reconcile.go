@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -27,7 +28,7 @@ func (a *Activities) settle() time.Duration {
 // reconcileVolumes marks "error" the volumes of this host still "creating" whose provision is no
 // longer running — a run terminated by hand, or lost with its history — since nothing would
 // ever finish them. Volumes "deleting" with no deletion running are reported.
-func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport) error {
+func (a *Activities) reconcileVolumes(ctx context.Context, rep *contract.ReconcileReport) error {
 	vols, err := a.Store.ListVolumesOn(ctx, a.Config.Host, models.StatusCreating, models.StatusDeleting)
 	if err != nil {
 		return err
@@ -39,7 +40,7 @@ func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport)
 		}
 		id := v.WorkflowID
 		if v.Status == models.StatusDeleting {
-			id = "imagevol-delete-" + v.ID
+			id = contract.DeleteWorkflowID(v.ID)
 		}
 		running, err := a.workflowRunning(ctx, id)
 		if err != nil {
@@ -71,7 +72,7 @@ func (a *Activities) reconcileVolumes(ctx context.Context, rep *ReconcileReport)
 // its rows: nothing else would, and it holds a slot, bytes and quota. The check and the change
 // of state happen under the reservation lock, where a fill reserves or adopts its entry: a fill
 // running then keeps its entry, and one started afterwards finds it no longer filling.
-func (a *Activities) reconcileFill(ctx context.Context, e *models.CacheEntry, rep *ReconcileReport) {
+func (a *Activities) reconcileFill(ctx context.Context, e *models.CacheEntry, rep *contract.ReconcileReport) {
 	if time.Since(e.UpdatedAt) < a.settle() || a.Temporal == nil {
 		return
 	}
@@ -92,7 +93,7 @@ func (a *Activities) reconcileFill(ctx context.Context, e *models.CacheEntry, re
 		rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (filling): %v", e.ID, err))
 		return
 	}
-	if err := a.RemoveImage(ctx, ImageName{Pool: e.Pool, Name: models.RBDName(e.VolumeID)}); err != nil {
+	if err := a.RemoveImage(ctx, contract.ImageName{Pool: e.Pool, Name: contract.RBDName(e.VolumeID)}); err != nil {
 		// The entry stays "evicting": a later pass takes it over once the eviction is stale.
 		rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (fill ended): %v", e.ID, err))
 		return
@@ -107,7 +108,7 @@ func (a *Activities) reconcileFill(ctx context.Context, e *models.CacheEntry, re
 
 // purgeTrashedImages deletes for good the busy images this host sent to the trash (see
 // RemoveImage) that are free now; those still busy are reported.
-func (a *Activities) purgeTrashedImages(ctx context.Context, rep *ReconcileReport) error {
+func (a *Activities) purgeTrashedImages(ctx context.Context, rep *contract.ReconcileReport) error {
 	ts, err := a.Store.ListTrashedImages(ctx, a.Config.Host)
 	if err != nil {
 		return err
@@ -153,7 +154,7 @@ func (a *Activities) workflowRunning(ctx context.Context, id string) (bool, erro
 // findOrphans reports images of this host's pool named like a volume (or its staging image) that
 // no volume row or trashed cache volume accounts for. They are reported, not removed: a pool
 // may be shared with another deployment whose rows live elsewhere.
-func (a *Activities) findOrphans(ctx context.Context, rep *ReconcileReport) error {
+func (a *Activities) findOrphans(ctx context.Context, rep *contract.ReconcileReport) error {
 	names, err := a.Storage.List(ctx, a.Config.Pool)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/models"
@@ -17,23 +18,23 @@ import (
 // ImportImage turns the verified staging image into Target: it inspects the bytes for their real
 // format, refuses unsafe or oversized images, renames raw data into place (no copy) and converts
 // anything else with qemu-img straight from RBD to RBD.
-func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportResult, error) {
-	staging := StagingName(in.Target)
+func (a *Activities) ImportImage(ctx context.Context, in contract.ImportInput) (contract.ImportResult, error) {
+	staging := contract.StagingName(in.Target)
 	_, serr := a.Storage.Stat(ctx, in.Pool, staging)
 	if errors.Is(serr, storage.ErrNotFound) {
 		// Crash recovery: the rename (or conversion and cleanup) of an earlier attempt finished.
 		info, err := a.Storage.Stat(ctx, in.Pool, in.Target)
 		if err != nil {
-			return ImportResult{}, fmt.Errorf("import %s: neither staging nor target image: %w", in.Target, err)
+			return contract.ImportResult{}, fmt.Errorf("import %s: neither staging nor target image: %w", in.Target, err)
 		}
-		return ImportResult{Format: "done", VirtualSize: int64(info.Size)}, nil
+		return contract.ImportResult{Format: "done", VirtualSize: int64(info.Size)}, nil
 	} else if serr != nil {
-		return ImportResult{}, serr
+		return contract.ImportResult{}, serr
 	}
 
 	r, err := a.Storage.OpenReader(ctx, in.Pool, staging, "")
 	if err != nil {
-		return ImportResult{}, err
+		return contract.ImportResult{}, err
 	}
 	// The whole image is inspected through the reader (descriptors, backing file names and
 	// metadata can sit anywhere in it) before qemu-img may open it.
@@ -42,39 +43,39 @@ func (a *Activities) ImportImage(ctx context.Context, in ImportInput) (ImportRes
 	switch {
 	case errors.Is(err, importer.ErrUnsafeImage):
 		a.removeQuietly(ctx, in.Pool, staging)
-		return ImportResult{}, nonRetryable(ErrTypeUnsafeImage, "%v", err)
+		return contract.ImportResult{}, nonRetryable(contract.ErrTypeUnsafeImage, "%v", err)
 	case errors.Is(err, importer.ErrCorruptImage):
 		a.removeQuietly(ctx, in.Pool, staging)
-		return ImportResult{}, nonRetryable(ErrTypeCorruptImage, "%v", err)
+		return contract.ImportResult{}, nonRetryable(contract.ErrTypeCorruptImage, "%v", err)
 	case err != nil:
 		// A failed read of the staging image: the next attempt inspects it again.
-		return ImportResult{}, fmt.Errorf("import %s: %w", in.Target, err)
+		return contract.ImportResult{}, fmt.Errorf("import %s: %w", in.Target, err)
 	}
 	if allowed := a.Config.allowedFormats(); !slices.Contains(allowed, info.Format) {
 		a.removeQuietly(ctx, in.Pool, staging)
-		return ImportResult{}, nonRetryable(ErrTypeUnsafeImage, "the image is a %s disk, a format worker.allowed_formats (%s) does not allow", info.Format, importer.FormatList(allowed))
+		return contract.ImportResult{}, nonRetryable(contract.ErrTypeUnsafeImage, "the image is a %s disk, a format worker.allowed_formats (%s) does not allow", info.Format, importer.FormatList(allowed))
 	}
 	if in.MaxVirtualSize > 0 && info.VirtualSize > in.MaxVirtualSize {
 		a.removeQuietly(ctx, in.Pool, staging)
-		return ImportResult{}, nonRetryable(ErrTypeVolumeTooSmall, "the image is a %s disk of %d bytes, larger than the requested volume (%d bytes)", info.Format, info.VirtualSize, in.MaxVirtualSize)
+		return contract.ImportResult{}, nonRetryable(contract.ErrTypeVolumeTooSmall, "the image is a %s disk of %d bytes, larger than the requested volume (%d bytes)", info.Format, info.VirtualSize, in.MaxVirtualSize)
 	}
-	res := ImportResult{Format: string(info.Format), VirtualSize: info.VirtualSize}
+	res := contract.ImportResult{Format: string(info.Format), VirtualSize: info.VirtualSize}
 
 	switch info.Format {
 	case importer.FormatRaw, importer.FormatISO:
 		if err := a.Storage.Rename(ctx, in.Pool, staging, in.Target); err != nil {
-			return ImportResult{}, err
+			return contract.ImportResult{}, err
 		}
 		a.Metrics.CountImported(a.Config.Host, res.VirtualSize)
 		return res, nil
 	}
 	// A crashed conversion may have left a partial target behind: convert again from scratch.
 	if _, err := a.Storage.Remove(ctx, in.Pool, in.Target); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return ImportResult{}, err
+		return contract.ImportResult{}, err
 	}
 	if err := a.convert(ctx, string(info.Format), in.Pool, staging, in.Target); err != nil {
 		a.removeQuietly(ctx, in.Pool, in.Target)
-		return ImportResult{}, err
+		return contract.ImportResult{}, err
 	}
 	a.removeQuietly(ctx, in.Pool, staging)
 	a.Metrics.CountImported(a.Config.Host, res.VirtualSize)
@@ -89,9 +90,9 @@ func (a *Activities) removeQuietly(ctx context.Context, pool, name string) {
 
 // CloneToCache makes the imported cache volume a clone source: it snapshots it, records the
 // bytes it really uses, and marks its entry ready and its volume available.
-func (a *Activities) CloneToCache(ctx context.Context, in CacheInput) (int64, error) {
-	name := models.RBDName(in.CacheVolumeID)
-	err := a.Storage.CreateSnapshot(ctx, in.Pool, name, models.CacheSnapshot)
+func (a *Activities) CloneToCache(ctx context.Context, in contract.CacheInput) (int64, error) {
+	name := contract.RBDName(in.CacheVolumeID)
+	err := a.Storage.CreateSnapshot(ctx, in.Pool, name, contract.CacheSnapshot)
 	if err != nil && !errors.Is(err, storage.ErrExists) {
 		return 0, err
 	}
@@ -110,7 +111,7 @@ func (a *Activities) CloneToCache(ctx context.Context, in CacheInput) (int64, er
 	if err := a.Store.MarkCacheEntryReady(ctx, in.EntryID, int64(used), time.Now().UTC()); errors.Is(err, models.ErrNotFound) {
 		// Evicted or dropped while filling: nothing to clone from; the waiting provisions
 		// download on their own.
-		return 0, nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", in.EntryID, err)
+		return 0, nonRetryable(contract.ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", in.EntryID, err)
 	} else if err != nil {
 		return 0, err
 	}
@@ -129,7 +130,7 @@ const leaseTTL = 10 * time.Minute
 // volume vanished from Ceph (its rows are then dropped), is reported as CacheVolumeGone and the
 // provision looks the cache up again. An existing image with the same parent is an earlier
 // attempt's success, even when the entry was evicted since and its cache volume is in the trash.
-func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
+func (a *Activities) CloneVolume(ctx context.Context, in contract.CloneInput) error {
 	parent := in.Entry.Parent()
 	holder := in.Pool + "/" + in.Name
 	lease, err := a.Store.LeaseCacheEntry(ctx, in.Entry.EntryID, holder, time.Now().UTC(), leaseTTL)
@@ -139,7 +140,7 @@ func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 		if done, cerr := a.clonedFrom(ctx, in.Pool, in.Name, parent); done || cerr != nil {
 			return cerr
 		}
-		return nonRetryable(ErrTypeCacheVolumeGone, "cache entry %d was evicted before the clone", in.Entry.EntryID)
+		return nonRetryable(contract.ErrTypeCacheVolumeGone, "cache entry %d was evicted before the clone", in.Entry.EntryID)
 	} else if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func (a *Activities) CloneVolume(ctx context.Context, in CloneInput) error {
 				return derr
 			}
 		}
-		return nonRetryable(ErrTypeCacheVolumeGone, "cache snapshot %s/%s@%s is gone: %v", parent.Pool, parent.Image, parent.Snapshot, err)
+		return nonRetryable(contract.ErrTypeCacheVolumeGone, "cache snapshot %s/%s@%s is gone: %v", parent.Pool, parent.Image, parent.Snapshot, err)
 	case errors.Is(err, storage.ErrExists):
 		_, err = a.clonedFrom(ctx, in.Pool, in.Name, parent)
 	}
@@ -179,26 +180,26 @@ func (a *Activities) clonedFrom(ctx context.Context, pool, name string, parent s
 		return false, err
 	}
 	if info.Parent == nil || *info.Parent != parent {
-		return false, nonRetryable(ErrTypeConflictingImage, "image %s/%s exists and is not a clone of %s/%s@%s", pool, name, parent.Pool, parent.Image, parent.Snapshot)
+		return false, nonRetryable(contract.ErrTypeConflictingImage, "image %s/%s exists and is not a clone of %s/%s@%s", pool, name, parent.Pool, parent.Image, parent.Snapshot)
 	}
 	return true, nil
 }
 
 // ExtendVolume grows an image to the requested size; an image already that big is left alone,
 // and one bigger than requested (a cached disk image larger than the volume) is refused.
-func (a *Activities) ExtendVolume(ctx context.Context, in ResizeInput) error {
+func (a *Activities) ExtendVolume(ctx context.Context, in contract.ResizeInput) error {
 	before, err := a.Storage.Grow(ctx, in.Pool, in.Name, uint64(in.SizeBytes))
 	if err != nil {
 		return err
 	}
 	if int64(before) > in.SizeBytes {
-		return nonRetryable(ErrTypeVolumeTooSmall, "the image's disk is %d bytes, larger than the requested volume (%d bytes)", before, in.SizeBytes)
+		return nonRetryable(contract.ErrTypeVolumeTooSmall, "the image's disk is %d bytes, larger than the requested volume (%d bytes)", before, in.SizeBytes)
 	}
 	return nil
 }
 
 // FlattenVolume copies a clone's parent data into it, detaching it from the cache volume.
-func (a *Activities) FlattenVolume(ctx context.Context, in ImageName) error {
+func (a *Activities) FlattenVolume(ctx context.Context, in contract.ImageName) error {
 	info, err := a.Storage.Stat(ctx, in.Pool, in.Name)
 	if err != nil {
 		return err
@@ -213,8 +214,8 @@ func (a *Activities) FlattenVolume(ctx context.Context, in ImageName) error {
 // RemoveImage deletes an image and its staging image; missing ones are not errors. It is the
 // compensation of every step that creates an image. A busy image (open by a client, or with
 // clones) goes to the RBD trash instead and is recorded, so that reconcile purges it once free.
-func (a *Activities) RemoveImage(ctx context.Context, in ImageName) error {
-	for _, name := range []string{StagingName(in.Name), in.Name} {
+func (a *Activities) RemoveImage(ctx context.Context, in contract.ImageName) error {
+	for _, name := range []string{contract.StagingName(in.Name), in.Name} {
 		if err := a.removeOrTrash(ctx, in.Pool, name); err != nil {
 			return err
 		}
@@ -257,7 +258,7 @@ func (a *Activities) AbandonCacheFill(ctx context.Context, entryID uint) error {
 	if e.State == models.EntryReady {
 		return nil // filled after all: keep it
 	}
-	if err := a.RemoveImage(ctx, ImageName{Pool: e.Pool, Name: models.RBDName(e.VolumeID)}); err != nil {
+	if err := a.RemoveImage(ctx, contract.ImageName{Pool: e.Pool, Name: contract.RBDName(e.VolumeID)}); err != nil {
 		return err
 	}
 	return a.Store.DeleteCacheEntry(ctx, e)
@@ -265,7 +266,7 @@ func (a *Activities) AbandonCacheFill(ctx context.Context, entryID uint) error {
 
 // SetVolumeState records a provision's progress on its volume row. It runs as a local activity
 // of the workflow worker: it needs no storage host.
-func (a *Activities) SetVolumeState(ctx context.Context, in VolumeUpdate) error {
+func (a *Activities) SetVolumeState(ctx context.Context, in contract.VolumeUpdate) error {
 	fields := map[string]any{}
 	for col, v := range map[string]string{
 		"status": in.Status, "cache": in.Cache, "cache_reason": in.CacheReason, "error": in.Error,
@@ -281,31 +282,26 @@ func (a *Activities) SetVolumeState(ctx context.Context, in VolumeUpdate) error 
 	return a.Store.UpdateVolume(ctx, in.VolumeID, fields)
 }
 
-// CacheParent is the snapshot user volumes are cloned from, of the cache volume with that id.
-func CacheParent(pool, cacheVolumeID string) storage.Parent {
-	return storage.Parent{Pool: pool, Image: models.RBDName(cacheVolumeID), Snapshot: models.CacheSnapshot}
-}
-
 // EvictEntry evicts one cache entry at an operator's request. A pinned entry is refused unless
 // Force is set; an entry being cloned from is retried (by Temporal) until its lease ends.
-func (a *Activities) EvictEntry(ctx context.Context, in EvictEntryInput) (EvictEntryResult, error) {
+func (a *Activities) EvictEntry(ctx context.Context, in contract.EvictEntryInput) (contract.EvictEntryResult, error) {
 	e, err := a.Store.GetCacheEntry(ctx, in.EntryID)
 	if errors.Is(err, models.ErrNotFound) {
-		return EvictEntryResult{}, nil
+		return contract.EvictEntryResult{}, nil
 	} else if err != nil {
-		return EvictEntryResult{}, err
+		return contract.EvictEntryResult{}, err
 	}
 	if e.Pinned && !in.Force {
-		return EvictEntryResult{}, nonRetryable(ErrTypeEntryPinned, "cache entry %d is pinned; unpin it first", e.ID)
+		return contract.EvictEntryResult{}, nonRetryable(contract.ErrTypeEntryPinned, "cache entry %d is pinned; unpin it first", e.ID)
 	}
 	if e.State == models.EntryFilling {
-		return EvictEntryResult{}, fmt.Errorf("cache entry %d is still filling", e.ID)
+		return contract.EvictEntryResult{}, fmt.Errorf("cache entry %d is still filling", e.ID)
 	}
 	trashed, err := a.evict(ctx, e, in.Force)
 	if errors.Is(err, models.ErrLeased) {
-		return EvictEntryResult{}, fmt.Errorf("cache entry %d: a clone is in progress: %w", e.ID, err)
+		return contract.EvictEntryResult{}, fmt.Errorf("cache entry %d: a clone is in progress: %w", e.ID, err)
 	}
-	return EvictEntryResult{Evicted: err == nil, Trashed: trashed}, err
+	return contract.EvictEntryResult{Evicted: err == nil, Trashed: trashed}, err
 }
 
 // PurgeTrash deletes for good this host's trashed cache volumes that no clone depends on any
@@ -331,7 +327,7 @@ func (a *Activities) PurgeTrash(ctx context.Context) (int, error) {
 
 // purge deletes one trashed cache volume if it has no clone left; false while it has.
 func (a *Activities) purge(ctx context.Context, t *models.TrashedCacheVolume) (bool, error) {
-	err := a.Storage.PurgeTrashed(ctx, t.Pool, models.RBDName(t.VolumeID))
+	err := a.Storage.PurgeTrashed(ctx, t.Pool, contract.RBDName(t.VolumeID))
 	switch {
 	case errors.Is(err, storage.ErrInUse):
 		return false, nil
@@ -348,8 +344,8 @@ func (a *Activities) purge(ctx context.Context, t *models.TrashedCacheVolume) (b
 // RemoveVolume deletes a user volume's image (and any staging image). When its parent is an
 // evicted cache volume waiting in the trash and this was its last clone, the parent is purged
 // too. An empty pool is this host's own.
-func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolumeResult, error) {
-	var res RemoveVolumeResult
+func (a *Activities) RemoveVolume(ctx context.Context, in contract.ImageName) (contract.RemoveVolumeResult, error) {
+	var res contract.RemoveVolumeResult
 	if in.Pool == "" {
 		// A volume whose row has no pool yet: its provision makes it in this host's pool.
 		in.Pool = a.Config.Pool
@@ -392,8 +388,8 @@ func (a *Activities) RemoveVolume(ctx context.Context, in ImageName) (RemoveVolu
 // without clones and busy images trashed since they were deleted are purged. An entry being
 // cloned from is left for the next pass. It heartbeats for every entry, volume and image it
 // looks at, so a large host does not outlive its heartbeat timeout.
-func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error) {
-	rep := ReconcileReport{Host: a.Config.Host}
+func (a *Activities) ReconcileHost(ctx context.Context) (contract.ReconcileReport, error) {
+	rep := contract.ReconcileReport{Host: a.Config.Host}
 	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
 	if err != nil {
 		return rep, err
@@ -413,7 +409,7 @@ func (a *Activities) ReconcileHost(ctx context.Context) (ReconcileReport, error)
 			}
 			why = "eviction left half-done"
 			// An abandoned fill interrupted half-way may have left its staging image too.
-			if err := a.removeOrTrash(ctx, e.Pool, StagingName(models.RBDName(e.VolumeID))); err != nil {
+			if err := a.removeOrTrash(ctx, e.Pool, contract.StagingName(contract.RBDName(e.VolumeID))); err != nil {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (%s): %v", e.ID, why, err))
 				continue
 			}

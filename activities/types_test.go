@@ -7,11 +7,12 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 )
 
 func TestTypedError(t *testing.T) {
-	final := temporal.NewNonRetryableApplicationError("bad", ErrTypeHashMismatch, nil)
+	final := temporal.NewNonRetryableApplicationError("bad", contract.ErrTypeHashMismatch, nil)
 	plain := errors.New("something else")
 	for _, tc := range []struct {
 		name     string
@@ -19,12 +20,12 @@ func TestTypedError(t *testing.T) {
 		wantType string // "" means the error comes back unchanged
 	}{
 		{name: "nil", in: nil},
-		{name: "image service down", in: fmt.Errorf("glance: image x: %w: dial tcp: connection refused", imagesource.ErrUnavailable), wantType: ErrTypeImageServiceUnavailable},
+		{name: "image service down", in: fmt.Errorf("glance: image x: %w: dial tcp: connection refused", imagesource.ErrUnavailable), wantType: contract.ErrTypeImageServiceUnavailable},
 		{name: "application error kept", in: final},
 		{name: "other error kept", in: plain},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := TypedError(tc.in)
+			got := contract.TypedError(tc.in)
 			if tc.wantType == "" {
 				if got != tc.in {
 					t.Fatalf("TypedError(%v) = %v, want it unchanged", tc.in, got)

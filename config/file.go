@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/sandbox"
@@ -731,7 +732,7 @@ func resolve(raw *rawFile) (File, []setting, error) {
 	f.Worker.InternalProject.UserID = l.str("worker.internal_project.user_id", "CINDER_INTERNAL_TENANT_USER_ID", ip.UserID, "imagevol-internal")
 	f.Worker.InternalProject.QuotaVolumes = l.count("worker.internal_project.quota_volumes", "CINDER_INTERNAL_TENANT_QUOTA_VOLUMES", ip.QuotaVolumes, 0)
 	f.Worker.InternalProject.QuotaGigabytes = l.count("worker.internal_project.quota_gigabytes", "CINDER_INTERNAL_TENANT_QUOTA_GIGABYTES", ip.QuotaGigabytes, 0)
-	f.Worker.Flatten = l.str("worker.flatten", "IMAGEVOL_FLATTEN", w.Flatten, activities.FlattenNever)
+	f.Worker.Flatten = l.str("worker.flatten", "IMAGEVOL_FLATTEN", w.Flatten, contract.FlattenNever)
 	if _, err := activities.ShouldFlatten(f.Worker.Flatten, 1); err != nil {
 		l.bad("worker.flatten", "%q: want never, always or depth>N", f.Worker.Flatten)
 	}

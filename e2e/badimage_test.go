@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 )
@@ -71,7 +71,7 @@ func TestHashMismatch(t *testing.T) {
 	f.Close()
 
 	v := api.createVolume(img.ID, 1)
-	requireFailed(t, host, v, activities.ErrTypeHashMismatch)
+	requireFailed(t, host, v, contract.ErrTypeHashMismatch)
 	if !strings.Contains(v.Error, img.HashValue) {
 		t.Fatalf("error %q does not name the expected hash", v.Error)
 	}
@@ -116,7 +116,7 @@ func TestQcow2WithBackingFileIsRefused(t *testing.T) {
 	api := newGateway(t, host)
 	data := qcow2WithBackingFile(t, 61)
 	img := uploadImage(t, "backing", "qcow2", data)
-	requireFailed(t, host, api.createVolume(img.ID, 1), activities.ErrTypeUnsafeImage)
+	requireFailed(t, host, api.createVolume(img.ID, 1), contract.ErrTypeUnsafeImage)
 }
 
 // A qcow2 describing a 2 GiB disk cannot become a 1 GiB volume: the gateway refuses it when
@@ -143,7 +143,7 @@ func TestVirtualSizeLargerThanVolume(t *testing.T) {
 	}
 
 	hidden := uploadImage(t, "big-virtual-as-raw", "raw", data)
-	requireFailed(t, host, api.createVolume(hidden.ID, 1), activities.ErrTypeVolumeTooSmall)
+	requireFailed(t, host, api.createVolume(hidden.ID, 1), contract.ErrTypeVolumeTooSmall)
 }
 
 // qcow2WithBackingFile is a qcow2 image whose header names a backing file on the local disk: the

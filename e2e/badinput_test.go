@@ -24,10 +24,10 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // newGatewayWith is newGateway with its own tokens, their roles (testToken is an admin unless
@@ -346,19 +346,19 @@ func concerns(t *testing.T, workflowType string, run *commonpb.WorkflowExecution
 	}
 	switch workflowType {
 	case "CreateVolumeFromImage":
-		var in workflows.CreateVolumeInput
+		var in contract.CreateVolumeInput
 		decode(&in)
 		return mine[in.ImageID] || mine[in.VolumeID]
 	case "DeleteVolume":
-		var in workflows.DeleteVolumeInput
+		var in contract.DeleteVolumeInput
 		decode(&in)
 		return mine[in.VolumeID]
 	case "WarmCache":
-		var in workflows.WarmInput
+		var in contract.WarmInput
 		decode(&in)
 		return mine[in.ImageID]
 	case "EvictCacheEntry":
-		var in workflows.EvictInput
+		var in contract.EvictCacheEntryInput
 		decode(&in)
 		return mine[strconv.FormatUint(uint64(in.EntryID), 10)]
 	}

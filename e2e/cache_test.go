@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -41,8 +41,8 @@ func TestMissThenHit(t *testing.T) {
 	if got := volumeSHA512(t, first.ID, img.Size); got != img.HashValue {
 		t.Fatalf("first volume's bytes differ from the image: sha512 %s, want %s", got, img.HashValue)
 	}
-	parent := storage.Parent{Pool: stack.pool, Image: models.RBDName(es[0].VolumeID), Snapshot: models.CacheSnapshot}
-	if info := stat(t, models.RBDName(first.ID)); info.Parent == nil || *info.Parent != parent || info.Size != uint64(gib) {
+	parent := storage.Parent{Pool: stack.pool, Image: contract.RBDName(es[0].VolumeID), Snapshot: contract.CacheSnapshot}
+	if info := stat(t, contract.RBDName(first.ID)); info.Parent == nil || *info.Parent != parent || info.Size != uint64(gib) {
 		t.Fatalf("first volume: parent %+v size %d; want clone of %+v, 1 GiB", info.Parent, info.Size, parent)
 	}
 	// Thin: the zero blocks were not written into the cache volume.
@@ -52,7 +52,7 @@ func TestMissThenHit(t *testing.T) {
 
 	second := api.createVolume(img.ID, 2)
 	requireAvailable(t, second, models.CacheHit)
-	info := stat(t, models.RBDName(second.ID))
+	info := stat(t, contract.RBDName(second.ID))
 	if info.Parent == nil || *info.Parent != parent {
 		t.Fatalf("second volume's parent %+v, want %+v", info.Parent, parent)
 	}
@@ -120,7 +120,7 @@ func TestEvictLRUBySizeAndTooBig(t *testing.T) {
 	if len(es) != 1 || es[0].ImageID != second.ID {
 		t.Fatalf("entries %+v: want only the second image, the first evicted for size", es)
 	}
-	if _, err := stack.ceph.Stat(context.Background(), stack.pool, models.RBDName(es[0].VolumeID)); err != nil {
+	if _, err := stack.ceph.Stat(context.Background(), stack.pool, contract.RBDName(es[0].VolumeID)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -128,13 +128,13 @@ func TestEvictLRUBySizeAndTooBig(t *testing.T) {
 	big := uploadImage(t, "too-big", "raw", imageBytes(gib+mib, 23, 64))
 	v := api.createVolume(big.ID, 2)
 	requireAvailable(t, v, models.CacheNotCached)
-	if v.CacheReason != activities.ReasonTooBig {
-		t.Fatalf("cache_reason %q, want %q", v.CacheReason, activities.ReasonTooBig)
+	if v.CacheReason != contract.ReasonTooBig {
+		t.Fatalf("cache_reason %q, want %q", v.CacheReason, contract.ReasonTooBig)
 	}
 	if got := volumeSHA512(t, v.ID, big.Size); got != big.HashValue {
 		t.Fatal("the uncached volume's bytes differ from the image")
 	}
-	if info := stat(t, models.RBDName(v.ID)); info.Parent != nil || info.Size != uint64(2*gib) {
+	if info := stat(t, contract.RBDName(v.ID)); info.Parent != nil || info.Size != uint64(2*gib) {
 		t.Fatalf("uncached volume: parent %+v size %d; want no parent, 2 GiB", info.Parent, info.Size)
 	}
 	if es := entriesOf(t, host); len(es) != 1 || es[0].ImageID != second.ID {
@@ -156,7 +156,7 @@ func TestDeletedCacheVolumeFallsBackToDownload(t *testing.T) {
 	if len(old) != 1 {
 		t.Fatalf("entries %+v", old)
 	}
-	trashed, err := stack.ceph.Remove(context.Background(), stack.pool, models.RBDName(old[0].VolumeID))
+	trashed, err := stack.ceph.Remove(context.Background(), stack.pool, contract.RBDName(old[0].VolumeID))
 	if err != nil {
 		t.Fatal(err)
 	}

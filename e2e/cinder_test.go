@@ -13,6 +13,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 )
@@ -154,7 +155,7 @@ func TestCinderVolumesWithGophercloud(t *testing.T) {
 			t.Fatal("volume still there 2 minutes after delete")
 		}
 	}
-	if _, err := stack.ceph.Stat(ctx, stack.pool, models.RBDName(v.ID)); !isNotFound(err) {
+	if _, err := stack.ceph.Stat(ctx, stack.pool, contract.RBDName(v.ID)); !isNotFound(err) {
 		t.Fatalf("the deleted volume's RBD image: %v, want not found", err)
 	}
 }

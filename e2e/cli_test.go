@@ -19,9 +19,8 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/converter"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 const cliHost = "e2e-cli"
@@ -168,11 +167,11 @@ func TestCLIRetryFailed(t *testing.T) {
 
 	r := cli(t, bin, api, "create", "--image", img.ID, "--size", "1", "--wait")
 	id, status := finalVolume(t, r)
-	if r.exit != 1 || status != models.StatusError || !strings.Contains(r.stderr, activities.ErrTypeUnsafeImage) {
-		t.Fatalf("create of an unsafe image: exit %d status %s stderr %q; want exit 1, error, %s", r.exit, status, r.stderr, activities.ErrTypeUnsafeImage)
+	if r.exit != 1 || status != models.StatusError || !strings.Contains(r.stderr, contract.ErrTypeUnsafeImage) {
+		t.Fatalf("create of an unsafe image: exit %d status %s stderr %q; want exit 1, error, %s", r.exit, status, r.stderr, contract.ErrTypeUnsafeImage)
 	}
 	first := api.waitVolume(id)
-	requireFailed(t, cliHost, first, activities.ErrTypeUnsafeImage)
+	requireFailed(t, cliHost, first, contract.ErrTypeUnsafeImage)
 	firstRun := latestRun(t, id)
 
 	// Right after --wait returned: the failed run may still be closing, which retry waits out.
@@ -188,7 +187,7 @@ func TestCLIRetryFailed(t *testing.T) {
 		t.Fatalf("retry run %q, first run %q: want a new run", started["run_id"], firstRun)
 	}
 	again := api.waitVolume(id)
-	requireFailed(t, cliHost, again, activities.ErrTypeUnsafeImage)
+	requireFailed(t, cliHost, again, contract.ErrTypeUnsafeImage)
 	if again.Error != first.Error {
 		t.Fatalf("retried volume failed with %q, the first run with %q", again.Error, first.Error)
 	}
@@ -216,14 +215,14 @@ func TestCLIRetryFailed(t *testing.T) {
 
 	// retry --wait, flag after the volume: fails again, a third run.
 	r = cli(t, bin, api, "retry", id, "--wait")
-	if _, status := finalVolume(t, r); r.exit != 1 || status != models.StatusError || !strings.Contains(r.stderr, activities.ErrTypeUnsafeImage) {
+	if _, status := finalVolume(t, r); r.exit != 1 || status != models.StatusError || !strings.Contains(r.stderr, contract.ErrTypeUnsafeImage) {
 		t.Fatalf("retry --wait: exit %d status %s stderr %q", r.exit, status, r.stderr)
 	}
 	third := latestRun(t, id)
 	if third == firstRun || third == started["run_id"] {
 		t.Fatalf("retry --wait did not start a new run: %s", third)
 	}
-	requireFailed(t, cliHost, api.waitVolume(id), activities.ErrTypeUnsafeImage)
+	requireFailed(t, cliHost, api.waitVolume(id), contract.ErrTypeUnsafeImage)
 
 	// The failed runs replay deterministically too (compensation included).
 	r = cli(t, bin, api, "replay", id, "--run", firstRun)
@@ -275,14 +274,14 @@ func requireRunFailed(t *testing.T, workflowID, runID string) {
 }
 
 // runInput decodes the input a run was started with.
-func runInput(t *testing.T, workflowID, runID string) workflows.CreateVolumeInput {
+func runInput(t *testing.T, workflowID, runID string) contract.CreateVolumeInput {
 	t.Helper()
 	it := stack.temporal.GetWorkflowHistory(context.Background(), workflowID, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	ev, err := it.Next()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var in workflows.CreateVolumeInput
+	var in contract.CreateVolumeInput
 	if err := converter.GetDefaultDataConverter().FromPayloads(ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
 		t.Fatalf("decode the input of run %s: %v", runID, err)
 	}

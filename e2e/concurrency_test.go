@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 	"github.com/imagevol/imagevol/storage"
@@ -56,7 +57,7 @@ func parentOf(t *testing.T, volumeID string) (pool string, parent *storage.Paren
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stack.ceph.Stat(context.Background(), v.Pool, models.RBDName(volumeID))
+	info, err := stack.ceph.Stat(context.Background(), v.Pool, contract.RBDName(volumeID))
 	if err != nil {
 		t.Fatalf("stat volume %s in %s: %v", volumeID, v.Pool, err)
 	}
@@ -97,7 +98,7 @@ func TestSingleFlightFillAcrossHosts(t *testing.T) {
 	if st.Downloads != 1 || st.BytesDownloaded != img.Size {
 		t.Fatalf("downloads %d of %d bytes; want exactly 1 of %d", st.Downloads, st.BytesDownloaded, img.Size)
 	}
-	want := storage.Parent{Pool: entry.Pool, Image: models.RBDName(entry.VolumeID), Snapshot: models.CacheSnapshot}
+	want := storage.Parent{Pool: entry.Pool, Image: contract.RBDName(entry.VolumeID), Snapshot: contract.CacheSnapshot}
 	crossPool := 0
 	for i, id := range ids {
 		pool, parent := parentOf(t, id)

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // workerProcess runs cmd/imagevol-worker as a real process for host, against this run's
@@ -85,7 +85,7 @@ func TestWorkerKilledMidDownloadResumes(t *testing.T) {
 
 	v := api.waitVolume(id)
 	requireAvailable(t, v, models.CacheMiss)
-	var res workflows.CreateVolumeResult
+	var res contract.CreateVolumeResult
 	if err := stack.temporal.GetWorkflow(context.Background(), id, "").Get(context.Background(), &res); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ceph/go-ceph/rados"
 	cephrbd "github.com/ceph/go-ceph/rbd"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 )
 
@@ -82,7 +83,7 @@ func TestDeleteDuringHitLeavesNothing(t *testing.T) {
 			left = append(left, "image "+stack.pool+"/"+name)
 		}
 	}
-	for _, child := range snapshotChildren(t, entry.Pool, models.RBDName(entry.VolumeID), models.CacheSnapshot) {
+	for _, child := range snapshotChildren(t, entry.Pool, contract.RBDName(entry.VolumeID), contract.CacheSnapshot) {
 		if slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(child, id) }) {
 			left = append(left, "clone "+child)
 		}

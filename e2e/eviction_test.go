@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
@@ -98,8 +98,8 @@ func TestPinEvictTrashAndPurge(t *testing.T) {
 	}
 	vy := api.createVolume(y.ID, 1)
 	requireAvailable(t, vy, models.CacheNotCached)
-	if vy.CacheReason != activities.ReasonFull {
-		t.Fatalf("cache_reason %q with the only slot pinned, want %q", vy.CacheReason, activities.ReasonFull)
+	if vy.CacheReason != contract.ReasonFull {
+		t.Fatalf("cache_reason %q with the only slot pinned, want %q", vy.CacheReason, contract.ReasonFull)
 	}
 	if code := api.call("DELETE", fmt.Sprintf("/v1/cache/%d", ex.ID), "", nil); code != http.StatusConflict {
 		t.Fatalf("evicting a pinned entry: HTTP %d, want 409", code)
@@ -131,7 +131,7 @@ func TestPinEvictTrashAndPurge(t *testing.T) {
 	if trash, _ := stack.store.ListTrashed(context.Background(), host); len(trash) != 0 {
 		t.Fatalf("trash rows left after the last clone went: %+v", trash)
 	}
-	if err := stack.ceph.PurgeTrashed(context.Background(), stack.pool, models.RBDName(ex.VolumeID)); !isNotFound(err) {
+	if err := stack.ceph.PurgeTrashed(context.Background(), stack.pool, contract.RBDName(ex.VolumeID)); !isNotFound(err) {
 		t.Fatalf("x's cache volume still in the RBD trash: %v", err)
 	}
 	// An operator eviction of an entry with a clone: the volume goes to the trash, the clone keeps working.
@@ -158,7 +158,7 @@ func waitGone(t *testing.T, api *apiClient, id string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := stack.ceph.Stat(context.Background(), stack.pool, models.RBDName(id)); !isNotFound(err) {
+	if _, err := stack.ceph.Stat(context.Background(), stack.pool, contract.RBDName(id)); !isNotFound(err) {
 		t.Fatalf("deleted volume's image still in Ceph: %v", err)
 	}
 }
@@ -183,8 +183,8 @@ func TestInternalProjectQuota(t *testing.T) {
 	}
 	v := api.createVolume(y.ID, 1)
 	requireAvailable(t, v, models.CacheNotCached)
-	if v.CacheReason != activities.ReasonQuota {
-		t.Fatalf("cache_reason %q, want %q", v.CacheReason, activities.ReasonQuota)
+	if v.CacheReason != contract.ReasonQuota {
+		t.Fatalf("cache_reason %q, want %q", v.CacheReason, contract.ReasonQuota)
 	}
 	if err := stack.store.SetPinned(context.Background(), ex.ID, false); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 )
 
@@ -29,15 +29,15 @@ func TestCancelledFillFallsBackToDownload(t *testing.T) {
 
 	id := api.startVolume(img.ID, 1, "")
 	waitFillDownloading(t, api, id)
-	fillID := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
+	fillID := contract.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	if err := stack.temporal.CancelWorkflow(ctx, fillID, ""); err != nil {
 		t.Fatalf("cancel fill %s: %v", fillID, err)
 	}
 
 	v := api.waitVolume(id)
 	requireAvailable(t, v, models.CacheNotCached)
-	if v.CacheReason != activities.ReasonFillFailed {
-		t.Fatalf("cache_reason %q, want %q", v.CacheReason, activities.ReasonFillFailed)
+	if v.CacheReason != contract.ReasonFillFailed {
+		t.Fatalf("cache_reason %q, want %q", v.CacheReason, contract.ReasonFillFailed)
 	}
 	if got := volumeSHA512(t, id, img.Size); got != img.HashValue {
 		t.Fatalf("volume sha512 %s…, image %s…", got[:16], img.HashValue[:16])
@@ -61,8 +61,8 @@ func TestCancelledFillFallsBackToDownload(t *testing.T) {
 			added = append(added, name)
 		}
 	}
-	if len(added) != 1 || added[0] != models.RBDName(id) {
-		t.Fatalf("new images in pool %s: %v, want only %s", stack.pool, added, models.RBDName(id))
+	if len(added) != 1 || added[0] != contract.RBDName(id) {
+		t.Fatalf("new images in pool %s: %v, want only %s", stack.pool, added, contract.RBDName(id))
 	}
 	t.Logf("fill cancelled mid-download; volume %s available by direct download (cache_reason %s), sha512 ok, no entry, no image left", id, v.CacheReason)
 }
@@ -78,7 +78,7 @@ func TestTerminatedFillFallsBackToDownload(t *testing.T) {
 
 	id := api.startVolume(img.ID, 1, "")
 	waitFillDownloading(t, api, id)
-	fillID := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
+	fillID := contract.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	if err := stack.temporal.TerminateWorkflow(ctx, fillID, "", "e2e: fill terminated"); err != nil {
 		t.Fatalf("terminate fill %s: %v", fillID, err)
 	}
@@ -86,14 +86,14 @@ func TestTerminatedFillFallsBackToDownload(t *testing.T) {
 	// test's cleanup (rows) and removed here (staging image).
 	t.Cleanup(func() {
 		for _, e := range entriesOfImage(t, img.ID) {
-			_, _ = stack.ceph.Remove(ctx, e.Pool, activities.StagingName(models.RBDName(e.VolumeID)))
+			_, _ = stack.ceph.Remove(ctx, e.Pool, contract.StagingName(contract.RBDName(e.VolumeID)))
 		}
 	})
 
 	v := api.waitVolume(id)
 	requireAvailable(t, v, models.CacheNotCached)
-	if v.CacheReason != activities.ReasonFillFailed {
-		t.Fatalf("cache_reason %q, want %q", v.CacheReason, activities.ReasonFillFailed)
+	if v.CacheReason != contract.ReasonFillFailed {
+		t.Fatalf("cache_reason %q, want %q", v.CacheReason, contract.ReasonFillFailed)
 	}
 	if got := volumeSHA512(t, id, img.Size); got != img.HashValue {
 		t.Fatalf("volume sha512 %s…, image %s…", got[:16], img.HashValue[:16])

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 )
 
@@ -32,7 +33,7 @@ func TestFlattenPolicy(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		v = api.waitVolume(v.ID)
 	}
-	if info := stat(t, models.RBDName(v.ID)); info.Parent != nil {
+	if info := stat(t, contract.RBDName(v.ID)); info.Parent != nil {
 		t.Fatalf("flattened volume still has parent %+v", info.Parent)
 	}
 	if got := volumeSHA512(t, v.ID, img.Size); got != img.HashValue {
@@ -42,7 +43,7 @@ func TestFlattenPolicy(t *testing.T) {
 	// The other host shares the cluster's cache: a hit, cloned from the same cache volume.
 	clone := newGateway(t, "e2e-noflatten").createVolume(img.ID, 1)
 	requireAvailable(t, clone, models.CacheHit)
-	if info := stat(t, models.RBDName(clone.ID)); info.Parent == nil || clone.Flatten != "" {
+	if info := stat(t, contract.RBDName(clone.ID)); info.Parent == nil || clone.Flatten != "" {
 		t.Fatalf("depth>1 flattened a depth-1 clone: parent %+v flatten %q", info.Parent, clone.Flatten)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/imagesource/glance"
 	"github.com/imagevol/imagevol/models"
@@ -74,7 +75,7 @@ func hostConfig(name string) activities.Config {
 		Host: name, Pool: stack.pool, ClusterName: stack.fsid, CephConf: os.Getenv("CEPH_CONF"),
 		ImageVolumeCacheEnabled:     true,
 		CinderInternalTenantProject: "internal-project", CinderInternalTenantUser: "internal-user",
-		FlattenPolicy: activities.FlattenNever,
+		FlattenPolicy: contract.FlattenNever,
 	}
 }
 
@@ -249,7 +250,7 @@ func volumeSHA512On(t *testing.T, store *models.Store, volumeID string, n int64)
 	if v, err := store.GetVolume(context.Background(), volumeID); err == nil && v.Pool != "" {
 		pool = v.Pool
 	}
-	r, err := stack.ceph.OpenReader(context.Background(), pool, models.RBDName(volumeID), "")
+	r, err := stack.ceph.OpenReader(context.Background(), pool, contract.RBDName(volumeID), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,12 +312,12 @@ func (e *env) removeAllVolumes(ctx context.Context) error {
 		if v.Pool == "" {
 			continue
 		}
-		if _, err := e.ceph.Remove(ctx, v.Pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
+		if _, err := e.ceph.Remove(ctx, v.Pool, contract.RBDName(v.ID)); err != nil && !isNotFound(err) {
 			return err
 		}
 	}
 	for _, v := range cacheVols {
-		if _, err := e.ceph.Remove(ctx, v.Pool, models.RBDName(v.ID)); err != nil && !isNotFound(err) {
+		if _, err := e.ceph.Remove(ctx, v.Pool, contract.RBDName(v.ID)); err != nil && !isNotFound(err) {
 			return err
 		}
 	}
@@ -326,7 +327,7 @@ func (e *env) removeAllVolumes(ctx context.Context) error {
 		return err
 	}
 	for _, t := range trash {
-		name := models.RBDName(t.VolumeID)
+		name := contract.RBDName(t.VolumeID)
 		if err := e.ceph.PurgeTrashed(ctx, t.Pool, name); err != nil && !isNotFound(err) {
 			return fmt.Errorf("%w; clones of it left: %v", err, e.clonesOf(ctx, t.Pool, name))
 		}

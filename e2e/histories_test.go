@@ -15,7 +15,7 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/worker"
@@ -51,9 +51,9 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	startHost(t, ecfg)
 	api := newGateway(t, host, evictHost)
 	fillID := func(img imagesource.Image) string {
-		return activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
+		return contract.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	}
-	const create, fill = "CreateVolumeFromImage", activities.FillWorkflowName
+	const create, fill = "CreateVolumeFromImage", contract.FillWorkflow
 	completed, failed := enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
 	var runs []histRun
 
@@ -89,7 +89,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	data := qcow2WithBackingFile(t, 84)
 	unsafe := uploadImage(t, "hist-unsafe", "raw", data)
 	bad := api.waitVolume(api.startVolume(unsafe.ID, 1, host))
-	requireFailed(t, host, bad, activities.ErrTypeUnsafeImage)
+	requireFailed(t, host, bad, contract.ErrTypeUnsafeImage)
 	runs = append(runs,
 		histRun{"unsafe-image", bad.ID, create, failed},
 		histRun{"unsafe-image-fill", fillID(unsafe), fill, failed})

@@ -12,7 +12,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/imagevol/imagevol/activities"
-	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // Every step run twice leaves the same end state as once: what a retried activity relies on.
@@ -27,7 +27,7 @@ func TestEveryStepTwice(t *testing.T) {
 	env := suite.NewTestActivityEnvironment()
 	env.RegisterActivity(acts)
 	img := uploadImage(t, "twice", "raw", imageBytes(9*mib+1, 81, 2))
-	volume := models.RBDName("twice-" + img.ID)
+	volume := contract.RBDName("twice-" + img.ID)
 	ctx := context.Background()
 
 	// state describes everything this provision can have touched.
@@ -71,30 +71,30 @@ func TestEveryStepTwice(t *testing.T) {
 		t.Logf("%s twice: same end state", name)
 	}
 
-	var plan activities.LookupResult
-	twice("LookupCache", "", acts.LookupCache, activities.LookupInput{VolumeID: "v", ImageID: img.ID, SizeGB: 1}, &plan)
+	var plan contract.LookupResult
+	twice("LookupCache", "", acts.LookupCache, contract.LookupInput{VolumeID: "v", ImageID: img.ID, SizeGB: 1}, &plan)
 	if plan.Hit || !plan.Cacheable {
 		t.Fatalf("plan %+v", plan)
 	}
-	var res activities.EvictResult
-	twice("EvictLRU", "", acts.EvictLRU, activities.EvictInput{Image: plan.Image, FillWorkflowID: "wf-twice"}, &res)
+	var res contract.EvictResult
+	twice("EvictLRU", "", acts.EvictLRU, contract.EvictInput{Image: plan.Image, FillWorkflowID: "wf-twice"}, &res)
 	if !res.Reserved {
 		t.Fatalf("no reservation: %+v", res)
 	}
-	cacheVol := models.RBDName(res.CacheVolumeID)
-	var dl activities.DownloadResult
-	twice("DownloadImage", res.CacheVolumeID, acts.DownloadImage, activities.DownloadInput{Image: plan.Image, Pool: stack.pool, Target: cacheVol}, &dl)
-	var imp activities.ImportResult
-	twice("ImportImage", res.CacheVolumeID, acts.ImportImage, activities.ImportInput{Pool: stack.pool, Target: cacheVol, MaxVirtualSize: gib}, &imp)
+	cacheVol := contract.RBDName(res.CacheVolumeID)
+	var dl contract.DownloadResult
+	twice("DownloadImage", res.CacheVolumeID, acts.DownloadImage, contract.DownloadInput{Image: plan.Image, Pool: stack.pool, Target: cacheVol}, &dl)
+	var imp contract.ImportResult
+	twice("ImportImage", res.CacheVolumeID, acts.ImportImage, contract.ImportInput{Pool: stack.pool, Target: cacheVol, MaxVirtualSize: gib}, &imp)
 	var used int64
-	twice("CloneToCache", res.CacheVolumeID, acts.CloneToCache, activities.CacheInput{EntryID: res.EntryID, Pool: stack.pool, CacheVolumeID: res.CacheVolumeID}, &used)
+	twice("CloneToCache", res.CacheVolumeID, acts.CloneToCache, contract.CacheInput{EntryID: res.EntryID, Pool: stack.pool, CacheVolumeID: res.CacheVolumeID}, &used)
 	parent := res.Entry.Parent()
-	twice("CloneVolume", res.CacheVolumeID, acts.CloneVolume, activities.CloneInput{Entry: res.Entry, Pool: stack.pool, Name: volume}, nil)
-	twice("ExtendVolume", res.CacheVolumeID, acts.ExtendVolume, activities.ResizeInput{Pool: stack.pool, Name: volume, SizeBytes: 2 * gib}, nil)
+	twice("CloneVolume", res.CacheVolumeID, acts.CloneVolume, contract.CloneInput{Entry: res.Entry, Pool: stack.pool, Name: volume}, nil)
+	twice("ExtendVolume", res.CacheVolumeID, acts.ExtendVolume, contract.ResizeInput{Pool: stack.pool, Name: volume, SizeBytes: 2 * gib}, nil)
 	if info := stat(t, volume); info.Size != uint64(2*gib) || info.Parent == nil || *info.Parent != parent {
 		t.Fatalf("volume after clone and extend: %+v", info)
 	}
-	twice("FlattenVolume", res.CacheVolumeID, acts.FlattenVolume, activities.ImageName{Pool: stack.pool, Name: volume}, nil)
+	twice("FlattenVolume", res.CacheVolumeID, acts.FlattenVolume, contract.ImageName{Pool: stack.pool, Name: volume}, nil)
 	if info := stat(t, volume); info.Parent != nil {
 		t.Fatalf("volume still has parent %+v after flatten", info.Parent)
 	}
@@ -102,7 +102,7 @@ func TestEveryStepTwice(t *testing.T) {
 		t.Fatal("the flattened volume's bytes differ from the image")
 	}
 	twice("AbandonCacheFill of a ready entry", res.CacheVolumeID, acts.AbandonCacheFill, res.EntryID, nil)
-	twice("RemoveImage", res.CacheVolumeID, acts.RemoveImage, activities.ImageName{Pool: stack.pool, Name: volume}, nil)
+	twice("RemoveImage", res.CacheVolumeID, acts.RemoveImage, contract.ImageName{Pool: stack.pool, Name: volume}, nil)
 	if _, err := stack.ceph.Stat(ctx, stack.pool, volume); !isNotFound(err) {
 		t.Fatalf("volume image still there after RemoveImage: %v", err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/client"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 )
@@ -67,7 +67,7 @@ func TestInvalidationByReconcileSchedule(t *testing.T) {
 	if err := stack.store.CreateVolume(ctx, stuck); err != nil {
 		t.Fatal(err)
 	}
-	orphan := models.RBDName(uuid.NewString())
+	orphan := contract.RBDName(uuid.NewString())
 	if err := stack.ceph.Create(ctx, stack.pool, orphan, uint64(mib)); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestInvalidationByReconcileSchedule(t *testing.T) {
 	if err := gw.EnsureReconcileSchedule(ctx, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	h := stack.temporal.ScheduleClient().GetHandle(ctx, starter.ReconcileScheduleID)
+	h := stack.temporal.ScheduleClient().GetHandle(ctx, contract.ReconcileScheduleID)
 	t.Cleanup(func() { _ = h.Delete(context.Background()) })
 	if err := h.Trigger(ctx, client.ScheduleTriggerOptions{}); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestInvalidationByReconcileSchedule(t *testing.T) {
 			t.Fatal("the triggered schedule started no reconcile run")
 		}
 	}
-	var reports []activities.ReconcileReport
+	var reports []contract.ReconcileReport
 	if err := stack.temporal.GetWorkflow(ctx, runID, "").Get(ctx, &reports); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 )
 
@@ -42,7 +42,7 @@ func TestDeleteWhileCreatingCancels(t *testing.T) {
 		t.Fatalf("delete while creating: HTTP %d", code)
 	}
 	waitGone(t, api, id)
-	for _, name := range []string{models.RBDName(id), activities.StagingName(models.RBDName(id))} {
+	for _, name := range []string{contract.RBDName(id), contract.StagingName(contract.RBDName(id))} {
 		if _, err := stack.ceph.Stat(ctx, stack.pool, name); !isNotFound(err) {
 			t.Fatalf("image %s left behind: %v", name, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/worker"
@@ -161,7 +162,7 @@ func loadManyCreates(t *testing.T, db string, maxCount int) {
 	}
 	known := map[string]bool{}
 	for _, v := range vols {
-		known[v.Pool+"/"+models.RBDName(v.ID)] = true
+		known[v.Pool+"/"+contract.RBDName(v.ID)] = true
 	}
 	for img := range poolImages(t) {
 		if before[img] {
@@ -181,7 +182,7 @@ func loadManyCreates(t *testing.T, db string, maxCount int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := stack.ceph.Stat(ctx, v.Pool, models.RBDName(id)); err != nil {
+		if _, err := stack.ceph.Stat(ctx, v.Pool, contract.RBDName(id)); err != nil {
 			t.Fatalf("volume %s has no image in %s: %v", id, v.Pool, err)
 		}
 	}

@@ -20,9 +20,9 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // stepEnv runs a host's activities one at a time, as a worker would, with an activity context.
@@ -42,21 +42,21 @@ func hostActs(cfg activities.Config) *activities.Activities {
 }
 
 // reconcile runs one ReconcileHost pass as an activity and returns its report.
-func reconcile(t *testing.T, env *testsuite.TestActivityEnvironment, acts *activities.Activities) activities.ReconcileReport {
+func reconcile(t *testing.T, env *testsuite.TestActivityEnvironment, acts *activities.Activities) contract.ReconcileReport {
 	t.Helper()
 	v, err := env.ExecuteActivity(acts.ReconcileHost)
 	if err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
-	var rep activities.ReconcileReport
+	var rep contract.ReconcileReport
 	if err := v.Get(&rep); err != nil {
 		t.Fatal(err)
 	}
 	return rep
 }
 
-func imageRef(img imagesource.Image) activities.ImageRef {
-	return activities.ImageRef{ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo,
+func imageRef(img imagesource.Image) contract.ImageRef {
+	return contract.ImageRef{ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo,
 		HashValue: img.HashValue, Checksum: img.Checksum, ContentHash: img.ContentHash(), UpdatedAt: img.UpdatedAt}
 }
 
@@ -72,9 +72,9 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 	acts := startHost(t, cfg)
 	img := uploadImage(t, "stuckfill", "raw", imageBytes(512*mib, 91, 1))
 
-	id := activities.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
-	run, err := stack.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue},
-		activities.FillWorkflowName, activities.FillInput{Cluster: stack.fsid, Host: host, Image: imageRef(img), MaxVirtualSize: gib})
+	id := contract.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
+	run, err := stack.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: contract.WorkflowQueue},
+		contract.FillWorkflow, contract.FillInput{Cluster: stack.fsid, Host: host, Image: imageRef(img), MaxVirtualSize: gib})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 			if es[0].State != models.EntryFilling {
 				t.Fatalf("the fill finished before it could be terminated: %+v", es[0])
 			}
-			if _, err := stack.ceph.Stat(ctx, stack.pool, activities.StagingName(models.RBDName(es[0].VolumeID))); err == nil {
+			if _, err := stack.ceph.Stat(ctx, stack.pool, contract.StagingName(contract.RBDName(es[0].VolumeID))); err == nil {
 				entry = es[0]
 				break
 			}
@@ -104,8 +104,8 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 	// A fill that still runs: its workflow waits for a host no worker serves, and its entry is
 	// planted on this host.
 	idle := "imagevol-fill-running-" + uuid.NewString()
-	if _, err := stack.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: idle, TaskQueue: workflows.TaskQueue},
-		activities.FillWorkflowName, activities.FillInput{Cluster: stack.fsid, Host: "e2e-stuckfill-nobody", Image: imageRef(img)}); err != nil {
+	if _, err := stack.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: idle, TaskQueue: contract.WorkflowQueue},
+		contract.FillWorkflow, contract.FillInput{Cluster: stack.fsid, Host: "e2e-stuckfill-nobody", Image: imageRef(img)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = stack.temporal.TerminateWorkflow(context.Background(), idle, "", "test done") })
@@ -126,7 +126,7 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 	if _, err := stack.store.GetVolume(ctx, entry.VolumeID); !errors.Is(err, models.ErrNotFound) {
 		t.Fatalf("the cache volume row of the terminated fill is still there: %v", err)
 	}
-	for _, n := range []string{models.RBDName(entry.VolumeID), activities.StagingName(models.RBDName(entry.VolumeID))} {
+	for _, n := range []string{contract.RBDName(entry.VolumeID), contract.StagingName(contract.RBDName(entry.VolumeID))} {
 		if _, err := stack.ceph.Stat(ctx, stack.pool, n); !isNotFound(err) {
 			t.Fatalf("image %s of the terminated fill is still in the pool: %v", n, err)
 		}
@@ -152,7 +152,7 @@ func TestReconcileRemovesEntryOfEndedFill(t *testing.T) {
 		}
 		rep = reconcile(t, env, acts)
 	}
-	for _, n := range []string{models.RBDName(entry.VolumeID), activities.StagingName(models.RBDName(entry.VolumeID))} {
+	for _, n := range []string{contract.RBDName(entry.VolumeID), contract.StagingName(contract.RBDName(entry.VolumeID))} {
 		if err := stack.ceph.PurgeTrashed(ctx, stack.pool, n); !isNotFound(err) {
 			t.Fatalf("image %s of the terminated fill left in the trash: %v", n, err)
 		}
@@ -299,7 +299,7 @@ func TestRemoveImageOfBusyImageIsPurgedLater(t *testing.T) {
 	host := "e2e-busy"
 	acts := hostActs(hostConfig(host))
 	env := stepEnv(t, acts)
-	name := models.RBDName("busy-" + uuid.NewString())
+	name := contract.RBDName("busy-" + uuid.NewString())
 	if err := stack.ceph.Create(ctx, stack.pool, name, uint64(64*mib)); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestRemoveImageOfBusyImageIsPurgedLater(t *testing.T) {
 	if _, err := w.WriteAt(imageBytes(mib, 94, 1), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.ExecuteActivity(acts.RemoveImage, activities.ImageName{Pool: stack.pool, Name: name}); err != nil {
+	if _, err := env.ExecuteActivity(acts.RemoveImage, contract.ImageName{Pool: stack.pool, Name: name}); err != nil {
 		t.Fatalf("remove a busy image: %v", err)
 	}
 	if _, err := stack.ceph.Stat(ctx, stack.pool, name); !isNotFound(err) {
@@ -328,7 +328,7 @@ func TestRemoveImageOfBusyImageIsPurgedLater(t *testing.T) {
 		t.Fatalf("trashed images recorded: %+v (%v); want %s", ts, err, name)
 	}
 	// A second removal (a retried compensation) finds it in the trash, still busy: recorded once.
-	if _, err := env.ExecuteActivity(acts.RemoveImage, activities.ImageName{Pool: stack.pool, Name: name}); err != nil {
+	if _, err := env.ExecuteActivity(acts.RemoveImage, contract.ImageName{Pool: stack.pool, Name: name}); err != nil {
 		t.Fatalf("remove a busy image again: %v", err)
 	}
 	if rep := reconcile(t, env, acts); rep.PurgedImages != 0 || len(rep.TrashedBusy) != 1 {
@@ -359,18 +359,18 @@ func TestCloneRetryAfterEvictionKeepsClone(t *testing.T) {
 	e := entriesOfImage(t, img.ID)[0]
 	env := stepEnv(t, acts)
 	id := "cloneretry-" + uuid.NewString()
-	in := activities.CloneInput{Entry: activities.EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID},
-		Pool: stack.pool, Name: models.RBDName(id)}
+	in := contract.CloneInput{Entry: contract.EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID},
+		Pool: stack.pool, Name: contract.RBDName(id)}
 	t.Cleanup(func() { _, _ = stack.ceph.Remove(context.Background(), stack.pool, in.Name) })
 	if _, err := env.ExecuteActivity(acts.CloneVolume, in); err != nil {
 		t.Fatal(err)
 	}
 	// The attempt's result is lost; meanwhile the entry is evicted.
-	v, err := env.ExecuteActivity(acts.EvictEntry, activities.EvictEntryInput{EntryID: e.ID, Force: true})
+	v, err := env.ExecuteActivity(acts.EvictEntry, contract.EvictEntryInput{EntryID: e.ID, Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ev activities.EvictEntryResult
+	var ev contract.EvictEntryResult
 	if err := v.Get(&ev); err != nil || !ev.Evicted || !ev.Trashed {
 		t.Fatalf("eviction %+v (%v); want the cache volume trashed", ev, err)
 	}
@@ -380,7 +380,7 @@ func TestCloneRetryAfterEvictionKeepsClone(t *testing.T) {
 		t.Fatalf("the retried clone failed (%v, type %q); it should recognise its own clone", err, appErr.Type())
 	}
 	info := stat(t, in.Name)
-	if info.Parent == nil || info.Parent.Pool != e.Pool || info.Parent.Image != models.RBDName(e.VolumeID) {
+	if info.Parent == nil || info.Parent.Pool != e.Pool || info.Parent.Image != contract.RBDName(e.VolumeID) {
 		t.Fatalf("the clone's parent is %+v", info.Parent)
 	}
 	if got := volumeSHA512(t, id, img.Size); got != img.HashValue {

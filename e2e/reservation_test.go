@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // waitFor polls cond until it holds, failing the test after a generous bound.
@@ -66,8 +67,8 @@ END`, trigger, imageID, blocker)); err != nil {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := acts.EvictLRU(fillCtx, activities.EvictInput{
-			Image:          activities.ImageRef{ID: imageID, Size: 10 * mib, ContentHash: "sha512:" + imageID, UpdatedAt: time.Now().UTC()},
+		_, err := acts.EvictLRU(fillCtx, contract.EvictInput{
+			Image:          contract.ImageRef{ID: imageID, Size: 10 * mib, ContentHash: "sha512:" + imageID, UpdatedAt: time.Now().UTC()},
 			FillWorkflowID: "e2e-fill-" + imageID,
 		})
 		done <- err

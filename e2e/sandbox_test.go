@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -172,8 +173,8 @@ func TestSandboxedConverterReadsNoHostFile(t *testing.T) {
 	t.Cleanup(func() { removeImage(dst) })
 	err = sandboxed.Convert(ctx, "vmdk", stack.pool, src, dst)
 	var appErr *temporal.ApplicationError
-	if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeCorruptImage {
-		t.Fatalf("sandboxed conversion of the crafted VMDK: %v; want a %s failure", err, activities.ErrTypeCorruptImage)
+	if !errors.As(err, &appErr) || appErr.Type() != contract.ErrTypeCorruptImage {
+		t.Fatalf("sandboxed conversion of the crafted VMDK: %v; want a %s failure", err, contract.ErrTypeCorruptImage)
 	}
 	if !strings.Contains(err.Error(), "No such file or directory") || bytes.Contains([]byte(err.Error()), marker) {
 		t.Errorf("error %q: want qemu-img's 'No such file or directory', without the marker", err)

@@ -19,6 +19,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 	"github.com/imagevol/imagevol/tracing"
@@ -108,7 +109,7 @@ func TestTracingFromRequestThroughEveryActivity(t *testing.T) {
 	want := []string{
 		"POST /v1/volumes", "StartWorkflow:CreateVolumeFromImage", "RunWorkflow:CreateVolumeFromImage",
 		"RunActivity:LookupCache", "RunActivity:RegisterFillWaiter",
-		"SignalWithStartWorkflow:" + activities.FillWorkflowName, "RunWorkflow:" + activities.FillWorkflowName,
+		"SignalWithStartWorkflow:" + contract.FillWorkflow, "RunWorkflow:" + contract.FillWorkflow,
 		"RunActivity:EvictLRU", "RunActivity:DownloadImage", "RunActivity:ImportImage", "RunActivity:CloneToCache",
 		"RunActivity:CloneVolume", "RunActivity:ExtendVolume", "RunActivity:SetVolumeState",
 	}

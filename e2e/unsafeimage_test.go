@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/importer/testimages"
 	"github.com/imagevol/imagevol/models"
@@ -171,22 +172,22 @@ func TestUnsafeImagesAreRefused(t *testing.T) {
 		data           []byte
 		errType        string
 	}{
-		{"vmdk-flat-absolute", "vmdk", flatAbs, activities.ErrTypeUnsafeImage},
-		{"vmdk-flat-absolute-as-raw", "raw", flatAbs, activities.ErrTypeUnsafeImage},
-		{"vmdk-flat-relative", "vmdk", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, relPlanted)), activities.ErrTypeUnsafeImage},
-		{"vmdk-flat-relative-as-raw", "raw", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, relPlanted)), activities.ErrTypeUnsafeImage},
-		{"vmdk-flat-pool-neighbour", "vmdk", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, neighbour)), activities.ErrTypeUnsafeImage},
-		{"vmdk-vmfs-absolute", "vmdk", vmfsAbs, activities.ErrTypeUnsafeImage},
-		{"vmdk-vmfs-absolute-as-raw", "raw", vmfsAbs, activities.ErrTypeUnsafeImage},
-		{"vmdk-vmfs-relative", "vmdk", vmdkOf("vmfs", testimages.VMFSExtent(2048, relPlanted)), activities.ErrTypeUnsafeImage},
-		{"vmdk-vmfs-relative-as-raw", "raw", vmdkOf("vmfs", testimages.VMFSExtent(2048, relPlanted)), activities.ErrTypeUnsafeImage},
+		{"vmdk-flat-absolute", "vmdk", flatAbs, contract.ErrTypeUnsafeImage},
+		{"vmdk-flat-absolute-as-raw", "raw", flatAbs, contract.ErrTypeUnsafeImage},
+		{"vmdk-flat-relative", "vmdk", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, relPlanted)), contract.ErrTypeUnsafeImage},
+		{"vmdk-flat-relative-as-raw", "raw", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, relPlanted)), contract.ErrTypeUnsafeImage},
+		{"vmdk-flat-pool-neighbour", "vmdk", vmdkOf("monolithicFlat", testimages.FlatExtent(2048, neighbour)), contract.ErrTypeUnsafeImage},
+		{"vmdk-vmfs-absolute", "vmdk", vmfsAbs, contract.ErrTypeUnsafeImage},
+		{"vmdk-vmfs-absolute-as-raw", "raw", vmfsAbs, contract.ErrTypeUnsafeImage},
+		{"vmdk-vmfs-relative", "vmdk", vmdkOf("vmfs", testimages.VMFSExtent(2048, relPlanted)), contract.ErrTypeUnsafeImage},
+		{"vmdk-vmfs-relative-as-raw", "raw", vmdkOf("vmfs", testimages.VMFSExtent(2048, relPlanted)), contract.ErrTypeUnsafeImage},
 		{"vmdk-parent-hint", "vmdk", testimages.VMDK{Capacity: 2048, Descriptor: desc("monolithicSparse",
-			[]string{testimages.SparseExtent(2048, "disk.vmdk")}, `parentFileNameHint="`+planted+`"`)}.Bytes(), activities.ErrTypeUnsafeImage},
-		{"qcow2-data-file", "qcow2", testimages.QCOW2{VirtualSize: uint64(mib), Incompat: 1 << 2, DataFile: planted}.Bytes(), activities.ErrTypeUnsafeImage},
-		{"qcow2-data-file-as-raw", "raw", testimages.QCOW2{VirtualSize: uint64(mib), Incompat: 1 << 2, DataFile: planted}.Bytes(), activities.ErrTypeUnsafeImage},
-		{"vhdx-differencing", "vhdx", vhdxDiff, activities.ErrTypeUnsafeImage},
-		{"qed-as-raw", "raw", testimages.Signature("qed"), activities.ErrTypeUnsafeImage},
-		{"qcow2-larger-than-volume-as-raw", "raw", testimages.QCOW2{VirtualSize: 2 * uint64(gib)}.Bytes(), activities.ErrTypeVolumeTooSmall},
+			[]string{testimages.SparseExtent(2048, "disk.vmdk")}, `parentFileNameHint="`+planted+`"`)}.Bytes(), contract.ErrTypeUnsafeImage},
+		{"qcow2-data-file", "qcow2", testimages.QCOW2{VirtualSize: uint64(mib), Incompat: 1 << 2, DataFile: planted}.Bytes(), contract.ErrTypeUnsafeImage},
+		{"qcow2-data-file-as-raw", "raw", testimages.QCOW2{VirtualSize: uint64(mib), Incompat: 1 << 2, DataFile: planted}.Bytes(), contract.ErrTypeUnsafeImage},
+		{"vhdx-differencing", "vhdx", vhdxDiff, contract.ErrTypeUnsafeImage},
+		{"qed-as-raw", "raw", testimages.Signature("qed"), contract.ErrTypeUnsafeImage},
+		{"qcow2-larger-than-volume-as-raw", "raw", testimages.QCOW2{VirtualSize: 2 * uint64(gib)}.Bytes(), contract.ErrTypeVolumeTooSmall},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,7 +247,7 @@ func TestDisallowedFormatIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := api.createVolume(uploadImage(t, "not-allowed-qcow2", "qcow2", data).ID, 1)
-	requireFailed(t, host, v, activities.ErrTypeUnsafeImage)
+	requireFailed(t, host, v, contract.ErrTypeUnsafeImage)
 	if !strings.Contains(v.Error, "qcow2") || !strings.Contains(v.Error, "allowed_formats") {
 		t.Fatalf("error %q names neither the format nor the setting", v.Error)
 	}

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // fault is one part of the stack taken away mid-provision and given back.
@@ -144,7 +144,7 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("volume %s is %s: %s", id, v.Status, v.Error)
 			}
 			r.checks = append(r.checks, "available ("+v.Cache+")")
-			var res workflows.CreateVolumeResult
+			var res contract.CreateVolumeResult
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := stack.tc.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
@@ -258,7 +258,7 @@ func TestPastDeadline(t *testing.T) {
 			}
 			checks := []string{"error naming the part"}
 			// The volume's image is gone, and the fill it joined gives up and cleans up too.
-			if _, err := stack.ceph.Stat(context.Background(), stack.pool, models.RBDName(id)); !errors.Is(err, storage.ErrNotFound) {
+			if _, err := stack.ceph.Stat(context.Background(), stack.pool, contract.RBDName(id)); !errors.Is(err, storage.ErrNotFound) {
 				t.Errorf("volume image of %s: %v, want not found", id, err)
 			}
 			waitNoOpenFill(t, 3*time.Minute)

@@ -24,7 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/imagesource/glance"
 	"github.com/imagevol/imagevol/models"
@@ -234,9 +234,9 @@ func volumeSHA512(t *testing.T, id string, n int64) string {
 	if err != nil {
 		t.Fatalf("volume row %s: %v", id, err)
 	}
-	r, err := stack.ceph.OpenReader(ctx, row.Pool, models.RBDName(id), "")
+	r, err := stack.ceph.OpenReader(ctx, row.Pool, contract.RBDName(id), "")
 	if err != nil {
-		t.Fatalf("open %s/%s: %v", row.Pool, models.RBDName(id), err)
+		t.Fatalf("open %s/%s: %v", row.Pool, contract.RBDName(id), err)
 	}
 	defer r.Close()
 	h := sha512.New()
@@ -372,8 +372,8 @@ func checkNoOrphans(t *testing.T) int {
 		if v.Status != models.StatusAvailable {
 			continue
 		}
-		if _, err := stack.ceph.Stat(ctx, v.Pool, models.RBDName(v.ID)); err != nil {
-			t.Errorf("volume %s is available but its image %s/%s: %v", v.ID, v.Pool, models.RBDName(v.ID), err)
+		if _, err := stack.ceph.Stat(ctx, v.Pool, contract.RBDName(v.ID)); err != nil {
+			t.Errorf("volume %s is available but its image %s/%s: %v", v.ID, v.Pool, contract.RBDName(v.ID), err)
 		}
 	}
 	return ours
@@ -404,7 +404,7 @@ func waitNoOpenFill(t *testing.T, limit time.Duration) {
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, err := stack.tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{
-			Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", activities.FillWorkflowName),
+			Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", contract.FillWorkflow),
 		})
 		cancel()
 		if err == nil && resp.GetCount() == 0 {

@@ -59,9 +59,6 @@ const (
 	FlattenFailed  = "failed"
 )
 
-// RBDName is the deterministic RBD image name of a volume, as Cinder's RBD driver names it.
-func RBDName(volumeID string) string { return "volume-" + volumeID }
-
 // CacheEntry associates an image, at one content hash, with the cache volume holding it on one
 // host. The table and its first columns are Cinder's; the rest are imagevol's.
 type CacheEntry struct {
@@ -129,6 +126,3 @@ type CacheStat struct {
 	Downloads       int64  `gorm:"not null;default:0" json:"downloads"`
 	BytesDownloaded int64  `gorm:"not null;default:0" json:"bytes_downloaded"`
 }
-
-// CacheSnapshot is the name of the snapshot every cache volume is cloned from.
-const CacheSnapshot = "imagevol-cache"

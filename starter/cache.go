@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // opWait bounds how long a request waits for an operator workflow (eviction, warm with
@@ -30,7 +27,7 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	in := workflows.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
+	in := contract.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
 	switch v.Status {
 	case models.StatusCreating:
 		// The deletion cancels the provision and waits for it to close, then removes whatever
@@ -45,11 +42,7 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	_, err = g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       "imagevol-delete-" + v.ID,
-		TaskQueue:                workflows.TaskQueue,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-	}, workflows.DeleteVolume, in)
+	_, err = g.Temporal.ExecuteWorkflow(ctx, contract.DeleteOptions(v.ID), contract.DeleteVolumeWorkflow, in)
 	if err != nil {
 		// Nothing started: put the status back so the delete can be asked again.
 		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})
@@ -157,9 +150,7 @@ func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	run, err := g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: "imagevol-warm-" + uuid.NewString(), TaskQueue: workflows.TaskQueue,
-	}, workflows.WarmCache, workflows.WarmInput{ImageID: img.ID, Hosts: req.Hosts})
+	run, err := g.Temporal.ExecuteWorkflow(ctx, contract.WarmOptions(uuid.NewString()), contract.WarmCacheWorkflow, contract.WarmInput{ImageID: img.ID, Hosts: req.Hosts})
 	if err != nil {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the warm-up: %v", err))
 		return
@@ -172,7 +163,7 @@ func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
 	allowWait(w, opWait)
 	wctx, cancel := context.WithTimeout(ctx, opWait)
 	defer cancel()
-	var res []workflows.WarmHostResult
+	var res []contract.WarmHostResult
 	if err := run.Get(wctx, &res); err != nil {
 		writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
 		return
@@ -222,10 +213,7 @@ func (g *Gateway) evictEntry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	run, err := g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: "imagevol-evict-" + strconv.FormatUint(uint64(e.ID), 10), TaskQueue: workflows.TaskQueue,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-	}, workflows.EvictCacheEntry, workflows.EvictInput{Host: e.Host, EntryID: e.ID, Force: force})
+	run, err := g.Temporal.ExecuteWorkflow(ctx, contract.EvictOptions(e.ID), contract.EvictEntryWorkflow, contract.EvictCacheEntryInput{Host: e.Host, EntryID: e.ID, Force: force})
 	if err != nil {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the eviction: %v", err))
 		return
@@ -233,11 +221,11 @@ func (g *Gateway) evictEntry(w http.ResponseWriter, r *http.Request) {
 	allowWait(w, opWait)
 	wctx, cancel := context.WithTimeout(ctx, opWait)
 	defer cancel()
-	var res activities.EvictEntryResult
+	var res contract.EvictEntryResult
 	if err := run.Get(wctx, &res); err != nil {
 		var appErr *temporal.ApplicationError
 		switch {
-		case errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeEntryPinned:
+		case errors.As(err, &appErr) && appErr.Type() == contract.ErrTypeEntryPinned:
 			writeError(w, apiErr(http.StatusConflict, "cache_entry_pinned", "%s", appErr.Message()))
 		case wctx.Err() != nil:
 			writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})

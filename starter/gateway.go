@@ -17,16 +17,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	"go.temporal.io/sdk/temporal"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // Gateway serves the REST API.
@@ -362,15 +359,9 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	if err := g.Store.CreateVolumeWithin(ctx, v, func(u models.ProjectUsage) error { return limits.check(project, u, int64(req.SizeGB)) }); err != nil {
 		return nil, err
 	}
-	_, err = g.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                    id,
-		TaskQueue:             workflows.TaskQueue,
-		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			workflows.SearchImageID.ValueSet(img.ID), workflows.SearchHost.ValueSet(host),
-			workflows.SearchProjectID.ValueSet(project), workflows.SearchPhase.ValueSet(workflows.PhaseCreating),
-		),
-	}, workflows.CreateVolumeFromImage, workflows.CreateVolumeInput{
+	opts := contract.ProvisionOptions(id)
+	opts.TypedSearchAttributes = contract.ProvisionSearch(img.ID, host, project)
+	_, err = g.Temporal.ExecuteWorkflow(ctx, opts, contract.CreateVolumeWorkflow, contract.CreateVolumeInput{
 		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
 		Deadline: g.deadline(read),
 	})
@@ -464,7 +455,7 @@ func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 		if len(desc.GetPendingActivities()) == 0 {
 			// Waiting on a fill by signal: its memo names the fill.
 			var fillID string
-			if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[workflows.MemoFill]; m != nil &&
+			if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[contract.MemoFill]; m != nil &&
 				converter.GetDefaultDataConverter().FromPayload(m, &fillID) == nil && fillID != "" {
 				p.Phase, workflowID = "FillCache", fillID
 				continue
@@ -476,7 +467,7 @@ func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 				continue
 			}
 			dc := converter.GetDefaultDataConverter()
-			var d activities.DownloadProgress
+			var d contract.DownloadProgress
 			var fillID string
 			switch {
 			case p.Phase == "JoinFill" && dc.FromPayloads(pa.GetHeartbeatDetails(), &fillID) == nil:

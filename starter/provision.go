@@ -11,12 +11,10 @@ import (
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	"go.temporal.io/sdk/temporal"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 // retryWait bounds how long a retry waits for the failed run to close: the run marks the volume
@@ -86,7 +84,7 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	}
 	if in == nil {
 		// The first run never started (Temporal refused it): rebuild what create would have sent.
-		in = &workflows.CreateVolumeInput{VolumeID: v.ID, ImageID: v.ImageID, SizeGB: v.SizeGB, Host: v.Host}
+		in = &contract.CreateVolumeInput{VolumeID: v.ID, ImageID: v.ImageID, SizeGB: v.SizeGB, Host: v.Host}
 		attrs = nil
 	}
 	// The image may have changed since the first run: make the lookup read it again.
@@ -94,20 +92,13 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	// A retry has the whole timeout again.
 	in.Deadline = g.deadline(time.Now())
 
-	opts := client.StartWorkflowOptions{
-		ID:                    wfID,
-		TaskQueue:             workflows.TaskQueue,
-		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-	}
+	opts := contract.ProvisionOptions(wfID)
 	if attrs != nil {
 		// The untyped map takes the recorded payloads as they are (type metadata included); the
 		// typed one would need every attribute's type known here.
 		opts.SearchAttributes = attrs
 	} else {
-		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
-			workflows.SearchImageID.ValueSet(v.ImageID), workflows.SearchHost.ValueSet(v.Host),
-			workflows.SearchProjectID.ValueSet(v.ProjectID), workflows.SearchPhase.ValueSet(workflows.PhaseCreating),
-		)
+		opts.TypedSearchAttributes = contract.ProvisionSearch(v.ImageID, v.Host, v.ProjectID)
 	}
 
 	// Reset the row before the run starts, so the run's own updates are never overwritten.
@@ -115,7 +106,7 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	if err := g.Store.UpdateVolume(ctx, v.ID, reset); err != nil {
 		return "", err
 	}
-	run, err := g.Temporal.ExecuteWorkflow(ctx, opts, workflows.CreateVolumeFromImage, *in)
+	run, err := g.Temporal.ExecuteWorkflow(ctx, opts, contract.CreateVolumeWorkflow, *in)
 	if err != nil {
 		var started *serviceerror.WorkflowExecutionAlreadyStarted
 		if errors.As(err, &started) && g.running(ctx, wfID) {
@@ -166,7 +157,7 @@ func (g *Gateway) awaitClosed(ctx context.Context, wfID string) error {
 // firstInput reads the input and start search attributes of a provision from the
 // WorkflowExecutionStarted event of its latest run; a retried run was started with the first
 // run's input, so that is the first run's too. It returns nil when Temporal has no run of it.
-func (g *Gateway) firstInput(ctx context.Context, wfID string) (*workflows.CreateVolumeInput, map[string]any, error) {
+func (g *Gateway) firstInput(ctx context.Context, wfID string) (*contract.CreateVolumeInput, map[string]any, error) {
 	it := g.Temporal.GetWorkflowHistory(ctx, wfID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	if !it.HasNext() {
 		return nil, nil, nil
@@ -183,7 +174,7 @@ func (g *Gateway) firstInput(ctx context.Context, wfID string) (*workflows.Creat
 	if started == nil {
 		return nil, nil, fmt.Errorf("workflow %s: history starts with %s, not WorkflowExecutionStarted", wfID, ev.GetEventType())
 	}
-	var in workflows.CreateVolumeInput
+	var in contract.CreateVolumeInput
 	if err := converter.GetDefaultDataConverter().FromPayloads(started.GetInput(), &in); err != nil {
 		return nil, nil, fmt.Errorf("workflow %s: decode its input: %w", wfID, err)
 	}

@@ -10,7 +10,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/imagevol/imagevol/workflows"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // workersTTL is how long one reading of the hosts' pollers serves readiness, volume views and
@@ -36,7 +36,7 @@ func (g *Gateway) liveWorkers(ctx context.Context) map[string]int {
 	live := map[string]int{}
 	for _, name := range g.Hosts {
 		h := hostStatus{Name: name}
-		g.pollers(ctx, &h, workflows.HostQueue(name), enums.TASK_QUEUE_TYPE_ACTIVITY, now)
+		g.pollers(ctx, &h, contract.HostQueue(name), enums.TASK_QUEUE_TYPE_ACTIVITY, now)
 		if h.PollError == "" {
 			live[name] = h.Pollers
 		}

@@ -11,27 +11,18 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/imagevol/imagevol/activities"
-	"github.com/imagevol/imagevol/workflows"
+	"github.com/imagevol/imagevol/contract"
 )
-
-// ReconcileScheduleID is the Temporal Schedule that runs ReconcileCache.
-const ReconcileScheduleID = "imagevol-reconcile"
 
 // EnsureReconcileSchedule creates, or updates to the current hosts and interval, the Temporal
 // Schedule that runs ReconcileCache over every host. A run still going when the next is due is
 // not doubled.
 func (g *Gateway) EnsureReconcileSchedule(ctx context.Context, every time.Duration) error {
-	action := &client.ScheduleWorkflowAction{
-		ID:        "imagevol-reconcile-run",
-		Workflow:  workflows.ReconcileCache,
-		Args:      []any{workflows.ReconcileInput{Hosts: g.Hosts}},
-		TaskQueue: workflows.TaskQueue,
-	}
+	action := contract.ReconcileAction(g.Hosts)
 	spec := client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: every}}}
 	sc := g.Temporal.ScheduleClient()
 	_, err := sc.Create(ctx, client.ScheduleOptions{
-		ID: ReconcileScheduleID, Spec: spec, Action: action, Overlap: enums.SCHEDULE_OVERLAP_POLICY_SKIP,
+		ID: contract.ReconcileScheduleID, Spec: spec, Action: action, Overlap: enums.SCHEDULE_OVERLAP_POLICY_SKIP,
 	})
 	if err == nil {
 		return nil
@@ -39,7 +30,7 @@ func (g *Gateway) EnsureReconcileSchedule(ctx context.Context, every time.Durati
 	if !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
 		return fmt.Errorf("create reconcile schedule: %w", err)
 	}
-	err = sc.GetHandle(ctx, ReconcileScheduleID).Update(ctx, client.ScheduleUpdateOptions{
+	err = sc.GetHandle(ctx, contract.ReconcileScheduleID).Update(ctx, client.ScheduleUpdateOptions{
 		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 			s := in.Description.Schedule
 			s.Spec = &spec
@@ -55,18 +46,18 @@ func (g *Gateway) EnsureReconcileSchedule(ctx context.Context, every time.Durati
 
 // ReconcileLast is the body of GET /v1/reconcile/last: the newest run of the reconcile schedule.
 type ReconcileLast struct {
-	WorkflowID string                       `json:"workflow_id"`
-	StartedAt  time.Time                    `json:"started_at"`
-	Running    bool                         `json:"running"`
-	Hosts      []activities.ReconcileReport `json:"hosts,omitempty"`
-	Error      string                       `json:"error,omitempty"`
+	WorkflowID string                     `json:"workflow_id"`
+	StartedAt  time.Time                  `json:"started_at"`
+	Running    bool                       `json:"running"`
+	Hosts      []contract.ReconcileReport `json:"hosts,omitempty"`
+	Error      string                     `json:"error,omitempty"`
 }
 
 // reconcileLast serves the newest reconcile run and, once it has finished, what it found.
 func (g *Gateway) reconcileLast(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	d, err := g.Temporal.ScheduleClient().GetHandle(ctx, ReconcileScheduleID).Describe(ctx)
+	d, err := g.Temporal.ScheduleClient().GetHandle(ctx, contract.ReconcileScheduleID).Describe(ctx)
 	if err != nil {
 		writeError(w, apiErr(http.StatusNotFound, "not_found", "no reconcile schedule: %v", err))
 		return

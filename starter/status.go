@@ -13,8 +13,8 @@ import (
 
 	"go.temporal.io/api/enums/v1"
 
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/workflows"
 )
 
 //go:embed status.html
@@ -151,7 +151,7 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := statusData{
-		Admin: g.isAdminRequest(r), Now: time.Now().UTC(), WorkflowQueue: workflows.TaskQueue, RecentProvision: recentProvisions,
+		Admin: g.isAdminRequest(r), Now: time.Now().UTC(), WorkflowQueue: contract.WorkflowQueue, RecentProvision: recentProvisions,
 		ByStatus: map[string]int{}, Total: CacheStats{},
 	}
 	hosts := map[string]*hostStatus{}
@@ -202,12 +202,12 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 	d.VolumeCount, d.ProjectCount, d.InFlight = len(snap.volumes), len(projects), d.ByStatus[models.StatusCreating]
 	for _, name := range slices.Sorted(maps.Keys(hosts)) {
 		h := hosts[name]
-		g.pollers(ctx, h, workflows.HostQueue(name), enums.TASK_QUEUE_TYPE_ACTIVITY, d.Now)
+		g.pollers(ctx, h, contract.HostQueue(name), enums.TASK_QUEUE_TYPE_ACTIVITY, d.Now)
 		d.Hosts = append(d.Hosts, *h)
 		d.Health.count(*h)
 	}
-	d.Workflow.Name = workflows.TaskQueue
-	g.pollers(ctx, &d.Workflow, workflows.TaskQueue, enums.TASK_QUEUE_TYPE_WORKFLOW, d.Now)
+	d.Workflow.Name = contract.WorkflowQueue
+	g.pollers(ctx, &d.Workflow, contract.WorkflowQueue, enums.TASK_QUEUE_TYPE_WORKFLOW, d.Now)
 	d.Health.WorkflowPolling, d.Health.WorkflowUnknown = d.Workflow.Pollers > 0, d.Workflow.PollError != ""
 	if d.Admin {
 		d.TemporalUI = g.UIURL

@@ -5,11 +5,11 @@ import (
 
 	"go.temporal.io/sdk/interceptor"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // typedErrors gives every activity's retryable errors of a known cause their error type
-// (activities.TypedError), in one place instead of at each return.
+// (contract.TypedError), in one place instead of at each return.
 type typedErrors struct {
 	interceptor.WorkerInterceptorBase
 }
@@ -26,5 +26,5 @@ type typedInbound struct {
 
 func (i *typedInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
 	res, err := i.Next.ExecuteActivity(ctx, in)
-	return res, activities.TypedError(err)
+	return res, contract.TypedError(err)
 }

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/workflows"
 )
@@ -44,7 +45,7 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 		steps = append(steps, i)
 	}
 	machine, _ := os.Hostname()
-	host := sdkworker.New(c, workflows.HostQueue(acts.Config.Host), sdkworker.Options{
+	host := sdkworker.New(c, contract.HostQueue(acts.Config.Host), sdkworker.Options{
 		// Names host, machine and process, so that a successor can take over after a crash.
 		Identity:                           HostIdentity(acts.Config.Host, machine, os.Getpid(), opts.CephAddr),
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
@@ -56,7 +57,7 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 	})
 	host.RegisterActivity(acts)
 
-	shared := sdkworker.New(c, workflows.TaskQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps})
+	shared := sdkworker.New(c, contract.WorkflowQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps})
 	RegisterWorkflows(shared)
 	// Local activities (volume state updates) run here; they only need the database.
 	shared.RegisterActivity(acts)
@@ -83,7 +84,7 @@ type Registry interface {
 // RegisterWorkflows registers every imagevol workflow on r, under the names they are started by.
 func RegisterWorkflows(r Registry) {
 	r.RegisterWorkflow(workflows.CreateVolumeFromImage)
-	r.RegisterWorkflowWithOptions(workflows.FillCache, workflow.RegisterOptions{Name: activities.FillWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.FillCache, workflow.RegisterOptions{Name: contract.FillWorkflow})
 	r.RegisterWorkflow(workflows.WarmCache)
 	r.RegisterWorkflow(workflows.EvictCacheEntry)
 	r.RegisterWorkflow(workflows.ReconcileCache)
@@ -97,7 +98,7 @@ func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts
 	if err != nil {
 		return err
 	}
-	slog.Info("worker polling", "host", acts.Config.Host, "host_queue", workflows.HostQueue(acts.Config.Host), "workflow_queue", workflows.TaskQueue)
+	slog.Info("worker polling", "host", acts.Config.Host, "host_queue", contract.HostQueue(acts.Config.Host), "workflow_queue", contract.WorkflowQueue)
 	if opts.Namespace != "" {
 		// In the background: polling has started, and the steps it fails are retried here.
 		go func() {

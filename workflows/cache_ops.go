@@ -8,7 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
-	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // Options of the operator workflows: a host whose worker is down is reported, not waited on
@@ -16,37 +16,21 @@ import (
 var (
 	hostCheck = workflow.ActivityOptions{
 		ScheduleToStartTimeout: time.Minute, StartToCloseTimeout: 30 * time.Minute, HeartbeatTimeout: time.Minute,
-		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: activities.NonRetryable},
+		RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3, NonRetryableErrorTypes: contract.NonRetryable},
 	}
 	evictStep = workflow.ActivityOptions{
 		StartToCloseTimeout: 2 * time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: 200 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 5 * time.Second,
-			MaximumAttempts: 40, NonRetryableErrorTypes: activities.NonRetryable,
+			MaximumAttempts: 40, NonRetryableErrorTypes: contract.NonRetryable,
 		},
 	}
 )
 
-// WarmInput asks for an image to be cached on some hosts ahead of demand.
-type WarmInput struct {
-	ImageID string
-	Hosts   []string
-}
-
-// WarmHostResult is what warming did for one host.
-type WarmHostResult struct {
-	Host       string
-	Cached     bool
-	Entry      activities.EntryRef // may be in another host's pool of the same cluster
-	Downloaded bool
-	Reason     string // why not cached
-	Error      string
-}
-
 // WarmCache fills the cache for an image on every listed host, in parallel. Each host looks the
 // cache up and, on a miss, joins the cluster's fill of the image, so hosts sharing a Ceph cluster
 // share one download and one cache volume. It waits on the fills by signal, as provisions do.
-func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
+func WarmCache(ctx workflow.Context, in contract.WarmInput) ([]contract.WarmHostResult, error) {
 	var a *activities.Activities
 	signalFill := workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
 	type pending struct {
@@ -55,18 +39,18 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 	}
 	var ps []pending
 	for _, h := range in.Hosts {
-		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, HostQueue(h)))
-		ps = append(ps, pending{h, workflow.ExecuteActivity(hctx, a.LookupCache, activities.LookupInput{ImageID: in.ImageID, Prewarm: true})})
+		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, contract.HostQueue(h)))
+		ps = append(ps, pending{h, workflow.ExecuteActivity(hctx, a.LookupCache, contract.LookupInput{ImageID: in.ImageID, Prewarm: true})})
 	}
-	out := make([]WarmHostResult, len(ps))
+	out := make([]contract.WarmHostResult, len(ps))
 	fills := make([]workflow.Future, len(ps))
 	// With signalFill, the fills joined by signal, and their tokens, by host.
 	waits := newFillWaits(ctx)
-	joined := make([]*activities.FillInput, len(ps))
+	joined := make([]*contract.FillInput, len(ps))
 	fillIDs, tokens := make([]string, len(ps)), make([]string, len(ps))
 	for i, p := range ps {
 		out[i].Host = p.host
-		var plan activities.LookupResult
+		var plan contract.LookupResult
 		if err := p.lookup.Get(ctx, &plan); err != nil {
 			out[i].Error = errorMessage(err)
 			continue
@@ -76,7 +60,7 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 			out[i].Cached, out[i].Entry = true, plan.Entry
 		case plan.Cacheable && signalFill:
 			// Registered with the fill, the warm-up waits for its signal, holding no slot.
-			fin := activities.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image}
+			fin := contract.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image}
 			tokens[i] = fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, i)
 			id, err := waits.join(ctx, fin, tokens[i])
 			if err != nil {
@@ -85,14 +69,14 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 			}
 			joined[i], fillIDs[i] = &fin, id
 		case plan.Cacheable:
-			hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(p.host)))
-			fills[i] = workflow.ExecuteActivity(hctx, a.JoinFill, activities.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image})
+			hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, contract.HostQueue(p.host)))
+			fills[i] = workflow.ExecuteActivity(hctx, a.JoinFill, contract.FillInput{Cluster: plan.Cluster, Host: p.host, Image: plan.Image})
 		default:
 			out[i].Reason = plan.Reason
 		}
 	}
 	for i, f := range fills {
-		var fill activities.FillResult
+		var fill contract.FillResult
 		var err error
 		switch {
 		case joined[i] != nil:
@@ -114,57 +98,33 @@ func WarmCache(ctx workflow.Context, in WarmInput) ([]WarmHostResult, error) {
 	return out, nil
 }
 
-// EvictInput names the cache entry an operator evicts, and the host it lives on.
-type EvictInput struct {
-	Host    string
-	EntryID uint
-	Force   bool
-}
-
 // EvictCacheEntry evicts one cache entry now, safely: it waits for clones in progress to
 // release their leases, and a cache volume that clones still depend on goes to the trash.
-func EvictCacheEntry(ctx workflow.Context, in EvictInput) (activities.EvictEntryResult, error) {
+func EvictCacheEntry(ctx workflow.Context, in contract.EvictCacheEntryInput) (contract.EvictEntryResult, error) {
 	var a *activities.Activities
-	var res activities.EvictEntryResult
-	hctx := workflow.WithActivityOptions(ctx, withQueue(evictStep, HostQueue(in.Host)))
-	err := workflow.ExecuteActivity(hctx, a.EvictEntry, activities.EvictEntryInput{EntryID: in.EntryID, Force: in.Force}).Get(ctx, &res)
+	var res contract.EvictEntryResult
+	hctx := workflow.WithActivityOptions(ctx, withQueue(evictStep, contract.HostQueue(in.Host)))
+	err := workflow.ExecuteActivity(hctx, a.EvictEntry, contract.EvictEntryInput{EntryID: in.EntryID, Force: in.Force}).Get(ctx, &res)
 	return res, err
-}
-
-// ReconcileInput lists the hosts whose caches a reconcile pass checks.
-type ReconcileInput struct {
-	Hosts []string
 }
 
 // ReconcileCache checks every host's cache against the image service and Ceph (see
 // activities.ReconcileHost), all hosts in parallel. It runs on a Temporal Schedule; a host that
 // does not answer is reported in its entry and checked again on the next run.
-func ReconcileCache(ctx workflow.Context, in ReconcileInput) ([]activities.ReconcileReport, error) {
+func ReconcileCache(ctx workflow.Context, in contract.ReconcileInput) ([]contract.ReconcileReport, error) {
 	var a *activities.Activities
 	fs := make([]workflow.Future, len(in.Hosts))
 	for i, h := range in.Hosts {
-		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, HostQueue(h)))
+		hctx := workflow.WithActivityOptions(ctx, withQueue(hostCheck, contract.HostQueue(h)))
 		fs[i] = workflow.ExecuteActivity(hctx, a.ReconcileHost)
 	}
-	out := make([]activities.ReconcileReport, len(fs))
+	out := make([]contract.ReconcileReport, len(fs))
 	for i, f := range fs {
 		if err := f.Get(ctx, &out[i]); err != nil {
-			out[i] = activities.ReconcileReport{Host: in.Hosts[i], Problems: []string{errorMessage(err)}}
+			out[i] = contract.ReconcileReport{Host: in.Hosts[i], Problems: []string{errorMessage(err)}}
 		}
 	}
 	return out, nil
-}
-
-// DeleteVolumeInput names a user volume to delete and where its image lives.
-type DeleteVolumeInput struct {
-	VolumeID string
-	Host     string
-	// Pool is the volume's pool as its row recorded it; empty (a volume still being created)
-	// means the host's own pool, where its provision makes it.
-	Pool string
-	// Provision is the workflow ID of a provision that may still be running: it is cancelled
-	// and waited for before the volume's image is removed.
-	Provision string
 }
 
 // versionDeleteAfterProvision is the change after which a deletion waits in workflow code for
@@ -175,9 +135,9 @@ const versionDeleteAfterProvision = "delete-after-provision"
 // trash, when this was its last clone — then the volume's row. A provision still running is
 // cancelled first and waited for until it has closed; whether it finished, failed or was
 // cancelled, nothing is made under the volume's name after that, so the removal leaves nothing.
-func DeleteVolume(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
+func DeleteVolume(ctx workflow.Context, in contract.DeleteVolumeInput) (contract.RemoveVolumeResult, error) {
 	var a *activities.Activities
-	var res activities.RemoveVolumeResult
+	var res contract.RemoveVolumeResult
 	if workflow.GetVersion(ctx, versionDeleteAfterProvision, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return deleteVolumeV0(ctx, in)
 	}
@@ -187,8 +147,8 @@ func DeleteVolume(ctx workflow.Context, in DeleteVolumeInput) (activities.Remove
 		}
 	}
 	if in.Host != "" {
-		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
-		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, activities.ImageName{Pool: in.Pool, Name: models.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, contract.HostQueue(in.Host)))
+		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, contract.ImageName{Pool: in.Pool, Name: contract.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
 			return res, err
 		}
 	}
@@ -218,18 +178,18 @@ func stopProvision(ctx workflow.Context, id string) error {
 }
 
 // deleteVolumeV0 is DeleteVolume as runs recorded before versionDeleteAfterProvision issue it.
-func deleteVolumeV0(ctx workflow.Context, in DeleteVolumeInput) (activities.RemoveVolumeResult, error) {
+func deleteVolumeV0(ctx workflow.Context, in contract.DeleteVolumeInput) (contract.RemoveVolumeResult, error) {
 	var a *activities.Activities
-	var res activities.RemoveVolumeResult
+	var res contract.RemoveVolumeResult
 	if in.Provision != "" && in.Host != "" {
-		hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
+		hctx := workflow.WithActivityOptions(ctx, withQueue(dataStep, contract.HostQueue(in.Host)))
 		if err := workflow.ExecuteActivity(hctx, a.CancelProvision, in.Provision).Get(ctx, nil); err != nil {
 			return res, err
 		}
 	}
 	if in.Pool != "" && in.Host != "" {
-		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
-		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, activities.ImageName{Pool: in.Pool, Name: models.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
+		hctx := workflow.WithActivityOptions(ctx, withQueue(shortStep, contract.HostQueue(in.Host)))
+		if err := workflow.ExecuteActivity(hctx, a.RemoveVolume, contract.ImageName{Pool: in.Pool, Name: contract.RBDName(in.VolumeID)}).Get(ctx, &res); err != nil {
 			return res, err
 		}
 	}

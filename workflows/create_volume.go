@@ -12,47 +12,9 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
-	"github.com/imagevol/imagevol/imagesource"
+	"github.com/imagevol/imagevol/contract"
 	"github.com/imagevol/imagevol/models"
 )
-
-// TaskQueue is the shared queue of workflow tasks and host-independent steps.
-const TaskQueue = activities.WorkflowQueue
-
-// HostQueue is the task queue of the steps that must run on a storage host.
-func HostQueue(host string) string { return "imagevol.host." + host }
-
-// CreateVolumeInput is one request to make a volume from an image.
-type CreateVolumeInput struct {
-	VolumeID string
-	ImageID  string
-	SizeGB   int
-	Host     string
-	// Image is the metadata the gateway read when it accepted the request, at ImageRead; the
-	// cache lookup uses it while fresh instead of asking the image service again.
-	Image     *imagesource.Image
-	ImageRead time.Time
-	// Deadline bounds the whole provision: every step retries until it, and a step still
-	// failing then fails the volume with ErrTypeDeadlineExceeded and the step's last error.
-	// Zero means no deadline (each step then gives up after its own retries).
-	Deadline time.Time
-}
-
-// CreateVolumeResult says how the volume was made.
-type CreateVolumeResult struct {
-	VolumeID    string
-	Cache       string // hit, miss or not_cached
-	CacheReason string
-	Format      string
-	Bytes       int64 // downloaded on a miss, by the attempt that finished
-	ResumedFrom int64 // where that attempt resumed an interrupted download
-	Flattened   bool
-}
-
-// ErrTypeInvalidSize fails a provision whose size in GiB has more bytes than an int64 holds.
-// The gateway never starts one (its max_volume_size_gb is far below); the check keeps the
-// workflow from wrapping the size around if one is started some other way.
-const ErrTypeInvalidSize = "InvalidVolumeSize"
 
 // Activity options, set once: short host steps retry quickly; long data steps heartbeat every
 // second so that a dead worker is noticed within 6 s and the step moves to a live one (a
@@ -63,7 +25,7 @@ var (
 		BackoffCoefficient:     2,
 		MaximumInterval:        30 * time.Second,
 		MaximumAttempts:        10,
-		NonRetryableErrorTypes: activities.NonRetryable,
+		NonRetryableErrorTypes: contract.NonRetryable,
 	}
 	shortStep = workflow.ActivityOptions{StartToCloseTimeout: 2 * time.Minute, RetryPolicy: retry}
 	// quickStep is a step of the provisioning path that takes well under a second (lookup, clone,
@@ -89,196 +51,242 @@ const maxLookups = 3
 // one image share one fill. An image that is not cached is imported straight into the user's
 // volume. On failure every image the run created is removed and the volume is marked "error"
 // with the cause.
-func CreateVolumeFromImage(ctx workflow.Context, in CreateVolumeInput) (res CreateVolumeResult, err error) {
-	var a *activities.Activities
+func CreateVolumeFromImage(ctx workflow.Context, in contract.CreateVolumeInput) (res contract.CreateVolumeResult, err error) {
 	res.VolumeID = in.VolumeID
-	// Runs recorded before these changes keep the commands they issued.
-	signalFill := workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
-	hostOpts, dataOpts := withQueue(quickStep, HostQueue(in.Host)), withQueue(dataStep, HostQueue(in.Host))
+	p, sizeErr := newProvision(ctx, in, &res)
+	defer func() {
+		if err != nil {
+			err = p.compensate(ctx, err)
+		}
+	}()
+	// Before any command, and only for sizes no recorded history has: replays are unchanged.
+	if sizeErr != nil || p.sizeBytes == 0 {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("volume size %d GiB: %v", in.SizeGB, sizeErr), contract.ErrTypeInvalidSize, sizeErr)
+	}
+	// 1-6. The volume's content: a clone of the cache, or the image imported into it.
+	cloned, err := p.content(ctx)
+	if err != nil {
+		return res, err
+	}
+	// 7. Extend to the requested size.
+	if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.ExtendVolume, contract.ResizeInput{
+		Pool: p.plan.Pool, Name: p.volume, SizeBytes: p.sizeBytes,
+	}).Get(ctx, nil); err != nil {
+		return res, err
+	}
+	// 8. Available, then the optional flatten.
+	return res, p.finish(ctx, cloned)
+}
+
+// provision is one run of CreateVolumeFromImage: its input, the contexts its steps run in, and
+// what it has found so far.
+type provision struct {
+	a          *activities.Activities // nil: activities are referenced by method
+	in         contract.CreateVolumeInput
+	res        *contract.CreateVolumeResult
+	signalFill bool // wait on a fill by signal (runs recorded before: in JoinFill)
+	host       workflow.Context
+	hostData   workflow.Context
+	local      workflow.Context
+	volume     string // the volume's RBD image
+	sizeBytes  int64
+	plan       contract.LookupResult // the last lookup's
+}
+
+// newProvision sets up a run's step options. Runs recorded before a change keep the commands
+// they issued: the version markers come first, in this order.
+func newProvision(ctx workflow.Context, in contract.CreateVolumeInput, res *contract.CreateVolumeResult) (*provision, error) {
+	p := &provision{in: in, res: res, volume: contract.RBDName(in.VolumeID)}
+	p.signalFill = workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
+	hostOpts, dataOpts := withQueue(quickStep, contract.HostQueue(in.Host)), withQueue(dataStep, contract.HostQueue(in.Host))
 	if workflow.GetVersion(ctx, versionWaitCancelledSteps, workflow.DefaultVersion, 1) == 1 {
 		// A cancelled step that makes the volume's image (a clone does not heartbeat, so it
 		// never hears of the cancel) is waited for: the compensation that removes the image must
 		// not run before the step is done creating it.
 		hostOpts.WaitForCancellation, dataOpts.WaitForCancellation = true, true
 	}
-	host := workflow.WithActivityOptions(ctx, hostOpts)
-	hostData := workflow.WithActivityOptions(ctx, dataOpts)
-	local := workflow.WithLocalActivityOptions(ctx, localStep)
-	setState := func(u activities.VolumeUpdate) error {
-		u.VolumeID = in.VolumeID
-		return workflow.ExecuteLocalActivity(local, a.SetVolumeState, u).Get(ctx, nil)
-	}
+	p.host = workflow.WithActivityOptions(ctx, hostOpts)
+	p.hostData = workflow.WithActivityOptions(ctx, dataOpts)
+	p.local = workflow.WithLocalActivityOptions(ctx, localStep)
+	var err error
+	p.sizeBytes, err = models.GiBToBytes(int64(in.SizeGB))
+	return p, err
+}
 
-	var plan activities.LookupResult
-	volume := models.RBDName(in.VolumeID)
-	sizeBytes, sizeErr := models.GiBToBytes(int64(in.SizeGB))
-	defer func() {
-		if err == nil {
-			return
-		}
-		err = pastDeadline(ctx, in.Deadline, err)
-		// Compensation runs even if the workflow was cancelled.
-		cctx, _ := workflow.NewDisconnectedContext(ctx)
-		chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, HostQueue(in.Host)))
-		if plan.Pool != "" {
-			if cerr := workflow.ExecuteActivity(chost, a.RemoveImage, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(cctx, nil); cerr != nil {
-				workflow.GetLogger(ctx).Error("compensation: remove volume image failed", "error", cerr)
-			}
-		}
-		phase(cctx, PhaseError, res.Cache)
-		u := activities.VolumeUpdate{VolumeID: in.VolumeID, Status: models.StatusError, Error: errorMessage(err)}
-		lctx := workflow.WithLocalActivityOptions(cctx, localStep)
-		_ = workflow.ExecuteLocalActivity(lctx, a.SetVolumeState, u).Get(cctx, nil)
-	}()
+// setState updates the volume's row.
+func (p *provision) setState(ctx workflow.Context, u contract.VolumeUpdate) error {
+	u.VolumeID = p.in.VolumeID
+	return workflow.ExecuteLocalActivity(p.local, p.a.SetVolumeState, u).Get(ctx, nil)
+}
 
-	// Before any command, and only for sizes no recorded history has: replays are unchanged.
-	if sizeErr != nil || sizeBytes == 0 {
-		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("volume size %d GiB: %v", in.SizeGB, sizeErr), ErrTypeInvalidSize, sizeErr)
-	}
-
-	var source *activities.EntryRef // the cache entry the volume is cloned from, if any
-	for lookup := 1; source == nil; lookup++ {
+// content makes the volume's image (steps 1 to 6) and reports whether it is a clone of a cache
+// entry.
+func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
+	in, res := p.in, p.res
+	for lookup := 1; ; lookup++ {
 		// 1. Lookup cache.
-		if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.LookupCache, activities.LookupInput{
+		if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.LookupCache, contract.LookupInput{
 			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead,
-		}).Get(ctx, &plan); err != nil {
-			return res, err
+		}).Get(ctx, &p.plan); err != nil {
+			return false, err
 		}
-		res.Cache, res.CacheReason = models.CacheNotCached, plan.Reason
+		var source *contract.EntryRef // the cache entry to clone from, if any
+		res.Cache, res.CacheReason = models.CacheNotCached, p.plan.Reason
 		switch {
-		case plan.Hit:
-			res.Cache, source = models.CacheHit, &plan.Entry
-		case plan.Cacheable:
+		case p.plan.Hit:
+			res.Cache, source = models.CacheHit, &p.plan.Entry
+		case p.plan.Cacheable:
 			// 2-5. Join the cluster's one fill of this content (evict LRU, download, import,
 			// clone-to-cache), started by whichever provision missed first.
-			phase(ctx, PhaseFilling, models.CacheMiss)
-			var fill activities.FillResult
-			fin := activities.FillInput{Cluster: plan.Cluster, Host: in.Host, Image: plan.Image, MaxVirtualSize: sizeBytes, Deadline: in.Deadline}
-			if signalFill {
-				// Registered with the fill, the provision waits for its signal, holding no
-				// worker slot the fill's own steps need.
-				if fill, err = awaitFill(ctx, fin, fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, lookup)); err != nil {
-					return res, err
-				}
-			} else if err := workflow.ExecuteActivity(boundGrace(hostData, in.Deadline, fillGrace), a.JoinFill, fin).Get(ctx, &fill); err != nil {
-				// The fill is bounded by the deadline of the provision that starts it; its
-				// waiters give it a minute more, so that it reports its own failure first.
-				return res, err
-			}
-			switch {
-			case fill.FailureType != "" && activities.IsImageFault(fill.FailureType):
-				return res, temporal.NewNonRetryableApplicationError(fill.FailureMessage, fill.FailureType, nil)
-			case fill.FailureType != "" && expired(ctx, in.Deadline):
-				// No time is left to download without the cache: the fill's failure (which
-				// names the part that failed it) is the provision's.
-				return res, temporal.NewNonRetryableApplicationError("cache fill: "+fill.FailureMessage, fill.FailureType, nil)
-			case fill.FailureType != "":
-				// The cache could not be filled, but the volume can still be made by download.
-				workflow.GetLogger(ctx).Warn("cache fill failed; downloading without the cache", "type", fill.FailureType, "error", fill.FailureMessage)
-				res.CacheReason = activities.ReasonFillFailed
-			case fill.Cached:
-				res.Cache, source = models.CacheMiss, &fill.Entry
-				res.Bytes, res.ResumedFrom, res.Format = fill.Bytes, fill.ResumedFrom, fill.Format
-			default:
-				res.CacheReason = fill.Reason
+			if source, err = p.fill(ctx, lookup); err != nil {
+				return false, err
 			}
 		}
-		if !plan.Hit {
+		if !p.plan.Hit {
 			// A miss takes a while: show its cache result now. A hit records it with the
 			// final status, one local step less on the fast path.
-			if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
-				return res, err
+			if err := p.showCache(ctx); err != nil {
+				return false, err
 			}
 		}
 		if source == nil {
 			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
 			// the user's volume.
-			if err := importInto(hostData, in.Deadline, plan, volume, sizeBytes, &res); err != nil {
-				return res, err
-			}
-			break
+			return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res)
 		}
 		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
-		err := workflow.ExecuteActivity(bound(host, in.Deadline), a.CloneVolume, activities.CloneInput{Entry: *source, Pool: plan.Pool, Name: volume}).Get(ctx, nil)
+		err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.CloneVolume, contract.CloneInput{Entry: *source, Pool: p.plan.Pool, Name: p.volume}).Get(ctx, nil)
 		var appErr *temporal.ApplicationError
-		if err != nil && errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeCacheVolumeGone {
-			source = nil
-			if lookup < maxLookups {
-				// Evicted between lookup and clone: look again (another fill, or another entry).
-				continue
-			}
-			// The cache keeps losing this image to eviction: make the volume without it.
-			res.Cache, res.CacheReason = models.CacheNotCached, activities.ReasonEvicted
-			if err := setState(activities.VolumeUpdate{Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool}); err != nil {
-				return res, err
-			}
-			if err := importInto(hostData, in.Deadline, plan, volume, sizeBytes, &res); err != nil {
-				return res, err
-			}
-			break
+		if err == nil || !errors.As(err, &appErr) || appErr.Type() != contract.ErrTypeCacheVolumeGone {
+			return err == nil, err
 		}
-		if err != nil {
-			return res, err
+		if lookup < maxLookups {
+			// Evicted between lookup and clone: look again (another fill, or another entry).
+			continue
 		}
-		break
+		// The cache keeps losing this image to eviction: make the volume without it.
+		res.Cache, res.CacheReason = models.CacheNotCached, contract.ReasonEvicted
+		if err := p.showCache(ctx); err != nil {
+			return false, err
+		}
+		return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res)
 	}
-	// 7. Extend to the requested size.
-	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.ExtendVolume, activities.ResizeInput{
-		Pool: plan.Pool, Name: volume, SizeBytes: sizeBytes,
-	}).Get(ctx, nil); err != nil {
-		return res, err
+}
+
+// showCache records the cache result so far, and where the volume is made.
+func (p *provision) showCache(ctx workflow.Context) error {
+	return p.setState(ctx, contract.VolumeUpdate{Cache: p.res.Cache, CacheReason: p.res.CacheReason, Host: p.in.Host, Pool: p.plan.Pool})
+}
+
+// fill waits on the cluster's fill of the image (steps 2 to 5) and returns the entry to clone
+// from, or nil when the volume is to be made without the cache (res says why). lookup numbers
+// the wait, so that its answer is told from an earlier one's.
+func (p *provision) fill(ctx workflow.Context, lookup int) (*contract.EntryRef, error) {
+	in, res := p.in, p.res
+	phase(ctx, contract.PhaseFilling, models.CacheMiss)
+	var fill contract.FillResult
+	fin := contract.FillInput{Cluster: p.plan.Cluster, Host: in.Host, Image: p.plan.Image, MaxVirtualSize: p.sizeBytes, Deadline: in.Deadline}
+	if p.signalFill {
+		// Registered with the fill, the provision waits for its signal, holding no worker slot
+		// the fill's own steps need.
+		var err error
+		if fill, err = awaitFill(ctx, fin, fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, lookup)); err != nil {
+			return nil, err
+		}
+	} else if err := workflow.ExecuteActivity(boundGrace(p.hostData, in.Deadline, fillGrace), p.a.JoinFill, fin).Get(ctx, &fill); err != nil {
+		// The fill is bounded by the deadline of the provision that starts it; its waiters give
+		// it a minute more, so that it reports its own failure first.
+		return nil, err
 	}
+	switch {
+	case fill.FailureType != "" && contract.IsImageFault(fill.FailureType):
+		return nil, temporal.NewNonRetryableApplicationError(fill.FailureMessage, fill.FailureType, nil)
+	case fill.FailureType != "" && expired(ctx, in.Deadline):
+		// No time is left to download without the cache: the fill's failure (which names the
+		// part that failed it) is the provision's.
+		return nil, temporal.NewNonRetryableApplicationError("cache fill: "+fill.FailureMessage, fill.FailureType, nil)
+	case fill.FailureType != "":
+		// The cache could not be filled, but the volume can still be made by download.
+		workflow.GetLogger(ctx).Warn("cache fill failed; downloading without the cache", "type", fill.FailureType, "error", fill.FailureMessage)
+		res.CacheReason = contract.ReasonFillFailed
+	case fill.Cached:
+		res.Cache = models.CacheMiss
+		res.Bytes, res.ResumedFrom, res.Format = fill.Bytes, fill.ResumedFrom, fill.Format
+		return &fill.Entry, nil
+	default:
+		res.CacheReason = fill.Reason
+	}
+	return nil, nil
+}
+
+// finish marks the volume available (step 8), then flattens a clone if the policy asks for it,
+// after the volume is already usable (its status shows the flatten). A failed flatten leaves a
+// working clone behind, so it is recorded, not made the volume's error.
+func (p *provision) finish(ctx workflow.Context, cloned bool) error {
+	res := p.res
 	flatten := false
-	if source != nil {
-		flatten, _ = activities.ShouldFlatten(plan.FlattenPolicy, 1)
+	if cloned {
+		flatten, _ = activities.ShouldFlatten(p.plan.FlattenPolicy, 1)
 	}
 	pending := ""
 	if flatten {
 		pending = models.FlattenPending
 	}
-	if err := setState(activities.VolumeUpdate{
-		Status: models.StatusAvailable, Flatten: pending, Cache: res.Cache, CacheReason: res.CacheReason, Host: in.Host, Pool: plan.Pool,
+	if err := p.setState(ctx, contract.VolumeUpdate{
+		Status: models.StatusAvailable, Flatten: pending, Cache: res.Cache, CacheReason: res.CacheReason, Host: p.in.Host, Pool: p.plan.Pool,
 	}); err != nil {
-		return res, err
+		return err
 	}
-	phase(ctx, PhaseAvailable, res.Cache)
-	// 8. Optional flatten, after the volume is already usable (its status shows the flatten). A
-	// failure here leaves a working clone behind, so it is recorded, not made the volume's error.
-	if flatten {
-		if err := setState(activities.VolumeUpdate{Flatten: models.FlattenRunning}); err != nil {
-			return res, err
-		}
-		state := models.FlattenDone
-		if ferr := workflow.ExecuteActivity(hostData, a.FlattenVolume, activities.ImageName{Pool: plan.Pool, Name: volume}).Get(ctx, nil); ferr != nil {
-			workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
-			state = models.FlattenFailed
-		}
-		res.Flattened = state == models.FlattenDone
-		if err := setState(activities.VolumeUpdate{Flatten: state}); err != nil {
-			return res, err
+	phase(ctx, contract.PhaseAvailable, res.Cache)
+	if !flatten {
+		return nil
+	}
+	if err := p.setState(ctx, contract.VolumeUpdate{Flatten: models.FlattenRunning}); err != nil {
+		return err
+	}
+	state := models.FlattenDone
+	if ferr := workflow.ExecuteActivity(p.hostData, p.a.FlattenVolume, contract.ImageName{Pool: p.plan.Pool, Name: p.volume}).Get(ctx, nil); ferr != nil {
+		workflow.GetLogger(ctx).Error("flatten failed; the volume stays a clone", "error", ferr)
+		state = models.FlattenFailed
+	}
+	res.Flattened = state == models.FlattenDone
+	return p.setState(ctx, contract.VolumeUpdate{Flatten: state})
+}
+
+// compensate undoes a failed run, even a cancelled one: it removes the volume's image (once a
+// lookup has named its pool) and marks the volume in error with the cause, which it returns
+// (a step that kept failing until the deadline is reported as such).
+func (p *provision) compensate(ctx workflow.Context, err error) error {
+	err = pastDeadline(ctx, p.in.Deadline, err)
+	cctx, _ := workflow.NewDisconnectedContext(ctx)
+	chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, contract.HostQueue(p.in.Host)))
+	if p.plan.Pool != "" {
+		if cerr := workflow.ExecuteActivity(chost, p.a.RemoveImage, contract.ImageName{Pool: p.plan.Pool, Name: p.volume}).Get(cctx, nil); cerr != nil {
+			workflow.GetLogger(ctx).Error("compensation: remove volume image failed", "error", cerr)
 		}
 	}
-	return res, nil
+	phase(cctx, contract.PhaseError, p.res.Cache)
+	u := contract.VolumeUpdate{VolumeID: p.in.VolumeID, Status: models.StatusError, Error: errorMessage(err)}
+	lctx := workflow.WithLocalActivityOptions(cctx, localStep)
+	_ = workflow.ExecuteLocalActivity(lctx, p.a.SetVolumeState, u).Get(cctx, nil)
+	return err
 }
 
 // awaitFill starts or joins the fill of in's content and waits for its result, registered under
 // token. While it waits, the provision's memo names the fill, so that a status query can follow
 // the provision into the fill's steps.
-func awaitFill(ctx workflow.Context, in activities.FillInput, token string) (activities.FillResult, error) {
+func awaitFill(ctx workflow.Context, in contract.FillInput, token string) (contract.FillResult, error) {
 	waits := newFillWaits(ctx)
 	fillID, err := waits.join(ctx, in, token)
 	if err != nil {
-		return activities.FillResult{}, err
+		return contract.FillResult{}, err
 	}
 	if !waits.answered(token) {
-		setMemo(ctx, MemoFill, fillID)
-		defer setMemo(ctx, MemoFill, "")
+		setMemo(ctx, contract.MemoFill, fillID)
+		defer setMemo(ctx, contract.MemoFill, "")
 	}
 	return waits.wait(ctx, in, token, fillID, in.Deadline)
 }
-
-// MemoFill is the memo key naming the fill a provision is waiting on ("" when none).
-const MemoFill = "fill"
 
 // setMemo sets one key of the workflow's memo; a failure is logged, never the provision's.
 func setMemo(ctx workflow.Context, key, value string) {
@@ -289,17 +297,17 @@ func setMemo(ctx workflow.Context, key, value string) {
 
 // importInto downloads the image and imports it into the RBD image target (a user volume, or a
 // cache volume during a fill), recording what it did in res.
-func importInto(ctx workflow.Context, deadline time.Time, plan activities.LookupResult, target string, maxVirtualSize int64, res *CreateVolumeResult) error {
+func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupResult, target string, maxVirtualSize int64, res *contract.CreateVolumeResult) error {
 	var a *activities.Activities
-	var dl activities.DownloadResult
-	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.DownloadImage, activities.DownloadInput{
+	var dl contract.DownloadResult
+	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.DownloadImage, contract.DownloadInput{
 		Image: plan.Image, Pool: plan.Pool, Target: target,
 	}).Get(ctx, &dl); err != nil {
 		return err
 	}
 	res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
-	var imp activities.ImportResult
-	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.ImportImage, activities.ImportInput{
+	var imp contract.ImportResult
+	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.ImportImage, contract.ImportInput{
 		Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize,
 	}).Get(ctx, &imp); err != nil {
 		return err
@@ -311,9 +319,9 @@ func importInto(ctx workflow.Context, deadline time.Time, plan activities.Lookup
 // phase records the provision's phase and cache result in its search attributes. A failure to
 // do so is logged: it must not fail the provision.
 func phase(ctx workflow.Context, p, cache string) {
-	updates := []temporal.SearchAttributeUpdate{SearchPhase.ValueSet(p)}
+	updates := []temporal.SearchAttributeUpdate{contract.SearchPhase.ValueSet(p)}
 	if cache != "" {
-		updates = append(updates, SearchCacheResult.ValueSet(cache))
+		updates = append(updates, contract.SearchCacheResult.ValueSet(cache))
 	}
 	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
 		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)

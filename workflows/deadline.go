@@ -9,7 +9,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // bound gives the activity options of ctx the time left before deadline as their
@@ -52,8 +52,8 @@ func pastDeadline(ctx workflow.Context, deadline time.Time, err error) error {
 		return err
 	}
 	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) && (appErr.NonRetryable() || slices.Contains(activities.NonRetryable, appErr.Type()) ||
-		appErr.Type() == activities.ErrTypeDeadlineExceeded) {
+	if errors.As(err, &appErr) && (appErr.NonRetryable() || slices.Contains(contract.NonRetryable, appErr.Type()) ||
+		appErr.Type() == contract.ErrTypeDeadlineExceeded) {
 		return err
 	}
 	var timeout *temporal.TimeoutError
@@ -71,5 +71,5 @@ func pastDeadline(ctx workflow.Context, deadline time.Time, err error) error {
 	}
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("not done by the provision's deadline %s: %s kept failing; %s", deadline.UTC().Format(time.RFC3339), step, last),
-		activities.ErrTypeDeadlineExceeded, err)
+		contract.ErrTypeDeadlineExceeded, err)
 }

@@ -8,7 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/imagevol/imagevol/activities"
-	"github.com/imagevol/imagevol/models"
+	"github.com/imagevol/imagevol/contract"
 )
 
 // versionFillSignals is the change after which provisions wait on a fill by signal instead of
@@ -16,33 +16,33 @@ import (
 const versionFillSignals = "fill-waiters-by-signal"
 
 // FillCache puts an image's content into the cluster's cache, once: its workflow ID is
-// activities.FillWorkflowID, and every provision that misses joins the run under way
+// contract.FillWorkflowID, and every provision that misses joins the run under way
 // (activities.RegisterFillWaiter). It evicts LRU entries on the fill's host and reserves the
 // slot, downloads and imports the image into a cache volume owned by the internal project,
 // snapshots it and marks the entry ready. An image already cached anywhere in the cluster is not
 // filled again. On failure the reservation and every image it made are removed. However it ends
 // (but terminated), it signals its result to every workflow registered with it.
-func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.FillResult, err error) {
+func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillResult, err error) {
 	var a *activities.Activities
 	if workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1 {
 		// Declared first, so it runs last: after the compensation, with the final result.
 		defer func() { answerWaiters(ctx, res, err) }()
 	}
-	host := workflow.WithActivityOptions(ctx, withQueue(shortStep, HostQueue(in.Host)))
-	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, HostQueue(in.Host)))
+	host := workflow.WithActivityOptions(ctx, withQueue(shortStep, contract.HostQueue(in.Host)))
+	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, contract.HostQueue(in.Host)))
 
 	// 1. Evict LRU entries until the image fits, and reserve its slot.
-	var r activities.EvictResult
-	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.EvictLRU, activities.EvictInput{
+	var r contract.EvictResult
+	if err := workflow.ExecuteActivity(bound(host, in.Deadline), a.EvictLRU, contract.EvictInput{
 		Image: in.Image, FillWorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID,
 	}).Get(ctx, &r); err != nil {
 		return res, err
 	}
 	switch {
 	case r.Ready:
-		return activities.FillResult{Cached: true, Entry: r.Entry}, nil
+		return contract.FillResult{Cached: true, Entry: r.Entry}, nil
 	case !r.Reserved:
-		return activities.FillResult{Reason: r.Reason}, nil
+		return contract.FillResult{Reason: r.Reason}, nil
 	}
 	defer func() {
 		if err == nil {
@@ -51,7 +51,7 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 		err = pastDeadline(ctx, in.Deadline, err)
 		// Compensation: drop the half-made cache volume and its reservation, even if cancelled.
 		cctx, _ := workflow.NewDisconnectedContext(ctx)
-		chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, HostQueue(in.Host)))
+		chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, contract.HostQueue(in.Host)))
 		if cerr := workflow.ExecuteActivity(chost, a.AbandonCacheFill, r.EntryID).Get(cctx, nil); cerr != nil {
 			workflow.GetLogger(ctx).Error("compensation: abandon cache fill failed", "error", cerr)
 		}
@@ -59,19 +59,19 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 
 	// 2-3. Download (verified, streamed into RBD) and import into the cache volume.
 	ref := r.Entry
-	var done CreateVolumeResult
-	plan := activities.LookupResult{Image: in.Image, Cluster: in.Cluster, Pool: ref.Pool}
-	if err := importInto(hostData, in.Deadline, plan, models.RBDName(ref.VolumeID), in.MaxVirtualSize, &done); err != nil {
+	var done contract.CreateVolumeResult
+	plan := contract.LookupResult{Image: in.Image, Cluster: in.Cluster, Pool: ref.Pool}
+	if err := importInto(hostData, in.Deadline, plan, contract.RBDName(ref.VolumeID), in.MaxVirtualSize, &done); err != nil {
 		return res, err
 	}
 	// 4. Clone-to-cache: snapshot the cache volume, which becomes the root parent.
-	quick := workflow.WithActivityOptions(ctx, withQueue(quickStep, HostQueue(in.Host)))
-	if err := workflow.ExecuteActivity(bound(quick, in.Deadline), a.CloneToCache, activities.CacheInput{
+	quick := workflow.WithActivityOptions(ctx, withQueue(quickStep, contract.HostQueue(in.Host)))
+	if err := workflow.ExecuteActivity(bound(quick, in.Deadline), a.CloneToCache, contract.CacheInput{
 		EntryID: ref.EntryID, Pool: ref.Pool, CacheVolumeID: ref.VolumeID,
 	}).Get(ctx, nil); err != nil {
 		return res, err
 	}
-	return activities.FillResult{
+	return contract.FillResult{
 		Cached: true, Entry: ref, Downloaded: true,
 		Bytes: done.Bytes, ResumedFrom: done.ResumedFrom, Format: done.Format,
 	}, nil
@@ -80,24 +80,24 @@ func FillCache(ctx workflow.Context, in activities.FillInput) (res activities.Fi
 // answerWaiters signals the fill's result to every workflow registered with it (the join
 // signals), even if the fill was cancelled. It drains the join signals until none is left, so
 // that none that arrived before the fill closes goes unanswered.
-func answerWaiters(ctx workflow.Context, res activities.FillResult, err error) {
+func answerWaiters(ctx workflow.Context, res contract.FillResult, err error) {
 	if err != nil {
-		res = activities.FillFailure(err)
+		res = contract.FillFailure(err)
 	}
 	ctx, _ = workflow.NewDisconnectedContext(ctx)
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
-	joins := workflow.GetSignalChannel(ctx, activities.FillJoinSignal)
-	answered := map[activities.FillWaiter]bool{}
+	joins := workflow.GetSignalChannel(ctx, contract.FillJoinSignal)
+	answered := map[contract.FillWaiter]bool{}
 	for {
 		var sent []workflow.Future
-		var w activities.FillWaiter
+		var w contract.FillWaiter
 		for joins.ReceiveAsync(&w) {
 			if answered[w] {
 				continue
 			}
 			answered[w] = true
-			sent = append(sent, workflow.SignalExternalWorkflow(ctx, w.WorkflowID, "", activities.FillDoneSignal,
-				activities.FillDone{FillWorkflowID: id, Token: w.Token, Result: res}))
+			sent = append(sent, workflow.SignalExternalWorkflow(ctx, w.WorkflowID, "", contract.FillDoneSignal,
+				contract.FillDone{FillWorkflowID: id, Token: w.Token, Result: res}))
 		}
 		if len(sent) == 0 {
 			return
@@ -122,19 +122,19 @@ const fillGrace = time.Minute
 // fillWaits are the fills a workflow waits on, and the answers they have signalled, by token.
 type fillWaits struct {
 	done    workflow.ReceiveChannel
-	answers map[string]activities.FillResult
+	answers map[string]contract.FillResult
 }
 
 func newFillWaits(ctx workflow.Context) *fillWaits {
-	return &fillWaits{done: workflow.GetSignalChannel(ctx, activities.FillDoneSignal), answers: map[string]activities.FillResult{}}
+	return &fillWaits{done: workflow.GetSignalChannel(ctx, contract.FillDoneSignal), answers: map[string]contract.FillResult{}}
 }
 
 // drain records the answers already signalled.
 func (f *fillWaits) drain() {
-	var d activities.FillDone
+	var d contract.FillDone
 	for f.done.ReceiveAsync(&d) {
 		f.answers[d.Token] = d.Result
-		d = activities.FillDone{}
+		d = contract.FillDone{}
 	}
 }
 
@@ -145,12 +145,12 @@ func (f *fillWaits) answered(token string) bool {
 
 // join starts or joins the fill of in's content, registered as a waiter under token, in a
 // local activity that returns at once: no worker slot is held while the fill runs.
-func (f *fillWaits) join(ctx workflow.Context, in activities.FillInput, token string) (string, error) {
+func (f *fillWaits) join(ctx workflow.Context, in contract.FillInput, token string) (string, error) {
 	var a *activities.Activities
-	var r activities.FillWaitResult
+	var r contract.FillWaitResult
 	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
-	waiter := activities.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
-	if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, activities.FillWaitInput{Fill: in, Waiter: waiter}).Get(ctx, &r); err != nil {
+	waiter := contract.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
+	if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, contract.FillWaitInput{Fill: in, Waiter: waiter}).Get(ctx, &r); err != nil {
 		return "", err
 	}
 	if r.Closed {
@@ -162,10 +162,10 @@ func (f *fillWaits) join(ctx workflow.Context, in activities.FillInput, token st
 // wait returns the result of the fill joined under token, as the fill signals it. A fill that
 // has not answered is checked every fillCheck (registering again with a run under way, reading
 // the outcome of one that closed); one still running fillGrace past the deadline fails the wait.
-func (f *fillWaits) wait(ctx workflow.Context, in activities.FillInput, token, fillID string, deadline time.Time) (activities.FillResult, error) {
+func (f *fillWaits) wait(ctx workflow.Context, in contract.FillInput, token, fillID string, deadline time.Time) (contract.FillResult, error) {
 	var a *activities.Activities
 	lctx := workflow.WithLocalActivityOptions(ctx, localStep)
-	waiter := activities.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
+	waiter := contract.FillWaiter{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Token: token}
 	for {
 		f.drain()
 		if r, ok := f.answers[token]; ok {
@@ -183,7 +183,7 @@ func (f *fillWaits) wait(ctx workflow.Context, in activities.FillInput, token, f
 		var terr error
 		sel := workflow.NewSelector(ctx)
 		sel.AddReceive(f.done, func(c workflow.ReceiveChannel, _ bool) {
-			var d activities.FillDone
+			var d contract.FillDone
 			c.Receive(ctx, &d)
 			f.answers[d.Token] = d.Result
 		})
@@ -194,11 +194,11 @@ func (f *fillWaits) wait(ctx workflow.Context, in activities.FillInput, token, f
 			continue
 		}
 		if terr != nil {
-			return activities.FillResult{}, terr // cancelled
+			return contract.FillResult{}, terr // cancelled
 		}
-		var r activities.FillWaitResult
-		if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, activities.FillWaitInput{Fill: in, Waiter: waiter, Rejoin: true}).Get(ctx, &r); err != nil {
-			return activities.FillResult{}, err
+		var r contract.FillWaitResult
+		if err := workflow.ExecuteLocalActivity(lctx, a.RegisterFillWaiter, contract.FillWaitInput{Fill: in, Waiter: waiter, Rejoin: true}).Get(ctx, &r); err != nil {
+			return contract.FillResult{}, err
 		}
 		if r.Closed {
 			f.answers[token] = r.Result
@@ -210,8 +210,8 @@ func (f *fillWaits) wait(ctx workflow.Context, in activities.FillInput, token, f
 		if f.drain(); f.answered(token) {
 			continue
 		}
-		return activities.FillResult{}, temporal.NewNonRetryableApplicationError(
+		return contract.FillResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("not done by the provision's deadline %s: cache fill %s still running", deadline.UTC().Format(time.RFC3339), fillID),
-			activities.ErrTypeDeadlineExceeded, nil)
+			contract.ErrTypeDeadlineExceeded, nil)
 	}
 }

@@ -13,10 +13,9 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
-)
 
-// cacheSnapshot is the snapshot of a cache volume that user volumes are cloned from.
-const cacheSnapshot = "imagevol-cache"
+	"github.com/imagevol/imagevol/contract"
+)
 
 // warmUp provisions one small new image end to end, unmeasured, so that the first measured miss
 // does not pay for a worker's or a connection's first use.
@@ -306,7 +305,7 @@ func (b *bench) hits(ctx context.Context) error {
 		return fmt.Errorf("no ready cache entry for image %s on %s in GET /v1/cache", b.hitImage, host)
 	}
 	e := entries[i]
-	floor, err := b.ceph.CloneFloor(ctx, e.Pool, "volume-"+e.VolumeID, cacheSnapshot, e.Pool,
+	floor, err := b.ceph.CloneFloor(ctx, e.Pool, contract.RBDName(e.VolumeID), contract.CacheSnapshot, e.Pool,
 		"bench-floor-clone-"+b.runID, b.plan.Hits, uint64(b.plan.HitVolumeGB)<<30)
 	if err != nil {
 		return fmt.Errorf("clone floor: %w", err)

@@ -1,0 +1,153 @@
+package contract
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	enums "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+)
+
+// Registered names of the workflows. The worker registers the functions of package workflows
+// under their Go names; everything else starts them by these names.
+const (
+	CreateVolumeWorkflow = "CreateVolumeFromImage" // one run per user volume
+	FillWorkflow         = "FillCache"             // one run per image content and cluster
+	DeleteVolumeWorkflow = "DeleteVolume"
+	WarmCacheWorkflow    = "WarmCache"
+	EvictEntryWorkflow   = "EvictCacheEntry"
+	ReconcileWorkflow    = "ReconcileCache"
+)
+
+// Workflow IDs that are not random. A provision's workflow ID is its volume's ID.
+const (
+	deletePrefix = "imagevol-delete-"
+	fillPrefix   = "imagevol-fill-"
+	warmPrefix   = "imagevol-warm-"
+	evictPrefix  = "imagevol-evict-"
+	// ReconcileScheduleID is the Temporal Schedule that runs ReconcileCache.
+	ReconcileScheduleID = "imagevol-reconcile"
+	// reconcileRunID is the ID (before the Schedule's timestamp suffix) of its runs.
+	reconcileRunID = "imagevol-reconcile-run"
+)
+
+// FillWorkflowID is the one workflow ID under which an image's content is filled into a Ceph
+// cluster's cache: concurrent misses anywhere in the cluster start, or join, the same run.
+func FillWorkflowID(cluster, imageID, contentHash string) string {
+	_, hexDigest, _ := strings.Cut(contentHash, ":")
+	if len(hexDigest) > 16 {
+		hexDigest = hexDigest[:16]
+	}
+	return fillPrefix + imageID + "-" + hexDigest + "@" + cluster
+}
+
+// DeleteWorkflowID is the ID of the deletion of a volume: one at a time per volume.
+func DeleteWorkflowID(volumeID string) string { return deletePrefix + volumeID }
+
+// DeletedVolume is the volume a deletion's workflow ID names; ok is false for other IDs.
+func DeletedVolume(workflowID string) (volumeID string, ok bool) {
+	return strings.CutPrefix(workflowID, deletePrefix)
+}
+
+// Signals between a fill and the workflows waiting on it.
+const (
+	// FillJoinSignal registers a FillWaiter with a fill's run.
+	FillJoinSignal = "fill-join"
+	// FillDoneSignal carries a FillDone from a fill to each workflow registered with it.
+	FillDoneSignal = "fill-done"
+)
+
+// MemoFill is the memo key naming the fill a provision is waiting on ("" when none).
+const MemoFill = "fill"
+
+// Search attributes of provision workflows, registered on the namespace, so the Temporal UI can
+// filter provisions — e.g. the failed ones of one image. The gateway sets ImageID, Host,
+// ProjectID and Phase when it starts a provision; the workflow sets CacheResult and moves Phase
+// along.
+var (
+	SearchImageID     = temporal.NewSearchAttributeKeyKeyword("ImageID")
+	SearchHost        = temporal.NewSearchAttributeKeyKeyword("Host")
+	SearchProjectID   = temporal.NewSearchAttributeKeyKeyword("ProjectID")
+	SearchCacheResult = temporal.NewSearchAttributeKeyKeyword("CacheResult")
+	SearchPhase       = temporal.NewSearchAttributeKeyKeyword("Phase")
+)
+
+// SearchAttributes lists every search attribute imagevol's workflows use, for registering them
+// on a namespace.
+func SearchAttributes() []temporal.SearchAttributeKey {
+	return []temporal.SearchAttributeKey{SearchImageID, SearchHost, SearchProjectID, SearchCacheResult, SearchPhase}
+}
+
+// Phases a provision's Phase search attribute goes through.
+const (
+	PhaseCreating  = "creating"
+	PhaseFilling   = "filling" // waiting on the cluster's fill of the image
+	PhaseAvailable = "available"
+	PhaseError     = "error"
+)
+
+// ProvisionOptions start the provision of a volume. Its ID is the volume's, and may be used
+// again only after a failed run: a retry.
+func ProvisionOptions(volumeID string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                    volumeID,
+		TaskQueue:             WorkflowQueue,
+		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+	}
+}
+
+// ProvisionSearch are the search attributes a provision starts with.
+func ProvisionSearch(imageID, host, projectID string) temporal.SearchAttributes {
+	return temporal.NewSearchAttributes(
+		SearchImageID.ValueSet(imageID), SearchHost.ValueSet(host),
+		SearchProjectID.ValueSet(projectID), SearchPhase.ValueSet(PhaseCreating),
+	)
+}
+
+// DeleteOptions start the deletion of a volume; asking again joins the run under way.
+func DeleteOptions(volumeID string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       DeleteWorkflowID(volumeID),
+		TaskQueue:                WorkflowQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+	}
+}
+
+// FillOptions start the cluster's one fill of an image: a run already under way is joined
+// (USE_EXISTING), and a finished one may run again (it then finds the entry ready at once).
+// Child workflows cannot carry a conflict policy, so the fill is a workflow of its own.
+func FillOptions(fillID string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       fillID,
+		TaskQueue:                WorkflowQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowRunTimeout:       6 * time.Hour,
+	}
+}
+
+// WarmOptions start a pre-warm; nonce (a UUID) makes its ID unique.
+func WarmOptions(nonce string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{ID: warmPrefix + nonce, TaskQueue: WorkflowQueue}
+}
+
+// EvictOptions start the eviction of a cache entry; asking again joins the run under way.
+func EvictOptions(entryID uint) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       evictPrefix + strconv.FormatUint(uint64(entryID), 10),
+		TaskQueue:                WorkflowQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+	}
+}
+
+// ReconcileAction is what the reconcile Schedule starts: ReconcileCache over hosts.
+func ReconcileAction(hosts []string) *client.ScheduleWorkflowAction {
+	return &client.ScheduleWorkflowAction{
+		ID:        reconcileRunID,
+		Workflow:  ReconcileWorkflow,
+		Args:      []any{ReconcileInput{Hosts: hosts}},
+		TaskQueue: WorkflowQueue,
+	}
+}
