@@ -9,9 +9,9 @@ import (
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/activity"
 
 	"github.com/imagevol/imagevol/contract"
+	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/storage"
 )
@@ -132,13 +132,6 @@ func (a *Activities) purgeTrashedImages(ctx context.Context, rep *contract.Recon
 	return nil
 }
 
-// heartbeat records a heartbeat when ctx is an activity's: some steps also run inside others.
-func heartbeat(ctx context.Context, details any) {
-	if activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, details)
-	}
-}
-
 // workflowRunning reports whether the latest run of a workflow is still running.
 func (a *Activities) workflowRunning(ctx context.Context, id string) (bool, error) {
 	desc, err := a.Temporal.DescribeWorkflowExecution(ctx, id, "")
@@ -176,4 +169,73 @@ func (a *Activities) findOrphans(ctx context.Context, rep *contract.ReconcileRep
 		rep.Orphans = append(rep.Orphans, a.Config.Pool+"/"+n)
 	}
 	return nil
+}
+
+// ReconcileHost checks this host's cache and volumes against the image service, Temporal and
+// Ceph: entries of images deleted, deactivated or re-uploaded with other content are evicted,
+// evictions a crash left half-done are finished, entries left "filling" by a fill no longer
+// running are removed with their images, volumes left "creating" by a provision no longer
+// running are marked error, images no row accounts for are reported, and trashed cache volumes
+// without clones and busy images trashed since they were deleted are purged. An entry being
+// cloned from is left for the next pass. It heartbeats for every entry, volume and image it
+// looks at, so a large host does not outlive its heartbeat timeout.
+func (a *Activities) ReconcileHost(ctx context.Context) (contract.ReconcileReport, error) {
+	rep := contract.ReconcileReport{Host: a.Config.Host}
+	entries, err := a.Store.ListCacheEntries(ctx, a.Config.Host)
+	if err != nil {
+		return rep, err
+	}
+	for i := range entries {
+		e := &entries[i]
+		heartbeat(ctx, fmt.Sprintf("cache entry %d", e.ID))
+		if e.State == models.EntryFilling {
+			a.reconcileFill(ctx, e, &rep)
+			continue
+		}
+		rep.Checked++
+		why := ""
+		if e.State == models.EntryEvicting {
+			if time.Since(e.UpdatedAt) < models.EvictionStale {
+				continue // an eviction in progress
+			}
+			why = "eviction left half-done"
+			// An abandoned fill interrupted half-way may have left its staging image too.
+			if err := a.removeOrTrash(ctx, e.Pool, contract.StagingName(contract.RBDName(e.VolumeID))); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (%s): %v", e.ID, why, err))
+				continue
+			}
+		} else {
+			img, err := a.Images.Get(ctx, e.ImageID)
+			switch {
+			case errors.Is(err, imagesource.ErrNotFound):
+				why = "image deleted"
+			case err != nil:
+				rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d: image service: %v", e.ID, err))
+				continue
+			case img.Status != imagesource.StatusActive:
+				why = "image " + img.Status
+			case img.ContentHash() != e.ContentHash:
+				why = "image content changed"
+			}
+		}
+		if why == "" {
+			continue
+		}
+		if _, err := a.evict(ctx, e, true); err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("entry %d (%s): %v", e.ID, why, err))
+			continue
+		}
+		rep.Invalidated = append(rep.Invalidated, fmt.Sprintf("entry %d, image %s: %s", e.ID, e.ImageID, why))
+	}
+	if err := a.reconcileVolumes(ctx, &rep); err != nil {
+		return rep, err
+	}
+	if err := a.findOrphans(ctx, &rep); err != nil {
+		return rep, err
+	}
+	if err := a.purgeTrashedImages(ctx, &rep); err != nil {
+		return rep, err
+	}
+	rep.Purged, err = a.PurgeTrash(ctx)
+	return rep, err
 }

@@ -3,6 +3,9 @@
 // dependencies. Workflows reference them through a nil *Activities. Steps that touch Ceph run on
 // the storage host's own task queue; every step treats "already done" as success, so a retried
 // attempt converges on the same end state.
+//
+// Of imagevol's packages it may import contract, config, models, storage (and storage/rbd for
+// fencing), imagesource, importer, sandbox and metrics; never workflows, worker or starter.
 package activities
 
 import (

@@ -1,6 +1,8 @@
 // Package apiclient is a small Go client of imagevol's REST API, shared by the command-line
 // client and the benchmark: JSON in and out, the bearer token, and the API's error shape turned
 // into a typed error.
+//
+// It imports none of imagevol's packages, so that the command-line client stays small.
 package apiclient
 
 import (

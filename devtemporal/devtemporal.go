@@ -1,6 +1,8 @@
 // Package devtemporal holds the settings an in-process Temporal server needs for imagevol, shared
 // by the dev server command and the tests: the dynamic config that removes the default ~50 ms
 // wait on every dispatch hop, and the custom search attributes provisions are tagged with.
+//
+// Of imagevol's packages it imports only contract.
 package devtemporal
 
 import (

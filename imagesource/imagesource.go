@@ -1,5 +1,7 @@
 // Package imagesource describes where imagevol reads VM images from: an interface with typed
 // errors, implemented for OpenStack Glance by package imagesource/glance.
+//
+// It imports none of imagevol's packages.
 package imagesource
 
 import (

@@ -1,6 +1,8 @@
 // Package importer moves image bytes into block storage: a streaming copy that hashes while it
 // writes, skips all-zero blocks so the target stays thin, and keeps a fixed number of buffers in
 // flight; and detection of an image's real format from its bytes.
+//
+// It imports none of imagevol's packages.
 package importer
 
 import (

@@ -1,6 +1,8 @@
 // Package metrics holds one process's Prometheus registry: imagevol's own metrics (cache
 // counters, step durations), the Temporal SDK's metrics through a client.MetricsHandler, and the
 // HTTP handler that serves them all at /metrics.
+//
+// Of imagevol's packages it imports only models.
 package metrics
 
 import (

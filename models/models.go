@@ -2,6 +2,8 @@
 // cache entries — as gorm models, the versioned migrations that create them, and the queries the
 // engine runs on them. MySQL (or MariaDB) is used through gorm's mysql driver when a DSN is
 // configured; an embedded SQLite file is the default when none is.
+//
+// It imports none of imagevol's packages.
 package models
 
 import "time"

@@ -5,6 +5,8 @@
 // and CPU-time, address-space and core-size limits (set by util-linux's prlimit before bwrap
 // starts, so they hold from the first instruction).
 //
+// It imports none of imagevol's packages.
+//
 // A caller running as root starts bwrap as nobody (uid and gid 65534), so the command is an
 // unprivileged user to the host kernel too; host files it is to read must then be given as
 // data (File) or be readable by anyone (Bind).

@@ -21,38 +21,6 @@ import (
 // ?wait=true) before answering 202 with its workflow ID.
 const opWait = time.Minute
 
-func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
-	v, err := g.ownVolume(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	in := contract.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
-	switch v.Status {
-	case models.StatusCreating:
-		// The deletion cancels the provision and waits for it to close, then removes whatever
-		// it made, in the host's own pool while the row names none yet, and the row goes.
-		in.Provision = v.WorkflowID
-	case models.StatusDeleting:
-		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
-		return
-	}
-	ctx := r.Context()
-	if err := g.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusDeleting}); err != nil {
-		writeError(w, err)
-		return
-	}
-	_, err = g.Temporal.ExecuteWorkflow(ctx, contract.DeleteOptions(v.ID), contract.DeleteVolumeWorkflow, in)
-	if err != nil {
-		// Nothing started: put the status back so the delete can be asked again.
-		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})
-		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the deletion: %v", err))
-		return
-	}
-	g.log().Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": models.StatusDeleting})
-}
-
 // CacheStats is the body of GET /v1/cache/stats: counters since the database was created, and
 // what the cache holds now, in total and per host.
 type CacheStats struct {
@@ -235,4 +203,39 @@ func (g *Gateway) evictEntry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": e.ID, "evicted": res.Evicted, "trashed": res.Trashed})
+}
+
+// CacheEntryView is a cache entry as the API shows it.
+type CacheEntryView struct {
+	ID          uint      `json:"id"`
+	Host        string    `json:"host"`
+	Pool        string    `json:"pool"`
+	ImageID     string    `json:"image_id"`
+	ContentHash string    `json:"content_hash"`
+	VolumeID    string    `json:"volume_id"`
+	SizeBytes   int64     `json:"size_bytes"`
+	Hits        int64     `json:"hits"`
+	LastUsed    time.Time `json:"last_used"`
+	Pinned      bool      `json:"pinned"`
+	State       string    `json:"state"`
+}
+
+func (g *Gateway) listCache(w http.ResponseWriter, r *http.Request) {
+	es, err := g.Store.ListCacheEntries(r.Context(), r.URL.Query().Get("host"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]CacheEntryView, 0, len(es))
+	for i := range es {
+		out = append(out, entryView(&es[i]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+func entryView(e *models.CacheEntry) CacheEntryView {
+	return CacheEntryView{
+		ID: e.ID, Host: e.Host, Pool: e.Pool, ImageID: e.ImageID, ContentHash: e.ContentHash, VolumeID: e.VolumeID,
+		SizeBytes: e.SizeBytes, Hits: e.Hits, LastUsed: e.LastUsed, Pinned: e.Pinned, State: e.State,
+	}
 }

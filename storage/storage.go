@@ -1,5 +1,7 @@
 // Package storage is the small interface imagevol's activities use to manage block images, with
 // sentinel errors that callers test with errors.Is. Package storage/rbd implements it on Ceph RBD.
+//
+// It imports none of imagevol's packages.
 package storage
 
 import (

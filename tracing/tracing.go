@@ -2,6 +2,8 @@
 // tracing interceptor on clients and workers, so that one trace runs from the gateway's HTTP
 // request through the workflow, the cache fill it joins and every activity, and an exporter
 // (OTLP over gRPC, or JSON lines to a file or standard output). Tracing is off by default.
+//
+// It imports none of imagevol's packages.
 package tracing
 
 import (

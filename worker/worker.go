@@ -1,6 +1,9 @@
 // Package worker runs imagevol's Temporal workers for one storage host: one polls the host's own
 // task queue for the steps that touch its Ceph pool; one polls the shared queue for workflow
 // tasks (and runs their local activities).
+//
+// Of imagevol's packages it may import activities, workflows, contract, config, models, metrics and
+// storage/rbd.
 package worker
 
 import (

@@ -1,6 +1,9 @@
 // Package workflows holds imagevol's deterministic orchestration: CreateVolumeFromImage, one run
 // per user volume (workflow ID = volume ID). Every side effect is an activity of package
 // activities, run on the storage host's own task queue.
+//
+// Of imagevol's packages it may import contract, activities (for method references only) and
+// models' constants; workflow code stays deterministic (checked by workflowcheck).
 package workflows
 
 import (

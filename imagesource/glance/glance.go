@@ -1,5 +1,7 @@
 // Package glance implements imagesource.Source on the OpenStack Image service (Glance v2)
 // through gophercloud, and adds the few calls tests and tools need to put images there.
+//
+// Of imagevol's packages it imports only imagesource.
 package glance
 
 import (

@@ -1,5 +1,7 @@
 // Package rbd implements storage.Storage on Ceph RBD through go-ceph (build with -tags pacific
 // against Ceph 16). One rados connection serves every pool; I/O contexts are opened once per pool.
+//
+// Of imagevol's packages it imports only storage.
 package rbd
 
 import (

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -22,11 +21,6 @@ import (
 // workflow ID cannot be reused.
 const retryWait = 15 * time.Second
 
-// retrying holds the IDs of volumes whose retry is being started in this process, so that two
-// concurrent retries of one volume do not both reset its row; across gateways, Temporal's
-// workflow ID reuse policy lets only one start succeed.
-var retrying sync.Map
-
 // provisionRoutes serves the retry of failed provisions.
 func (g *Gateway) provisionRoutes(mux *http.ServeMux) {
 	g.handle(mux, "POST /v1/volumes/{id}/retry", g.retryVolume)
@@ -40,11 +34,11 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, busy := retrying.LoadOrStore(v.ID, true); busy {
+	if _, busy := g.retrying.LoadOrStore(v.ID, true); busy {
 		writeError(w, apiErr(http.StatusConflict, "volume_busy", "a retry of volume %s is already being started", v.ID))
 		return
 	}
-	defer retrying.Delete(v.ID)
+	defer g.retrying.Delete(v.ID)
 	allowWait(w, retryWait)
 	runID, err := g.retry(r.Context(), v)
 	if err != nil {
