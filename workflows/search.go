@@ -1,17 +1,17 @@
 package workflows
 
-import "go.temporal.io/sdk/temporal"
+import "github.com/imagevol/imagevol/searchattr"
 
-// Search attributes of provision workflows, registered on the namespace (see devtemporal), so
-// the Temporal UI can filter provisions — e.g. the failed ones of one image. The gateway sets
-// ImageID, Host, ProjectID and Phase when it starts a provision; the workflow sets CacheResult
-// and moves Phase along.
+// Search attributes of provision workflows, declared in package searchattr and registered on the
+// namespace from there, so the Temporal UI can filter provisions — e.g. the failed ones of one
+// image. The gateway sets ImageID, Host, ProjectID and Phase when it starts a provision; the
+// workflow sets CacheResult and moves Phase along.
 var (
-	SearchImageID     = temporal.NewSearchAttributeKeyKeyword("ImageID")
-	SearchHost        = temporal.NewSearchAttributeKeyKeyword("Host")
-	SearchProjectID   = temporal.NewSearchAttributeKeyKeyword("ProjectID")
-	SearchCacheResult = temporal.NewSearchAttributeKeyKeyword("CacheResult")
-	SearchPhase       = temporal.NewSearchAttributeKeyKeyword("Phase")
+	SearchImageID     = searchattr.ImageID
+	SearchHost        = searchattr.Host
+	SearchProjectID   = searchattr.ProjectID
+	SearchCacheResult = searchattr.CacheResult
+	SearchPhase       = searchattr.Phase
 )
 
 // Phases a provision's Phase search attribute goes through.
