@@ -18,7 +18,7 @@ import (
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/gophercloud/gophercloud/v2"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/contract"

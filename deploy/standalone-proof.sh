@@ -360,11 +360,11 @@ for id in "${volumes[@]}"; do
     fail "volume ${v_name[$id]}: workflow ${v_wf[$id]} in PostgreSQL: visibility '$vis', execution rows $rows"
   fi
   # Its history, fetched from the standalone frontend, replays against the workflow code.
-  if timeout 60 "$BIN/imagevolctl" replay --address "$TEMPORAL_PG_ADDRESS" --namespace "$NAMESPACE" "${v_wf[$id]}" >"$DIR/replay-$id.txt" 2>&1; then
+  if timeout 60 "$BIN/imagevol-worker" replay --address "$TEMPORAL_PG_ADDRESS" --namespace "$NAMESPACE" "${v_wf[$id]}" >"$DIR/replay-$id.txt" 2>&1; then
     v_replay[$id]=ok
   else
     v_replay[$id]=FAILED
-    fail "volume ${v_name[$id]}: imagevolctl replay failed: $(tail -n 3 "$DIR/replay-$id.txt")"
+    fail "volume ${v_name[$id]}: imagevol-worker replay failed: $(tail -n 3 "$DIR/replay-$id.txt")"
   fi
 done
 # The cache: one entry per image, on the host that missed it, each hit twice (once on its own

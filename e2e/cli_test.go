@@ -26,13 +26,16 @@ import (
 const cliHost = "e2e-cli"
 
 // buildCLI builds imagevolctl into the test's temporary directory.
-func buildCLI(t *testing.T) string {
+func buildCLI(t *testing.T) string { return buildCmd(t, "imagevolctl") }
+
+// buildCmd builds the command cmd/<name> into the test's temporary directory.
+func buildCmd(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "imagevolctl")
-	cmd := exec.Command("go", "build", "-tags", "pacific", "-o", bin, "../cmd/imagevolctl")
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-tags", "pacific", "-o", bin, "../cmd/"+name)
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build imagevolctl: %v: %s", err, out)
+		t.Fatalf("build %s: %v: %s", name, err, out)
 	}
 	return bin
 }
@@ -43,7 +46,8 @@ type cliResult struct {
 	exit           int
 }
 
-// cli runs the imagevolctl binary bin against the gateway api and the test's Temporal server.
+// cli runs the binary bin (imagevolctl, or imagevol-worker for replay) against the gateway api
+// and the test's Temporal server.
 func cli(t *testing.T, bin string, api *apiClient, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -61,9 +65,9 @@ func cli(t *testing.T, bin string, api *apiClient, args ...string) cliResult {
 	case errors.As(err, &exit):
 		res.exit = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("imagevolctl %v: %v", args, err)
+		t.Fatalf("%s %v: %v", filepath.Base(bin), args, err)
 	}
-	t.Logf("imagevolctl %s → exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), res.exit, res.stdout, res.stderr)
+	t.Logf("%s %s → exit %d\nstdout: %s\nstderr: %s", filepath.Base(bin), strings.Join(args, " "), res.exit, res.stdout, res.stderr)
 	return res
 }
 
@@ -80,11 +84,11 @@ func finalVolume(t *testing.T, r cliResult) (id, status string) {
 }
 
 // create --wait shows progress and ends available with the image's bytes; replay of the
-// provision's history against the current code is deterministic, from Temporal and from a saved
-// file; a tampered history is caught as non-deterministic; a retry of an available volume is
-// refused.
+// provision's history against the current code (imagevol-worker replay) is deterministic, from
+// Temporal and from a saved file; a tampered history is caught as non-deterministic; a retry of
+// an available volume is refused.
 func TestCLICreateAndReplay(t *testing.T) {
-	bin := buildCLI(t)
+	bin, replayer := buildCLI(t), buildCmd(t, "imagevol-worker")
 	startHost(t, hostConfig(cliHost))
 	api := newGateway(t, cliHost)
 	data := imageBytes(16*mib, 131, 2)
@@ -110,14 +114,14 @@ func TestCLICreateAndReplay(t *testing.T) {
 	}
 
 	saved := filepath.Join(t.TempDir(), "history.json")
-	r = cli(t, bin, api, "replay", id, "--save", saved)
+	r = cli(t, replayer, api, "replay", id, "--save", saved)
 	if r.exit != 0 || !strings.Contains(r.stdout, "deterministic") || strings.Contains(r.stdout, "NOT") {
 		t.Fatalf("replay of %s: exit %d, stdout %q, stderr %q", id, r.exit, r.stdout, r.stderr)
 	}
 	if !strings.Contains(r.stdout, "CreateVolumeFromImage") {
 		t.Fatalf("replay output %q does not name the workflow type", r.stdout)
 	}
-	r = cli(t, bin, api, "replay", "--file", saved)
+	r = cli(t, replayer, api, "replay", "--file", saved)
 	if r.exit != 0 || !strings.Contains(r.stdout, "deterministic") {
 		t.Fatalf("replay --file: exit %d, stdout %q, stderr %q", r.exit, r.stdout, r.stderr)
 	}
@@ -135,7 +139,7 @@ func TestCLICreateAndReplay(t *testing.T) {
 	if err := os.WriteFile(tampered, bytes.Replace(hist, []byte(`"LookupCache"`), []byte(`"LookupCacheV0"`), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r = cli(t, bin, api, "replay", "--file", tampered)
+	r = cli(t, replayer, api, "replay", "--file", tampered)
 	if r.exit != 1 || r.stdout != "" || !strings.Contains(r.stderr, "NOT deterministic") || !strings.Contains(r.stderr, "TMPRL1100") {
 		t.Fatalf("replay of a tampered history: exit %d, stdout %q, stderr %q; want exit 1 with TMPRL1100", r.exit, r.stdout, r.stderr)
 	}
@@ -159,7 +163,7 @@ func TestCLICreateAndReplay(t *testing.T) {
 // run of the same workflow ID with the first run's input (the image left for the lookup to
 // read again) and search attributes, and fails again for the same reason.
 func TestCLIRetryFailed(t *testing.T) {
-	bin := buildCLI(t)
+	bin, replayer := buildCLI(t), buildCmd(t, "imagevol-worker")
 	startHost(t, hostConfig(cliHost))
 	api := newGateway(t, cliHost)
 	data := qcow2WithBackingFile(t, 132)
@@ -225,7 +229,7 @@ func TestCLIRetryFailed(t *testing.T) {
 	requireFailed(t, cliHost, api.waitVolume(id), contract.ErrTypeUnsafeImage)
 
 	// The failed runs replay deterministically too (compensation included).
-	r = cli(t, bin, api, "replay", id, "--run", firstRun)
+	r = cli(t, replayer, api, "replay", id, "--run", firstRun)
 	if r.exit != 0 || !strings.Contains(r.stdout, "deterministic") || !strings.Contains(r.stdout, firstRun) {
 		t.Fatalf("replay of the failed first run: exit %d, stdout %q, stderr %q", r.exit, r.stdout, r.stderr)
 	}

@@ -21,7 +21,8 @@ import (
 	"github.com/imagevol/imagevol/devtemporal"
 	"github.com/imagevol/imagevol/imagesource/glance"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/storage/rbd"
+	"github.com/imagevol/imagevol/searchattr"
+	"github.com/imagevol/imagevol/storage/librbd"
 )
 
 // env is the stack shared by every test of the package: one Temporal, one Ceph, one Glance, one
@@ -29,7 +30,7 @@ import (
 type env struct {
 	temporal client.Client
 	store    *models.Store
-	ceph     *rbd.Cluster
+	ceph     *librbd.Cluster
 	glance   *glance.Client
 	pool     string
 	pool2    string // a second pool, for a second host of the same cluster
@@ -77,7 +78,7 @@ func run(m *testing.M) int {
 	}
 	defer store.Close()
 
-	ceph, err := rbd.Connect(need["CEPH_CONF"])
+	ceph, err := librbd.Connect(need["CEPH_CONF"])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -101,7 +102,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// temporaltest's namespace starts without imagevol's search attributes.
-	if err := devtemporal.EnsureSearchAttributes(ctx, ts.GetDefaultClient(), ts.GetDefaultNamespace(), slog.Default()); err != nil {
+	if err := searchattr.Ensure(ctx, ts.GetDefaultClient(), ts.GetDefaultNamespace(), slog.Default()); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}

@@ -105,7 +105,7 @@ func TestObservability(t *testing.T) {
 		}
 	}
 	page := get(t, srv.URL+"/metrics")
-	for deadline := time.Now().Add(10 * time.Second); sample(t, page, "temporal_workflow_completed", `workflow_type="CreateVolumeFromImage"`) < 2 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); sample(t, page, "temporal_workflow_completed_total", `workflow_type="CreateVolumeFromImage"`) < 2 && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
 		page = get(t, srv.URL+"/metrics")
 	}
@@ -139,11 +139,11 @@ func TestObservability(t *testing.T) {
 		t.Error("imagevol_provisions_in_flight missing")
 	}
 	// The SDK's own: requests of the client, and the workflows its workflow worker completed.
-	if n := sample(t, page, "temporal_request", `operation="StartWorkflowExecution"`); n < 2 {
-		t.Errorf("temporal_request{operation=StartWorkflowExecution} = %v, want ≥ 2", n)
+	if n := sample(t, page, "temporal_request_total", `operation="StartWorkflowExecution"`); n < 2 {
+		t.Errorf("temporal_request_total{operation=StartWorkflowExecution} = %v, want ≥ 2", n)
 	}
-	if n := sample(t, page, "temporal_workflow_completed", `workflow_type="CreateVolumeFromImage"`); n < 2 {
-		t.Errorf("temporal_workflow_completed{workflow_type=CreateVolumeFromImage} = %v, want ≥ 2", n)
+	if n := sample(t, page, "temporal_workflow_completed_total", `workflow_type="CreateVolumeFromImage"`); n < 2 {
+		t.Errorf("temporal_workflow_completed_total{workflow_type=CreateVolumeFromImage} = %v, want ≥ 2", n)
 	}
 	if !strings.Contains(page, "temporal_activity_execution_latency_seconds_bucket{") {
 		t.Error("the SDK's timers are not exposed as histograms in seconds")

@@ -28,7 +28,7 @@ import (
 	"github.com/imagevol/imagevol/imagesource"
 	"github.com/imagevol/imagevol/imagesource/glance"
 	"github.com/imagevol/imagevol/models"
-	"github.com/imagevol/imagevol/storage/rbd"
+	"github.com/imagevol/imagevol/storage/librbd"
 )
 
 const (
@@ -41,7 +41,7 @@ const (
 var stack struct {
 	api, token, dsn, pool, ctl, temporal string
 	store                                *models.Store
-	ceph                                 *rbd.Cluster
+	ceph                                 *librbd.Cluster
 	glance                               *glance.Client
 	tc                                   client.Client
 }
@@ -63,7 +63,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		os.Exit(1)
 	}
-	if stack.ceph, err = rbd.Connect(get("CEPH_CONF")); err != nil {
+	if stack.ceph, err = librbd.Connect(get("CEPH_CONF")); err != nil {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		os.Exit(1)
 	}

@@ -31,13 +31,17 @@ func TestTemporalHandlerMixedTags(t *testing.T) {
 	h.WithTags(map[string]string{"operation": "Poll"}).Counter("temporal_request").Inc(3)
 	h.Timer("temporal_request_latency").Record(20 * time.Millisecond)
 	h.Gauge("temporal_num_pollers").Update(4)
-	h.Gauge("temporal_request").Update(99) // another kind under a used name: dropped
+	h.Counter("temporal_long_request_total").Inc(5) // already suffixed: not doubled
+	h.Gauge("temporal_request_total").Update(99)    // another kind under a used name: dropped
 
 	page := scrape(t, r)
 	for _, want := range []string{
 		// An empty label is no label to Prometheus.
-		`temporal_request{namespace="ns",operation=""} 2`,
-		`temporal_request{namespace="ns",operation="Poll"} 3`,
+		// Counters end in _total, as Prometheus names them and Temporal's dashboards query them.
+		`# TYPE temporal_request_total counter`,
+		`temporal_request_total{namespace="ns",operation=""} 2`,
+		`temporal_request_total{namespace="ns",operation="Poll"} 3`,
+		`temporal_long_request_total{namespace="ns"} 5`,
 		`temporal_request_latency_seconds_bucket{namespace="ns",le="0.025"} 1`,
 		`temporal_request_latency_seconds_bucket{namespace="ns",le="0.01"} 0`,
 		`temporal_request_latency_seconds_count{namespace="ns"} 1`,
@@ -49,6 +53,11 @@ func TestTemporalHandlerMixedTags(t *testing.T) {
 	}
 	if strings.Contains(page, " 99\n") {
 		t.Error("a gauge recorded under a counter's name was exposed")
+	}
+	for _, unwanted := range []string{"temporal_request{", "temporal_long_request_total_total"} {
+		if strings.Contains(page, unwanted) {
+			t.Errorf("scrape has %q: a counter without its _total suffix, or with it twice", unwanted)
+		}
 	}
 }
 

@@ -144,9 +144,11 @@ func (h *sdkHandler) WithTags(tags map[string]string) client.MetricsHandler {
 	return &sdkHandler{c: h.c, tags: merged}
 }
 
-// Counter returns the counter of that name and the handler's tags.
+// Counter returns the counter of that name and the handler's tags, exposed as <name>_total:
+// Prometheus names counters so, and Temporal's dashboards query the SDK's counters by those names
+// (temporal_request_total, temporal_workflow_completed_total).
 func (h *sdkHandler) Counter(name string) client.MetricsCounter {
-	s := h.c.series(metricName(name), counterKind, h.tags)
+	s := h.c.series(counterName(name), counterKind, h.tags)
 	return counterFunc(func(d int64) {
 		if s == nil {
 			return
@@ -204,6 +206,15 @@ func (f timerFunc) Record(d time.Duration) { f(d) }
 
 // metricName makes name a valid Prometheus metric name.
 func metricName(name string) string { return sanitize(name, true) }
+
+// counterName is the Prometheus name of the SDK's counter name: valid, and ending in _total.
+func counterName(name string) string {
+	n := metricName(name)
+	if strings.HasSuffix(n, "_total") {
+		return n
+	}
+	return n + "_total"
+}
 
 // labelName makes name a valid Prometheus label name.
 func labelName(name string) string { return sanitize(name, false) }

@@ -38,7 +38,18 @@ type Options struct {
 	// client so that the images it was writing are unlocked at once.
 	CephAddr string
 	Fence    func(addr string) error
+	// Health, when set, is marked running once the workers poll and stopping when Run stops
+	// them; the command serves it at /healthz.
+	Health *Health
 }
+
+// StopTimeout is how long a stopping worker lets the steps it is running finish before the SDK
+// cancels them (sdkworker.Options.WorkerStopTimeout; the SDK's default, 0, cancels them at
+// once). Most steps are seconds long, so a deploy or restart then loses none of them; a long
+// download that outlasts it is cancelled and resumes from its last heartbeat on another worker
+// (or on this host's successor), as after a crash. It stays under the 60 s grace period the
+// Kubernetes manifests and systemd's default 90 s give the process before killing it.
+const StopTimeout = 30 * time.Second
 
 // Start registers the workflows and the host's activities and starts polling. Stop the returned
 // workers when done. Several hosts may run in one process, each with its own Activities.
@@ -57,10 +68,11 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 		// 80% of the heartbeat timeout: a crash then loses at most a second of work.
 		MaxHeartbeatThrottleInterval: time.Second,
 		Interceptors:                 steps,
+		WorkerStopTimeout:            StopTimeout,
 	})
 	host.RegisterActivity(acts)
 
-	shared := sdkworker.New(c, contract.WorkflowQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps})
+	shared := sdkworker.New(c, contract.WorkflowQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps, WorkerStopTimeout: StopTimeout})
 	RegisterWorkflows(shared)
 	// Local activities (volume state updates) run here; they only need the database.
 	shared.RegisterActivity(acts)
@@ -101,6 +113,7 @@ func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts
 	if err != nil {
 		return err
 	}
+	opts.Health.SetRunning()
 	slog.Info("worker polling", "host", acts.Config.Host, "host_queue", contract.HostQueue(acts.Config.Host), "workflow_queue", contract.WorkflowQueue)
 	if opts.Namespace != "" {
 		// In the background: polling has started, and the steps it fails are retried here.
@@ -115,6 +128,8 @@ func Run(ctx context.Context, c client.Client, acts *activities.Activities, opts
 		}()
 	}
 	<-ctx.Done()
+	opts.Health.SetStopping()
+	slog.Info("worker stopping: running steps may finish", "host", acts.Config.Host, "stop_timeout", StopTimeout.String())
 	for _, w := range ws {
 		w.Stop()
 	}

@@ -36,6 +36,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/imagevol/imagevol/devtemporal"
+	"github.com/imagevol/imagevol/searchattr"
 )
 
 const (
@@ -258,7 +259,7 @@ func prepareDatabase(sqlCfg *config.SQL, dbPath, namespace string) error {
 	} else if err != nil {
 		return fmt.Errorf("stat database: %w", err)
 	}
-	ns, err := sqlite.NewNamespaceConfig(clusterName, namespace, false, devtemporal.SearchAttributes())
+	ns, err := sqlite.NewNamespaceConfig(clusterName, namespace, false, searchattr.Types())
 	if err != nil {
 		return fmt.Errorf("namespace config: %w", err)
 	}
@@ -362,7 +363,7 @@ func waitReady(ctx context.Context, hostPort, namespace string, logger *slog.Log
 	if err != nil {
 		return fmt.Errorf("namespace %q not ready after %s: %w", namespace, readyTimeout, err)
 	}
-	return devtemporal.EnsureSearchAttributes(ctx, c, namespace, logger)
+	return searchattr.Ensure(ctx, c, namespace, logger)
 }
 
 // waitHealthy polls the gRPC health service of the frontend at hostPort

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/imagevol/imagevol/config"
-	"github.com/imagevol/imagevol/devtemporal"
+	"github.com/imagevol/imagevol/searchattr"
 )
 
 // retryEvery is the pause between attempts while the Temporal frontend is starting or its
@@ -88,7 +88,7 @@ func setupTemporal(ctx context.Context, common config.Common, retention time.Dur
 
 	// The frontend lists a namespace's attributes from its namespace cache, which learns of a
 	// new namespace, and of attributes added to it, within seconds.
-	want := devtemporal.SearchAttributes()
+	want := searchattr.Types()
 	var before, after map[string]enumspb.IndexedValueType
 	if err := retry(ctx, func() error {
 		var err error
@@ -98,7 +98,7 @@ func setupTemporal(ctx context.Context, common config.Common, retention time.Dur
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := devtemporal.EnsureSearchAttributes(ctx, c, ns, logger); err != nil {
+	if err := searchattr.Ensure(ctx, c, ns, logger); err != nil {
 		return err
 	}
 	if err := retry(ctx, func() error {

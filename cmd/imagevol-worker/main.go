@@ -1,6 +1,14 @@
 // Command imagevol-worker runs the Temporal workers of one storage host: the steps that touch
 // its Ceph pool on the queue imagevol.host.<host>, and workflow tasks on the shared queue. With
-// --metrics-listen (IMAGEVOL_METRICS_LISTEN) it serves Prometheus metrics at /metrics there.
+// --metrics-listen (IMAGEVOL_METRICS_LISTEN) it serves Prometheus metrics at /metrics there, and
+// its health at /healthz: 200 while the workers run, 503 once they are stopping.
+//
+//	imagevol-worker replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME
+//	imagevol-worker replay --file HISTORY.json
+//
+// replays a volume's workflow history against this binary's workflow code instead, and exits 1
+// if the code is no longer deterministic. It talks to Temporal only (IMAGEVOL_TEMPORAL_ADDRESS,
+// IMAGEVOL_TEMPORAL_NAMESPACE, IMAGEVOL_TEMPORAL_TLS_*), and needs no Ceph and no database.
 package main
 
 import (
@@ -20,12 +28,19 @@ import (
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/metrics"
-	"github.com/imagevol/imagevol/storage/rbd"
+	"github.com/imagevol/imagevol/storage/librbd"
 	"github.com/imagevol/imagevol/tracing"
 	"github.com/imagevol/imagevol/worker"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "replay" {
+		if err := replay(context.Background(), os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "imagevol-worker replay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	logger := newLogger(os.Stderr)
 	slog.SetDefault(logger)
 	if err := run(logger); err != nil {
@@ -61,7 +76,7 @@ func run(logger *slog.Logger) error {
 	sandboxOn := flag.Bool("sandbox", !cfg.SandboxDisabled, "run qemu-img in its bubblewrap sandbox; false is for development only")
 	flag.DurationVar(&cfg.SandboxCPUTime, "sandbox-cpu-time", cfg.SandboxCPUTime, "CPU time of one conversion")
 	flag.IntVar(&cfg.SandboxMemoryMB, "sandbox-memory-mb", cfg.SandboxMemoryMB, "address space of one conversion, MiB")
-	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics (empty: none)")
+	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics, and the worker's health at /healthz (empty: none)")
 	flag.Parse()
 	cfg.SandboxDisabled = !*sandboxOn
 	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
@@ -94,8 +109,11 @@ func run(logger *slog.Logger) error {
 	}
 
 	reg := metrics.NewRegistry()
+	// 503 until the workers poll (after Temporal, the database and Ceph were reached), 200 while
+	// they do, 503 again once they stop.
+	health := &worker.Health{}
 	if *metricsListen != "" {
-		stopMetrics, err := serveMetrics(*metricsListen, reg, logger)
+		stopMetrics, err := serveMetrics(*metricsListen, reg, health, logger)
 		if err != nil {
 			return err
 		}
@@ -112,7 +130,7 @@ func run(logger *slog.Logger) error {
 		return err
 	}
 	defer svc.Close()
-	cluster, err := rbd.ConnectAs(cfg.CephConf, cfg.CephUser, cfg.CephKeyring)
+	cluster, err := librbd.ConnectAs(cfg.CephConf, cfg.CephUser, cfg.CephKeyring)
 	if err != nil {
 		return err
 	}
@@ -137,18 +155,20 @@ func run(logger *slog.Logger) error {
 		Converter: conv, Identity: worker.HostIdentity(cfg.Host, machine, os.Getpid(), cephAddr),
 		FenceWriter: worker.DeadWriterFence(cfg.Host, machine, os.Getpid(), fence, logger)}
 	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace,
-		CephAddr: cephAddr, Fence: fence})
+		CephAddr: cephAddr, Fence: fence, Health: health})
 }
 
-// serveMetrics serves reg at addr/metrics until the returned function is called. The listener
-// is opened here, so a taken port fails the start rather than going unnoticed.
-func serveMetrics(addr string, reg *metrics.Registry, logger *slog.Logger) (func(), error) {
+// serveMetrics serves reg at addr/metrics and health at addr/healthz until the returned function
+// is called. The listener is opened here, so a taken port fails the start rather than going
+// unnoticed.
+func serveMetrics(addr string, reg *metrics.Registry, health http.Handler, logger *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", reg.Handler())
+	mux.Handle("GET /healthz", health)
 	// Scrapes are short: a client that holds a connection longer is cut off.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	go func() {

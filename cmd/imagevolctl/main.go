@@ -6,13 +6,11 @@
 //	imagevolctl list
 //	imagevolctl delete VOLUME
 //	imagevolctl cache ls | stats | warm IMAGE [HOST...] | pin ENTRY | unpin ENTRY | evict [--force] ENTRY
-//	imagevolctl replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME
-//	imagevolctl replay --file HISTORY.json
 //
 // It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN. While --wait
-// waits, it shows the provision's progress on stderr. replay talks to Temporal itself
-// (IMAGEVOL_TEMPORAL_ADDRESS, IMAGEVOL_TEMPORAL_NAMESPACE): it replays a volume's workflow
-// history against this binary's workflow code and exits 1 if the code is no longer deterministic.
+// waits, it shows the provision's progress on stderr. It talks to the gateway only, and links
+// none of the services' code; replaying a workflow history against the workflow code is
+// imagevol-worker replay, the binary that holds that code.
 package main
 
 import (
@@ -52,7 +50,7 @@ func run(ctx context.Context, args []string) error {
 		hc:    &http.Client{Timeout: 30 * time.Second},
 	}
 	if len(args) == 0 {
-		return errors.New("usage: imagevolctl create|retry|show|list|delete|cache|replay ...")
+		return errors.New("usage: imagevolctl create|retry|show|list|delete|cache ...")
 	}
 	switch args[0] {
 	case "create":
@@ -87,7 +85,7 @@ func run(ctx context.Context, args []string) error {
 	case "retry":
 		return a.retry(ctx, args[1:])
 	case "replay":
-		return replay(ctx, args[1:])
+		return errors.New("replay is imagevol-worker replay, the binary that holds the workflow code: imagevol-worker replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME")
 	case "show":
 		if len(args) != 2 {
 			return errors.New("usage: imagevolctl show VOLUME")

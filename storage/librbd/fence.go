@@ -1,4 +1,4 @@
-package rbd
+package librbd
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package rbd
+package librbd
 
 import (
 	"errors"
@@ -7,15 +7,15 @@ import (
 	"strings"
 
 	"github.com/ceph/go-ceph/rados"
+
+	"github.com/imagevol/imagevol/storage/rbd"
 )
 
-// ClientSettings is what another Ceph client (qemu-img in its sandbox) needs to reach the
-// cluster as the worker's own client, resolved from ceph.conf as librados resolves it.
-type ClientSettings struct {
-	MonHost            string // the monitors, in ceph.conf's mon_host syntax
-	AuthClientRequired string // cephx, or none
-	Keyring            string // the keyring file the client's key is read from
-}
+// ClientSettings is what another Ceph client needs to reach the cluster; see rbd.ClientSettings.
+type ClientSettings = rbd.ClientSettings
+
+// A binary that links this package resolves rbd.ReadClientSettings with librados.
+func init() { rbd.SetSettingsReader(ReadClientSettings) }
 
 // ReadClientSettings resolves confPath for client.<user> (client.admin when user is empty)
 // without connecting. keyring, when set, replaces the keyring ceph.conf names; otherwise the

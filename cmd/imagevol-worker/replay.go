@@ -26,11 +26,13 @@ import (
 const nonDeterminism = "TMPRL1100"
 
 // replay replays one workflow history, fetched from Temporal or read from a file, against the
-// workflow code compiled into this binary.
+// workflow code compiled into this binary: the code this worker runs. It lives in the worker,
+// not in imagevolctl, because the workflow code links the worker's dependencies (the database,
+// Ceph, metrics), which the API client has no use for.
 func replay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	address := fs.String("address", envOr("IMAGEVOL_TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port")
-	namespace := fs.String("namespace", envOr("IMAGEVOL_TEMPORAL_NAMESPACE", "default"), "Temporal namespace")
+	address := fs.String("address", config.Env("IMAGEVOL_TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port")
+	namespace := fs.String("namespace", config.Env("IMAGEVOL_TEMPORAL_NAMESPACE", "default"), "Temporal namespace")
 	file := fs.String("file", "", "replay this JSON `history` file (as temporal workflow show --output json writes it) instead of fetching one")
 	run := fs.String("run", "", "run ID (default: the latest run)")
 	save := fs.String("save", "", "also write the fetched history to this file as JSON")
@@ -38,7 +40,7 @@ func replay(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	const usage = "usage: imagevolctl replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME | replay --file HISTORY.json"
+	const usage = "usage: imagevol-worker replay [--address HOST:PORT] [--namespace NS] [--run RUN] [--save FILE] VOLUME | replay --file HISTORY.json"
 	var (
 		hist *historypb.History
 		name string
@@ -124,4 +126,21 @@ func fetchHistory(ctx context.Context, address, namespace, workflowID, runID str
 
 func quietLogger() sdklog.Logger {
 	return sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// parseInterspersed parses fs's flags wherever they stand among args and returns the other
+// arguments, so that "replay VOLUME --run RUN" works as "replay --run RUN VOLUME" does.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
 }
