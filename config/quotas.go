@@ -7,14 +7,6 @@ import (
 	"strings"
 )
 
-// Defaults of the gateway's size bound and of the quotas of a project gateway.quotas does not
-// list: Cinder's defaults of quota_volumes and quota_gigabytes.
-const (
-	DefaultMaxVolumeSizeGB = 1000
-	DefaultQuotaVolumes    = 10
-	DefaultQuotaGigabytes  = 1000
-)
-
 // QuotaLimits are a project's quotas, as Cinder names them: the most volumes it may have and
 // the most GiB they may add up to; -1 is no limit, 0 allows none.
 type QuotaLimits struct {

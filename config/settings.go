@@ -79,13 +79,15 @@ type Gateway struct {
 	// Quotas are projects' own quotas, over the defaults below.
 	Quotas map[string]Quota `key:"quotas" env:"IMAGEVOL_QUOTAS" flag:"quotas" help:"comma-separated project=N (most volumes) or project=volumes:N:gigabytes:M; -1 is no limit"`
 	// DefaultQuotaVolumes and DefaultQuotaGigabytes are the quotas of a project Quotas does not
-	// list (-1: unlimited); see DefaultQuota.
-	DefaultQuotaVolumes   int           `key:"default_quota_volumes" env:"IMAGEVOL_DEFAULT_QUOTA_VOLUMES" flag:"default-quota-volumes" default:"10" min:"-1" help:"most volumes of a project --quotas does not list (-1: no limit)"`
-	DefaultQuotaGigabytes int           `key:"default_quota_gigabytes" env:"IMAGEVOL_DEFAULT_QUOTA_GIGABYTES" flag:"default-quota-gigabytes" default:"1000" min:"-1" help:"most GiB of the volumes of a project --quotas does not list (-1: no limit)"`
-	MaxVolumeSizeGB       int           `key:"max_volume_size_gb" env:"IMAGEVOL_MAX_VOLUME_SIZE_GB" flag:"max-volume-size-gb" default:"1000" help:"largest size_gb a volume may have"`
-	TemporalUI            string        `key:"temporal_ui" env:"TEMPORAL_UI_URL" flag:"temporal-ui" default:"http://127.0.0.1:8233" check:"url?" help:"Temporal Web UI address, for links to each provision's workflow (empty: none)"`
-	ReconcileEvery        time.Duration `key:"reconcile_every" env:"IMAGEVOL_RECONCILE_EVERY" flag:"reconcile-every" default:"10m" help:"how often the cache reconcile workflow runs (0: no schedule)"`
-	ProvisionTimeout      time.Duration `key:"provision_timeout" env:"IMAGEVOL_PROVISION_TIMEOUT" flag:"provision-timeout" default:"1h" help:"deadline of each provision after its request (0: none)"`
+	// list (-1: unlimited; the defaults are Cinder's quota_volumes and quota_gigabytes); see
+	// DefaultQuota.
+	DefaultQuotaVolumes   int `key:"default_quota_volumes" env:"IMAGEVOL_DEFAULT_QUOTA_VOLUMES" flag:"default-quota-volumes" default:"10" min:"-1" help:"most volumes of a project --quotas does not list (-1: no limit)"`
+	DefaultQuotaGigabytes int `key:"default_quota_gigabytes" env:"IMAGEVOL_DEFAULT_QUOTA_GIGABYTES" flag:"default-quota-gigabytes" default:"1000" min:"-1" help:"most GiB of the volumes of a project --quotas does not list (-1: no limit)"`
+	// MaxVolumeSizeGB is the largest size_gb accepted (the default is starter.DefaultMaxVolumeSizeGB).
+	MaxVolumeSizeGB  int           `key:"max_volume_size_gb" env:"IMAGEVOL_MAX_VOLUME_SIZE_GB" flag:"max-volume-size-gb" default:"1000" help:"largest size_gb a volume may have"`
+	TemporalUI       string        `key:"temporal_ui" env:"TEMPORAL_UI_URL" flag:"temporal-ui" default:"http://127.0.0.1:8233" check:"url?" help:"Temporal Web UI address, for links to each provision's workflow (empty: none)"`
+	ReconcileEvery   time.Duration `key:"reconcile_every" env:"IMAGEVOL_RECONCILE_EVERY" flag:"reconcile-every" default:"10m" help:"how often the cache reconcile workflow runs (0: no schedule)"`
+	ProvisionTimeout time.Duration `key:"provision_timeout" env:"IMAGEVOL_PROVISION_TIMEOUT" flag:"provision-timeout" default:"1h" help:"deadline of each provision after its request (0: none)"`
 	// Keystone is the validation of Keystone tokens besides the static ones.
 	Keystone    GatewayKeystone `key:"keystone"`
 	TLSCertFile string          `key:"tls_cert_file" env:"IMAGEVOL_GATEWAY_TLS_CERT" help:"PEM certificate the API is served with over HTTPS, with tls_key_file; empty: plain HTTP"`

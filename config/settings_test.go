@@ -129,12 +129,9 @@ func TestDefaultsAgree(t *testing.T) {
 		def[s.key] = s.def
 	}
 	for key, want := range map[string]string{
-		"worker.allowed_formats":          importer.FormatList(importer.DefaultAllowedFormats()),
-		"worker.sandbox.cpu_time":         "1h",
-		"worker.sandbox.memory_mb":        strconv.FormatInt(sandbox.DefaultAddressSpace>>20, 10),
-		"gateway.default_quota_volumes":   strconv.Itoa(DefaultQuotaVolumes),
-		"gateway.default_quota_gigabytes": strconv.Itoa(DefaultQuotaGigabytes),
-		"gateway.max_volume_size_gb":      strconv.Itoa(DefaultMaxVolumeSizeGB),
+		"worker.allowed_formats":   importer.FormatList(importer.DefaultAllowedFormats()),
+		"worker.sandbox.cpu_time":  "1h",
+		"worker.sandbox.memory_mb": strconv.FormatInt(sandbox.DefaultAddressSpace>>20, 10),
 	} {
 		if def[key] != want {
 			t.Errorf("%s: declared default %q, want %q", key, def[key], want)
