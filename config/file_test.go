@@ -194,6 +194,8 @@ func TestLoadFile(t *testing.T) {
 		{name: "empty file", yaml: "# nothing\n"},
 		{name: "unknown key", yaml: "worker:\n  cache:\n    max_size: 5\n", wantErr: []string{"line 3: unknown key worker.cache.max_size"}},
 		{name: "unknown section", yaml: "scheduler: {}\n", wantErr: []string{"line 1: unknown key scheduler"}},
+		{name: "section not a mapping", yaml: "worker: 5\n", wantErr: []string{"line 1: worker: want a mapping"}},
+		{name: "key given twice", yaml: "worker:\n  host: a\n  host: b\n", wantErr: []string{"line 3: worker.host is given twice"}},
 		{name: "bad integer in file", yaml: "worker:\n  cache:\n    max_size_gb: lots\n", wantErr: []string{"worker.cache.max_size_gb", `"lots" is not an integer`}},
 		{
 			name: "bad value from env names key and variable", yaml: "worker:\n  cache:\n    max_count: 3\n",

@@ -296,7 +296,11 @@ func readYAML(path string) (map[string]string, error) {
 			return // an empty section
 		}
 		if n.Kind != yaml.MappingNode {
-			errs = append(errs, fmt.Sprintf("line %d: %s: want a mapping of keys", n.Line, strings.TrimSuffix(prefix, ".")))
+			what := strings.TrimSuffix(prefix, ".")
+			if what == "" {
+				what = "the file"
+			}
+			errs = append(errs, fmt.Sprintf("line %d: %s: want a mapping of keys", n.Line, what))
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
