@@ -47,7 +47,7 @@ func (a *Activities) ImportImage(ctx context.Context, in contract.ImportInput) (
 		// A failed read of the staging image: the next attempt inspects it again.
 		return contract.ImportResult{}, fmt.Errorf("import %s: %w", in.Target, err)
 	}
-	if allowed := a.Config.allowedFormats(); !slices.Contains(allowed, info.Format) {
+	if allowed := a.Config.AcceptedFormats(); !slices.Contains(allowed, info.Format) {
 		a.removeQuietly(ctx, in.Pool, staging)
 		return contract.ImportResult{}, nonRetryable(contract.ErrTypeUnsafeImage, "the image is a %s disk, a format worker.allowed_formats (%s) does not allow", info.Format, importer.FormatList(allowed))
 	}

@@ -163,3 +163,7 @@ func (a *Activities) invalidate(ctx context.Context, entries []models.CacheEntry
 		}
 	}
 }
+
+func refOf(e *models.CacheEntry) contract.EntryRef {
+	return contract.EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID}
+}

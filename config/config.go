@@ -1,29 +1,35 @@
-// Package config reads the settings imagevol's processes share from the environment, with the
-// defaults of a single-machine setup (everything on 127.0.0.1, state under .run/).
+// Package config is imagevol's configuration: every setting of the gateway and the workers,
+// declared once (settings.go) with its YAML key, environment variable, flag, default and help,
+// and read from a YAML file, the environment and the command line (load.go, check.go); the
+// clouds.yaml clouds it names (clouds.go); and the connections the processes open from it
+// (connect.go).
+//
+// It sits below the packages that take settings (activities, starter, worker) and the
+// commands: it may import the packages it connects to or checks values with (models,
+// imagesource/glance, importer, tracing) and libraries, but never activities, workflows,
+// starter, worker or a command.
 package config
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"go.temporal.io/sdk/interceptor"
 )
 
-// Common is what the gateway and the workers both need.
+// Common is what the gateway and the workers both need: File.Common.
 type Common struct {
-	TemporalAddress string // IMAGEVOL_TEMPORAL_ADDRESS, default 127.0.0.1:7233
-	Namespace       string // IMAGEVOL_TEMPORAL_NAMESPACE, default "default"
-	DBDSN           string // IMAGEVOL_DB_DSN: MySQL DSN; empty means the embedded SQLite file
-	RunDir          string // IMAGEVOL_RUN_DIR, default .run
-	GlanceURL       string // GLANCE_URL, default http://127.0.0.1:9292/
-	GlanceToken     string // GLANCE_TOKEN, empty for a Glance without Keystone
+	TemporalAddress string // temporal.address
+	Namespace       string // temporal.namespace
+	DBDSN           string // database.dsn: MySQL DSN; empty means the embedded SQLite file
+	RunDir          string // database.run_dir
+	GlanceURL       string // glance.url
+	GlanceToken     string // glance.token
 	// GlanceCloud, when set (glance.cloud), is used instead of GlanceURL and GlanceToken: the
 	// Glance endpoint comes from its Keystone catalog.
 	GlanceCloud *CloudAuth
-	// TLS to Temporal: IMAGEVOL_TEMPORAL_TLS_CA, _CERT, _KEY, _SERVER_NAME; unset means plain TCP.
+	// TLS to Temporal (temporal.tls); unset means plain TCP.
 	TLS TemporalTLS
 	// Interceptors of the Temporal client (tracing); not read from the file, set by the command.
 	Interceptors []interceptor.ClientInterceptor
@@ -40,46 +46,36 @@ func Env(name, def string) string {
 	return def
 }
 
-// EnvInt parses an integer variable.
-func EnvInt(name string, def int) (int, error) {
-	v := Env(name, "")
-	if v == "" {
-		return def, nil
+// ConfigPath finds the config file a command was given: the value of -config or --config in
+// args (before flag parsing, so that the file can supply the other flags' defaults), else
+// IMAGEVOL_CONFIG. Empty means no file.
+func ConfigPath(args []string) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			continue
+		}
+		if hasVal {
+			return val
+		}
+		if i+1 < len(args) {
+			return args[i+1]
+		}
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("config: %s=%q is not an integer", name, v)
-	}
-	return n, nil
+	return Env("IMAGEVOL_CONFIG", "")
 }
 
-// EnvBool parses a boolean variable (true/false, 1/0, yes/no).
-func EnvBool(name string, def bool) (bool, error) {
-	switch strings.ToLower(Env(name, "")) {
-	case "":
-		return def, nil
-	case "1", "true", "yes", "on":
-		return true, nil
-	case "0", "false", "no", "off":
-		return false, nil
+// SplitList splits a comma-separated list, dropping blanks.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
 	}
-	return false, fmt.Errorf("config: %s=%q is not a boolean", name, os.Getenv(name))
-}
-
-// LoadCommon reads the shared settings.
-func LoadCommon() Common {
-	return Common{
-		TemporalAddress: Env("IMAGEVOL_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-		Namespace:       Env("IMAGEVOL_TEMPORAL_NAMESPACE", "default"),
-		DBDSN:           Env("IMAGEVOL_DB_DSN", ""),
-		RunDir:          Env("IMAGEVOL_RUN_DIR", ".run"),
-		GlanceURL:       Env("GLANCE_URL", "http://127.0.0.1:9292/"),
-		GlanceToken:     Env("GLANCE_TOKEN", ""),
-		TLS: TemporalTLS{
-			CAFile:     Env("IMAGEVOL_TEMPORAL_TLS_CA", ""),
-			CertFile:   Env("IMAGEVOL_TEMPORAL_TLS_CERT", ""),
-			KeyFile:    Env("IMAGEVOL_TEMPORAL_TLS_KEY", ""),
-			ServerName: Env("IMAGEVOL_TEMPORAL_TLS_SERVER_NAME", ""),
-		},
-	}
+	return out
 }

@@ -25,8 +25,7 @@ import (
 // shell (say a sourced .run/env) does not leak into the cases.
 func clearEnv(t *testing.T) {
 	t.Helper()
-	_, settings, _ := resolve(&rawFile{})
-	for _, s := range settings {
+	for _, s := range declared() {
 		t.Setenv(s.env, "")
 	}
 	t.Setenv("IMAGEVOL_CONFIG", "")
@@ -104,10 +103,10 @@ func TestLoadFile(t *testing.T) {
 					f.Gateway.ReconcileEvery != 10*time.Minute || len(f.Gateway.Quotas) != 0 || f.Gateway.TemporalUI != "http://127.0.0.1:8233" ||
 					f.Gateway.TLSCertFile != "" || f.Gateway.ReadHeaderTimeout != 10*time.Second || f.Gateway.ReadTimeout != time.Minute ||
 					f.Gateway.WriteTimeout != time.Minute || f.Gateway.IdleTimeout != 2*time.Minute || f.Gateway.AuthFailuresPerMinute != 10 ||
-					f.Gateway.DefaultQuota != (QuotaLimits{Volumes: 10, Gigabytes: 1000}) || f.Gateway.MaxVolumeSizeGB != 1000 {
+					f.Gateway.DefaultQuota() != (QuotaLimits{Volumes: 10, Gigabytes: 1000}) || f.Gateway.MaxVolumeSizeGB != 1000 {
 					t.Errorf("gateway defaults: %+v", f.Gateway)
 				}
-				a := f.Worker.ActivitiesConfig()
+				a := f.Worker
 				if a.Host != "node1" || a.Pool != "volumes" || a.CephConf != "/etc/ceph/ceph.conf" || !a.ImageVolumeCacheEnabled ||
 					a.CinderInternalTenantProject != "imagevol-internal" || a.FlattenPolicy != "never" ||
 					importer.FormatList(a.AllowedFormats) != "raw,qcow2,vmdk,vhd,vhdx,iso" {
@@ -131,12 +130,12 @@ func TestLoadFile(t *testing.T) {
 					t.Errorf("gateway: %+v", f.Gateway)
 				}
 				w := f.Worker
-				if w.Host != "node2" || w.Pool != "volumes-node2" || w.Cluster != "ceph-a" || w.Cache.Enabled || w.Cache.MaxSizeGB != 500 ||
-					w.Cache.MaxCount != 50 || w.InternalProject.QuotaGigabytes != 2000 || w.Flatten != "depth>3" || w.MaxConcurrentActivities != 16 ||
+				if w.Host != "node2" || w.Pool != "volumes-node2" || w.ClusterName != "ceph-a" || w.ImageVolumeCacheEnabled || w.ImageVolumeCacheMaxSizeGB != 500 ||
+					w.ImageVolumeCacheMaxCount != 50 || w.InternalQuotaGB != 2000 || w.FlattenPolicy != "depth>3" || w.MaxConcurrentActivities != 16 ||
 					importer.FormatList(w.AllowedFormats) != "raw,qcow2" {
 					t.Errorf("worker: %+v", w)
 				}
-				if a := w.ActivitiesConfig(); a.MaxConcurrentConversions != 3 || !a.SandboxDisabled || a.SandboxCPUTime != 30*time.Minute || a.SandboxMemoryMB != 2048 {
+				if a := w; a.MaxConcurrentConversions != 3 || !a.SandboxDisabled || a.SandboxCPUTime != 30*time.Minute || a.SandboxMemoryMB != 2048 {
 					t.Errorf("converter: %+v", a)
 				}
 				if f.Metrics.Listen != "127.0.0.1:9464" {
@@ -150,8 +149,8 @@ func TestLoadFile(t *testing.T) {
 			env:  map[string]string{"IMAGEVOL_DEFAULT_QUOTA_GIGABYTES": "0"},
 			check: func(t *testing.T, f File) {
 				if q := FormatQuotas(f.Gateway.Quotas); q != "demo=volumes:20:gigabytes:500,ops=volumes:2" ||
-					f.Gateway.DefaultQuota != (QuotaLimits{Volumes: -1, Gigabytes: 0}) || f.Gateway.MaxVolumeSizeGB != 16384 {
-					t.Errorf("quotas %s, default %+v, max size %d", q, f.Gateway.DefaultQuota, f.Gateway.MaxVolumeSizeGB)
+					f.Gateway.DefaultQuota() != (QuotaLimits{Volumes: -1, Gigabytes: 0}) || f.Gateway.MaxVolumeSizeGB != 16384 {
+					t.Errorf("quotas %s, default %+v, max size %d", q, f.Gateway.DefaultQuota(), f.Gateway.MaxVolumeSizeGB)
 				}
 			},
 		},
@@ -166,7 +165,7 @@ func TestLoadFile(t *testing.T) {
 			check: func(t *testing.T, f File) {
 				if f.Temporal.Address != "t.example:7233" || f.Database.DSN != "sqlite:/var/lib/imagevol/db" ||
 					!reflect.DeepEqual(f.Gateway.Hosts, []string{"a", "b"}) || FormatQuotas(f.Gateway.Quotas) != "demo=volumes:3" ||
-					f.Worker.Cache.Enabled || f.Worker.Cache.MaxCount != 7 || f.Worker.Flatten != "always" ||
+					f.Worker.ImageVolumeCacheEnabled || f.Worker.ImageVolumeCacheMaxCount != 7 || f.Worker.FlattenPolicy != "always" ||
 					!f.Common().TLS.Enabled() || f.Gateway.ReconcileEvery != 0 || importer.FormatList(f.Worker.AllowedFormats) != "raw,iso" {
 					t.Errorf("got %+v", f)
 				}
@@ -195,6 +194,8 @@ func TestLoadFile(t *testing.T) {
 		{name: "empty file", yaml: "# nothing\n"},
 		{name: "unknown key", yaml: "worker:\n  cache:\n    max_size: 5\n", wantErr: []string{"line 3: unknown key worker.cache.max_size"}},
 		{name: "unknown section", yaml: "scheduler: {}\n", wantErr: []string{"line 1: unknown key scheduler"}},
+		{name: "section not a mapping", yaml: "worker: 5\n", wantErr: []string{"line 1: worker: want a mapping"}},
+		{name: "key given twice", yaml: "worker:\n  host: a\n  host: b\n", wantErr: []string{"line 3: worker.host is given twice"}},
 		{name: "bad integer in file", yaml: "worker:\n  cache:\n    max_size_gb: lots\n", wantErr: []string{"worker.cache.max_size_gb", `"lots" is not an integer`}},
 		{
 			name: "bad value from env names key and variable", yaml: "worker:\n  cache:\n    max_count: 3\n",
@@ -511,8 +512,7 @@ func TestReferenceDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, settings, _ := resolve(&rawFile{})
-	for _, s := range settings {
+	for _, s := range declared() {
 		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(s.key) + "` \\| `" + regexp.QuoteMeta(s.env) + "` \\|")
 		if !row.Match(guide) {
 			t.Errorf("docs/deploy.md: no row | `%s` | `%s` | ...", s.key, s.env)

@@ -36,11 +36,12 @@ const (
 
 // Config says where spans go.
 type Config struct {
-	Exporter string // none (or empty), stdout or otlp
-	Endpoint string // otlp: the collector's host:port
-	Insecure bool   // otlp: plain-text gRPC (a collector beside the process)
-	File     string // stdout: the file to append spans to; empty: standard output
-	// ServiceName names the process in every span (service.name).
+	// The tags declare the settings tracing.* of package config.
+	Exporter string `key:"exporter" env:"IMAGEVOL_TRACING_EXPORTER" default:"none" help:"where spans go: none (or empty), stdout or otlp"`
+	Endpoint string `key:"endpoint" env:"IMAGEVOL_TRACING_ENDPOINT" check:"hostport?" help:"otlp: the collector's host:port"`
+	Insecure bool   `key:"insecure" env:"IMAGEVOL_TRACING_INSECURE" default:"false" help:"otlp: plain-text gRPC (a collector beside the process)"`
+	File     string `key:"file" env:"IMAGEVOL_TRACING_FILE" help:"stdout: the file to append spans to; empty: standard output"`
+	// ServiceName names the process in every span (service.name); set by the command.
 	ServiceName string
 }
 

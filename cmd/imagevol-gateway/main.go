@@ -19,7 +19,6 @@ import (
 
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
-	"github.com/imagevol/imagevol/models"
 	"github.com/imagevol/imagevol/starter"
 	"github.com/imagevol/imagevol/tracing"
 )
@@ -35,38 +34,20 @@ func main() {
 
 func run(logger *slog.Logger) error {
 	// Defaults < config file (--config or IMAGEVOL_CONFIG) < environment < flags.
-	file, err := config.LoadFile(config.ConfigPath(os.Args[1:]))
+	file, err := config.Load(flag.CommandLine, os.Args[1:], "gateway")
 	if err != nil {
 		return err
 	}
 	common, gwc := file.Common(), file.Gateway
-	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
-	listen := flag.String("listen", gwc.Listen, "address to serve the API on")
-	hosts := flag.String("hosts", strings.Join(gwc.Hosts, ","), "comma-separated storage hosts")
-	tokensFile := flag.String("tokens", gwc.TokensFile, "file of 'token project [role]' lines, mode 0600 (role: admin, member or reader; default member)")
-	uiURL := flag.String("temporal-ui", gwc.TemporalUI, "Temporal Web UI address, for links to each provision's workflow (empty: none)")
-	quotas := flag.String("quotas", config.FormatQuotas(gwc.Quotas), "comma-separated project=N (most volumes) or project=volumes:N:gigabytes:M; -1 is no limit")
-	defVolumes := flag.Int("default-quota-volumes", gwc.DefaultQuota.Volumes, "most volumes of a project --quotas does not list (-1: no limit)")
-	defGigabytes := flag.Int("default-quota-gigabytes", gwc.DefaultQuota.Gigabytes, "most GiB of the volumes of a project --quotas does not list (-1: no limit)")
-	maxSize := flag.Int("max-volume-size-gb", gwc.MaxVolumeSizeGB, "largest size_gb a volume may have")
-	reconcile := flag.Duration("reconcile-every", gwc.ReconcileEvery, "how often the cache reconcile workflow runs (0: no schedule)")
-	provisionTimeout := flag.Duration("provision-timeout", gwc.ProvisionTimeout, "deadline of each provision after its request (0: none)")
-	flag.Parse()
 
-	tokens, roles, err := loadTokens(*tokensFile)
+	tokens, roles, err := loadTokens(gwc.TokensFile)
 	if err != nil {
 		return err
 	}
 	if len(tokens) == 0 && gwc.Keystone.Auth == nil {
 		return errors.New("no API tokens: set IMAGEVOL_TOKEN (and IMAGEVOL_PROJECT) or IMAGEVOL_TOKENS_FILE, or gateway.keystone.cloud (IMAGEVOL_KEYSTONE_CLOUD)")
 	}
-	quota, err := gatewayQuotas(*quotas, config.QuotaLimits{Volumes: *defVolumes, Gigabytes: *defGigabytes})
-	if err != nil {
-		return err
-	}
-	if *maxSize < 1 || int64(*maxSize) > models.MaxSizeGiB {
-		return fmt.Errorf("--max-volume-size-gb %d: want 1 to %d", *maxSize, models.MaxSizeGiB)
-	}
+	quota := gatewayQuotas(gwc.Quotas, gwc.DefaultQuota())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -83,8 +64,8 @@ func run(logger *slog.Logger) error {
 	}
 	defer svc.Close()
 
-	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, TokenRoles: roles, Hosts: config.SplitList(*hosts), Logger: logger,
-		UIURL: *uiURL, Namespace: common.Namespace, Quotas: quota, MaxVolumeSizeGB: int64(*maxSize), Metrics: reg, ProvisionTimeout: *provisionTimeout}
+	gw := &starter.Gateway{Store: svc.Store, Temporal: svc.Temporal, Images: svc.Glance, Tokens: tokens, TokenRoles: roles, Hosts: gwc.Hosts, Logger: logger,
+		UIURL: gwc.TemporalUI, Namespace: common.Namespace, Quotas: quota, MaxVolumeSizeGB: int64(gwc.MaxVolumeSizeGB), Metrics: reg, ProvisionTimeout: gwc.ProvisionTimeout}
 	if ks := gwc.Keystone; ks.Auth != nil {
 		ttl := ks.CacheTTL
 		if ttl == 0 {
@@ -98,23 +79,23 @@ func run(logger *slog.Logger) error {
 		gw.TokenValidator = v
 		logger.Info("validating Keystone tokens", "keystone", ks.Auth.AuthURL, "cache_ttl", ks.CacheTTL, "cache_size", ks.CacheSize)
 	}
-	if *reconcile > 0 {
-		if err := gw.EnsureReconcileSchedule(ctx, *reconcile); err != nil {
+	if gwc.ReconcileEvery > 0 {
+		if err := gw.EnsureReconcileSchedule(ctx, gwc.ReconcileEvery); err != nil {
 			return err
 		}
 	}
 	limiter := starter.NewAuthFailureLimiter(gwc.AuthFailuresPerMinute)
-	srv, err := newServer(*listen, tracer.Handler(gw.LogRequests(limiter.Wrap(gw.Handler()))), gwc)
+	srv, err := newServer(gwc.Listen, tracer.Handler(gw.LogRequests(limiter.Wrap(gw.Handler()))), gwc)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", gwc.Listen)
 	if err != nil {
 		return err
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- serve(srv, ln) }()
-	logger.Info("gateway listening", "addr", *listen, "hosts", gw.Hosts, "tls", gwc.TLSCertFile != "")
+	logger.Info("gateway listening", "addr", gwc.Listen, "hosts", gw.Hosts, "tls", gwc.TLSCertFile != "")
 	select {
 	case err := <-errc:
 		return err
@@ -182,17 +163,8 @@ func loadTokens(path string) (map[string]string, map[string]starter.Role, error)
 	return tokens, roles, sc.Err()
 }
 
-// gatewayQuotas builds the gateway's quotas from --quotas over the defaults.
-func gatewayQuotas(text string, def config.QuotaLimits) (*starter.Quotas, error) {
-	for name, n := range map[string]int{"--default-quota-volumes": def.Volumes, "--default-quota-gigabytes": def.Gigabytes} {
-		if n < -1 {
-			return nil, fmt.Errorf("%s %d: want a limit >= 0, or -1 for none", name, n)
-		}
-	}
-	projects, err := config.ParseQuotas(text)
-	if err != nil {
-		return nil, err
-	}
+// gatewayQuotas builds the gateway's quotas: the projects' own over the defaults.
+func gatewayQuotas(projects map[string]config.Quota, def config.QuotaLimits) *starter.Quotas {
 	limits := func(l config.QuotaLimits) starter.QuotaLimits {
 		return starter.QuotaLimits{Volumes: int64(l.Volumes), Gigabytes: int64(l.Gigabytes)}
 	}
@@ -200,5 +172,5 @@ func gatewayQuotas(text string, def config.QuotaLimits) (*starter.Quotas, error)
 	for p, pq := range projects {
 		q.Projects[p] = limits(pq.Or(def))
 	}
-	return q, nil
+	return q
 }

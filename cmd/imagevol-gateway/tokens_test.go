@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,10 +54,11 @@ func TestLoadTokens(t *testing.T) {
 }
 
 func TestGatewayQuotas(t *testing.T) {
-	q, err := gatewayQuotas("demo=3,ops=gigabytes:-1,big=volumes:-1:gigabytes:50", config.QuotaLimits{Volumes: 10, Gigabytes: 1000})
+	projects, err := config.ParseQuotas("demo=3,ops=gigabytes:-1,big=volumes:-1:gigabytes:50")
 	if err != nil {
 		t.Fatal(err)
 	}
+	q := gatewayQuotas(projects, config.QuotaLimits{Volumes: 10, Gigabytes: 1000})
 	want := map[string]starter.QuotaLimits{
 		"demo": {Volumes: 3, Gigabytes: 1000}, "ops": {Volumes: 10, Gigabytes: -1}, "big": {Volumes: -1, Gigabytes: 50},
 		"unlisted": {Volumes: 10, Gigabytes: 1000},
@@ -66,7 +68,9 @@ func TestGatewayQuotas(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", p, got, l)
 		}
 	}
-	if _, err := gatewayQuotas("", config.QuotaLimits{Volumes: -2}); err == nil || !strings.Contains(err.Error(), "--default-quota-volumes") {
+	t.Setenv("IMAGEVOL_CONFIG", "")
+	fs := flag.NewFlagSet("imagevol-gateway", flag.ContinueOnError)
+	if _, err := config.Load(fs, []string{"--default-quota-volumes", "-2"}, "gateway"); err == nil || !strings.Contains(err.Error(), "--default-quota-volumes") {
 		t.Errorf("a default of -2: %v", err)
 	}
 }

@@ -26,7 +26,6 @@ import (
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/config"
-	"github.com/imagevol/imagevol/importer"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/storage/librbd"
 	"github.com/imagevol/imagevol/tracing"
@@ -51,40 +50,11 @@ func main() {
 
 func run(logger *slog.Logger) error {
 	// Defaults < config file (--config or IMAGEVOL_CONFIG) < environment < flags.
-	file, err := config.LoadFile(config.ConfigPath(os.Args[1:]))
+	file, err := config.Load(flag.CommandLine, os.Args[1:], "worker", "metrics")
 	if err != nil {
 		return err
 	}
-	common, cfg := file.Common(), file.Worker.ActivitiesConfig()
-	flag.String("config", "", "YAML config file (or IMAGEVOL_CONFIG); see docs/deploy.md")
-	flag.StringVar(&cfg.Host, "host", cfg.Host, "storage host name (task queue imagevol.host.<host>)")
-	flag.StringVar(&cfg.Pool, "pool", cfg.Pool, "RBD pool of this host")
-	flag.StringVar(&cfg.ClusterName, "cluster", cfg.ClusterName, "name of the Ceph cluster the pool is in (default: its fsid); hosts of one cluster share their cache")
-	flag.StringVar(&cfg.CephConf, "ceph-conf", cfg.CephConf, "ceph.conf path")
-	flag.StringVar(&cfg.CephUser, "ceph-user", cfg.CephUser, "Ceph client id to connect as (imagevol for client.imagevol; empty: client.admin)")
-	flag.StringVar(&cfg.CephKeyring, "ceph-keyring", cfg.CephKeyring, "keyring of the Ceph client (empty: the one ceph.conf names)")
-	flag.BoolVar(&cfg.ImageVolumeCacheEnabled, "image_volume_cache_enabled", cfg.ImageVolumeCacheEnabled, "cache images as volumes")
-	flag.IntVar(&cfg.ImageVolumeCacheMaxSizeGB, "image_volume_cache_max_size_gb", cfg.ImageVolumeCacheMaxSizeGB, "cache capacity in GiB (0 = unlimited)")
-	flag.IntVar(&cfg.ImageVolumeCacheMaxCount, "image_volume_cache_max_count", cfg.ImageVolumeCacheMaxCount, "cache entries (0 = unlimited)")
-	flag.StringVar(&cfg.CinderInternalTenantProject, "cinder_internal_tenant_project_id", cfg.CinderInternalTenantProject, "project owning cache volumes")
-	flag.StringVar(&cfg.CinderInternalTenantUser, "cinder_internal_tenant_user_id", cfg.CinderInternalTenantUser, "user owning cache volumes")
-	flag.IntVar(&cfg.InternalQuotaVolumes, "internal_quota_volumes", cfg.InternalQuotaVolumes, "volumes the internal project may hold (0 = unlimited)")
-	flag.IntVar(&cfg.InternalQuotaGB, "internal_quota_gigabytes", cfg.InternalQuotaGB, "GiB the internal project may hold (0 = unlimited)")
-	flag.StringVar(&cfg.FlattenPolicy, "flatten", cfg.FlattenPolicy, "flatten policy: never, always or depth>N")
-	allowedFormats := flag.String("allowed-formats", importer.FormatList(cfg.AllowedFormats), "disk formats an import accepts, found in the bytes: any of raw,qcow2,vmdk,vhd,vhdx,iso")
-	flag.IntVar(&cfg.MaxConcurrentConversions, "max-concurrent-conversions", cfg.MaxConcurrentConversions, "qemu-img conversions run at once (0 = no cap)")
-	sandboxOn := flag.Bool("sandbox", !cfg.SandboxDisabled, "run qemu-img in its bubblewrap sandbox; false is for development only")
-	flag.DurationVar(&cfg.SandboxCPUTime, "sandbox-cpu-time", cfg.SandboxCPUTime, "CPU time of one conversion")
-	flag.IntVar(&cfg.SandboxMemoryMB, "sandbox-memory-mb", cfg.SandboxMemoryMB, "address space of one conversion, MiB")
-	metricsListen := flag.String("metrics-listen", file.Metrics.Listen, "address to serve Prometheus metrics on at /metrics, and the worker's health at /healthz (empty: none)")
-	flag.Parse()
-	cfg.SandboxDisabled = !*sandboxOn
-	if _, err := activities.ShouldFlatten(cfg.FlattenPolicy, 1); err != nil {
-		return err
-	}
-	if cfg.AllowedFormats, err = importer.ParseFormats(*allowedFormats); err != nil {
-		return fmt.Errorf("--allowed-formats: %w", err)
-	}
+	common, cfg := file.Common(), file.Worker
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,8 +82,8 @@ func run(logger *slog.Logger) error {
 	// 503 until the workers poll (after Temporal, the database and Ceph were reached), 200 while
 	// they do, 503 again once they stop.
 	health := &worker.Health{}
-	if *metricsListen != "" {
-		stopMetrics, err := serveMetrics(*metricsListen, reg, health, logger)
+	if file.Metrics.Listen != "" {
+		stopMetrics, err := serveMetrics(file.Metrics.Listen, reg, health, logger)
 		if err != nil {
 			return err
 		}
@@ -154,7 +124,7 @@ func run(logger *slog.Logger) error {
 	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg,
 		Converter: conv, Identity: worker.HostIdentity(cfg.Host, machine, os.Getpid(), cephAddr),
 		FenceWriter: worker.DeadWriterFence(cfg.Host, machine, os.Getpid(), fence, logger)}
-	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: file.Worker.MaxConcurrentActivities, Namespace: common.Namespace,
+	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: cfg.MaxConcurrentActivities, Namespace: common.Namespace,
 		CephAddr: cephAddr, Fence: fence, Health: health})
 }
 

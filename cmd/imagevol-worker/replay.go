@@ -97,7 +97,7 @@ func replay(ctx context.Context, args []string) error {
 // fetchHistory reads the whole history of a workflow run from Temporal, over TLS (mTLS with a
 // client certificate) when the IMAGEVOL_TEMPORAL_TLS_* variables say so, as the services do.
 func fetchHistory(ctx context.Context, address, namespace, workflowID, runID string) (*historypb.History, error) {
-	tlsCfg, err := config.LoadCommon().TLSConfig()
+	tlsCfg, err := config.Common{TLS: config.EnvTemporalTLS()}.TLSConfig()
 	if err != nil {
 		return nil, err
 	}
