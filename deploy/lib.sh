@@ -185,12 +185,28 @@ stop_bg() {
   say "stopped $1 (pid $pid)"
 }
 
+# exited NAME: report that NAME (started by start_bg) exited, with its log's tail
+exited() {
+  tail -n 30 "$RUN/log/$1.log" >&2
+  say "$1 exited; log: $RUN/log/$1.log"
+}
+
+# settle NAME...: give processes just started by start_bg half a second to fail at start-up;
+# fails for the first of them that exited.
+settle() {
+  local name
+  sleep 0.5
+  for name in "$@"; do
+    running "$name" || { exited "$name"; return 1; }
+  done
+}
+
 # wait_running NAME SECONDS CMD...: wait_until CMD succeeds while NAME (started by start_bg)
-# runs. If NAME exits first, print its log's tail and return 2; 1 after SECONDS.
+# runs. If NAME exits first, report it (exited) and return 2; 1 after SECONDS.
 wait_running() {
   local name=$1 rc=0
   wait_until -w "running $name" "${@:2}" || rc=$?
-  [ $rc = 2 ] && { tail -n 30 "$RUN/log/$name.log" >&2; say "$name exited; log: $RUN/log/$name.log"; }
+  [ $rc != 2 ] || exited "$name"
   return $rc
 }
 
@@ -250,10 +266,14 @@ ENV
   export IMAGEVOL_TOKEN IMAGEVOL_PROJECT=demo
 }
 
-# load_env SERVICE: source the env file $RUN/SERVICE/env that deploy/SERVICE.sh start wrote.
+# load_env SERVICE...: source $RUN/SERVICE/env, the exports deploy/SERVICE.sh start wrote, of each
+# (RUN=DIR load_env ...: those of the run dir DIR).
 load_env() {
-  # shellcheck source=/dev/null # written at run time
-  . "$RUN/$1/env"
+  local s
+  for s in "$@"; do
+    # shellcheck source=/dev/null # written at run time
+    . "$RUN/$s/env"
+  done
 }
 
 # others_running SCRIPTS: the pid of another deploy/<script>.sh (SCRIPTS: an alternation such as
