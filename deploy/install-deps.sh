@@ -6,7 +6,7 @@
 # Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
 # and Keystone's Python package (python3-keystone, no service of its own), which
 # deploy/keystone.sh runs for the Keystone tests, PostgreSQL for deploy/temporal-pg.sh, and
-# shellcheck, which `make vet` and `make test` run on the shell scripts.
+# Debian's shellcheck, the linter that `make vet` and `make test` run on the shell scripts.
 #
 # Usage: deploy/install-deps.sh [ceph|glance|chromium|keystone|postgresql|shellcheck|all]
 #        (default all)
