@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet fmt clean bench ui-screenshot test-faults standalone-proof
+.PHONY: all build run stop test vet shellcheck fmt clean bench ui-screenshot test-faults standalone-proof
 
 all: build
 
@@ -46,6 +46,11 @@ vet:
 	go vet $(TAGS) ./...
 	go run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.4.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@$(MAKE) --no-print-directory shellcheck
+
+# Every tracked shell script, following what it sources (.shellcheckrc); deploy/test.sh runs it too.
+shellcheck:
+	shellcheck -x $$(git ls-files '*.sh' .ci/run)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -18,7 +18,7 @@ make -C "$TOP" --no-print-directory build
 started=()    # services of ceph.sh/glance.sh this script started
 started_bg=() # processes under $RUN/pids this script started
 
-
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   local rc=$? i s other
   set +e
@@ -42,13 +42,12 @@ up ceph '^mon\.a running' || started+=(ceph)
 CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start
 up glance 'pid [0-9]' || started+=(glance)
 "$here/glance.sh" start
-. "$RUN/ceph/env"
-. "$RUN/glance/env"
+load_env ceph glance
 # Cache rows in MySQL (MariaDB) through gorm, as the engine is deployed, in a database of its own
 # made afresh for the run.
 "$here/mariadb.sh" status >/dev/null 2>&1 || started+=(mariadb)
 "$here/mariadb.sh" start
-. "$RUN/mariadb/env"
+load_env mariadb
 "$(command -v mariadb || command -v mysql)" -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS imagevol_bench; CREATE DATABASE imagevol_bench'
 export IMAGEVOL_DB_DSN="${IMAGEVOL_TEST_DSN}imagevol_bench"
 
@@ -68,10 +67,7 @@ bg worker-node2 "$BIN/imagevol-worker" --host node2 --pool volumes2
 # no quotas: the burst alone makes 50 volumes of one project
 bg gateway "$BIN/imagevol-gateway" --hosts node1,node2 --default-quota-volumes -1 --default-quota-gigabytes -1
 wait_http http://127.0.0.1:8776/healthz 60 gateway
-sleep 0.5
-for w in worker-node1 worker-node2; do
-  [ -n "$(pid_of "$w")" ] || { tail -n 30 "$RUN/log/$w.log" >&2; say "$w exited"; exit 1; }
-done
+settle worker-node1 worker-node2 || exit 1
 if ! tr '\0' ' ' <"/proc/$(pid_of gateway)/cmdline" | grep -q 'node2'; then
   say "warning: the gateway was already running and was not started with --hosts node1,node2; the burst may not reach node2"
 fi

@@ -20,9 +20,7 @@
 #      CEPH_START_TIMEOUT (120 s).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# sets RUN; log/die, took, alive, our_pid, wait_gone, rss, usage
-. "$here/svc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$RUN/ceph
 CONF=$DIR/ceph.conf
 KEYRING=$DIR/keyring.admin
@@ -36,6 +34,8 @@ unset CEPH_ARGS CEPH_CONF CEPH_KEYRING
 
 # Bounded CLI calls: a missing mon must not hang us.
 c() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
+# osds_up N: the cluster counts N OSDs up
+osds_up() { c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q "\"num_up_osds\":$1,"; }
 
 need_bins() {
   local b missing=0
@@ -63,7 +63,7 @@ dpid() {
 check_ports() {
   local p
   for p in "$@"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    if listening "$p"; then
       die "127.0.0.1:$p is taken by a process we did not start; choose CEPH_MON_PORT/CEPH_MON_PORT_V1"
     fi
   done
@@ -169,29 +169,20 @@ bootstrap() {
 
 # launch a daemon (it forks itself and writes its own pid file) and wait for that pid file
 launch() { # NAME CMD...
-  local name=$1 i
+  local name=$1
   shift
   rm -f "$PIDS/$name.pid"
   "$@" -c "$CONF" </dev/null >>"$DIR/log/$name.stderr" 2>&1 || die "$name failed to start; see $DIR/log/"
-  for ((i = 0; i < 300; i++)); do
-    [ -n "$(dpid "$name")" ] && return 0
-    sleep 0.1
-  done
-  die "$name wrote no pid file in 30 s; see $DIR/log/"
+  wait_until 30 prints dpid "$name" || die "$name wrote no pid file in 30 s; see $DIR/log/"
 }
 
 start_mon() {
-  local i
   if [ -z "$(dpid mon.a)" ]; then
     # shellcheck disable=SC2046 # two port numbers
     check_ports $(sed -n 's/^mon_host = \[v2:127\.0\.0\.1:\([0-9]*\),v1:127\.0\.0\.1:\([0-9]*\)\]/\1 \2/p' "$CONF")
     launch mon.a ceph-mon -i a
   fi
-  for ((i = 0; i < TIMEOUT * 2; i++)); do
-    c mon stat >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  die "mon does not answer; see $DIR/log/ceph-mon.a.log"
+  wait_until -i 0.5 "$TIMEOUT" c mon stat >/dev/null 2>&1 || die "mon does not answer; see $DIR/log/ceph-mon.a.log"
 }
 
 make_osd() {
@@ -207,14 +198,9 @@ make_osd() {
 }
 
 start_osd() {
-  local i
   [ -e "$DIR/osd/ceph-0/.imagevol-ready" ] || make_osd
   [ -n "$(dpid osd.0)" ] || launch osd.0 ceph-osd -i 0
-  for ((i = 0; i < TIMEOUT * 2; i++)); do
-    c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":1,' && return 0
-    sleep 0.5
-  done
-  die "osd.0 not up after ${TIMEOUT}s; see $DIR/log/ceph-osd.0.log"
+  wait_until -i 0.5 "$TIMEOUT" osds_up 1 || die "osd.0 not up after ${TIMEOUT}s; see $DIR/log/ceph-osd.0.log"
 }
 
 ensure_pools() {
@@ -287,7 +273,7 @@ stop_one() {
   pid=$(dpid "$name")
   if [ -n "$pid" ]; then
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 30; then
+    if ! wait_until 30 ! alive "$pid"; then
       log "$name (pid $pid) ignored SIGTERM for 30 s; killing"
       kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -319,7 +305,7 @@ cmd_status() {
   done
   [ -n "$(dpid mon.a)" ] || return 1
   c -s || return 1
-  c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":1,' || rc=1
+  osds_up 1 || rc=1
   health=$(c health 2>/dev/null || echo unknown)
   case "$health" in HEALTH_OK* | HEALTH_WARN*) ;; *) rc=1 ;; esac
   return $rc
@@ -336,15 +322,11 @@ cmd_purge() {
 }
 
 cmd_restart_osd() {
-  local i
   [ -e "$MARK" ] || die "no cluster in $DIR"
   [ -n "$(dpid mon.a)" ] || die "mon.a is not running; use start"
   stop_one osd.0
   # the OSD reports its shutdown to the mon: wait for that, so "up" below is the new process
-  for ((i = 0; i < TIMEOUT * 2; i++)); do
-    c osd stat -f json 2>/dev/null | tr -d ' ' | grep -q '"num_up_osds":0,' && break
-    sleep 0.5
-  done
+  wait_until -i 0.5 "$TIMEOUT" osds_up 0 || true
   start_osd
   ensure_pools
   log "osd.0 restarted in $(took)"

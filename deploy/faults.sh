@@ -39,8 +39,7 @@ private_db() { MARIADB_PORT=$DB_PORT "$here/mariadb.sh" "$@"; }
 
 # stack_env: what the worker and gateway read, and the tests' addresses.
 stack_env() {
-  . "$SHARED/ceph/env"
-  . "$SHARED/glance/env"
+  RUN=$SHARED load_env ceph glance
   export CEPH_CONF GLANCE_URL
   export IMAGEVOL_TEMPORAL_ADDRESS=127.0.0.1:$TEMPORAL_PORT
   export IMAGEVOL_DB_DSN="root@tcp(127.0.0.1:$DB_PORT)/$DB_NAME"
@@ -58,16 +57,14 @@ start_temporal() {
 
 start_worker() {
   start_bg "worker-$HOST" "$BIN/imagevol-worker" --host "$HOST" --pool "$POOL"
-  sleep 0.5
-  [ -n "$(pid_of "worker-$HOST")" ] || { tail -n 30 "$RUN/log/worker-$HOST.log" >&2; say "worker exited"; return 1; }
+  settle "worker-$HOST"
 }
 
 # start_worker2: a second worker process serving the same host's queue (and pool), so that a
 # crashed worker's steps move to a live one.
 start_worker2() {
   start_bg "worker-$HOST-b" "$BIN/imagevol-worker" --host "$HOST" --pool "$POOL"
-  sleep 0.5
-  [ -n "$(pid_of "worker-$HOST-b")" ] || { tail -n 30 "$RUN/log/worker-$HOST-b.log" >&2; say "second worker exited"; return 1; }
+  settle "worker-$HOST-b"
 }
 
 start_gateway() {
@@ -86,7 +83,7 @@ cmd_up() {
   local s
   # answers: refuse ports held by something else rather than test against it
   for s in "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT" "${API##*:}"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$s") 2>/dev/null; then
+    if listening "$s"; then
       say "127.0.0.1:$s is already taken"
       return 1
     fi
@@ -145,7 +142,7 @@ case "${1:-run}" in
     pid=$(pid_of "worker-$HOST")
     [ -n "$pid" ] || { say "worker-$HOST is not running"; exit 1; }
     kill -KILL "$pid"
-    while [ -n "$(pid_of "worker-$HOST")" ]; do sleep 0.05; done
+    wait_until -i 0.05 60 ! running "worker-$HOST" || { say "worker-$HOST (pid $pid) still runs 60 s after SIGKILL"; exit 1; }
     rm -f "$RUN/pids/worker-$HOST.pid"
     say "killed worker-$HOST (pid $pid) with SIGKILL"
     ;;
@@ -160,5 +157,5 @@ case "${1:-run}" in
   start-glance) shared glance start ;;
   restart-osd) shared ceph restart-osd ;;
   restart-gateway) stop_bg gateway && stack_env && start_gateway "${2:-}" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) usage 2,17 ;;
 esac

@@ -13,9 +13,7 @@
 # Env: GLANCE_PORT (default 9292), GLANCE_START_TIMEOUT (60 s), GLANCE_DEBUG (false).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# sets RUN; log/die, took, alive, our_pid, spawn, wait_pid, stop_group, server_status, usage
-. "$here/svc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$RUN/glance
 CONF=$DIR/glance-api.conf
 PIDF=$DIR/glance-api.pid
@@ -101,7 +99,7 @@ write_env() {
 }
 
 cmd_start() {
-  local pid deadline
+  local pid
   if [ ! -x "$API" ] || [ ! -x "$MANAGE" ] || [ ! -e /etc/glance/glance-api-paste.ini ]; then
     log "glance-api not installed; running install-deps.sh glance"
     "$here/install-deps.sh" glance
@@ -116,21 +114,19 @@ cmd_start() {
     log "db_sync done ($(took))"
     # New session and process group: stop can signal glance and anything it spawns at once.
     spawn "$PIDF" "$DIR/log/glance-api.stdout" "$API" --config-file "$CONF"
-    wait_pid gpid 5 || die "glance-api did not start; see $DIR/log/"
+    wait_until -i 0.05 5 prints gpid || die "glance-api did not start; see $DIR/log/"
     pid=$(gpid)
   fi
-  deadline=$(($(date +%s) + TIMEOUT))
-  until healthy; do
-    if [ -z "$(gpid)" ]; then
+  wait_until -w "prints gpid" "$TIMEOUT" healthy || case $? in
+    2)
       tail -n 20 "$DIR/log/glance-api.stdout" "$DIR/log/glance-api.log" >&2 2>/dev/null || true
       die "glance-api exited during start-up; see $DIR/log/"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
+      ;;
+    *)
       cmd_stop
       die "no answer from ${URL}healthcheck in ${TIMEOUT}s; see $DIR/log/"
-    fi
-    sleep 0.1
-  done
+      ;;
+  esac
   write_env
   log "ready in $(took): pid $pid $URL; env: $DIR/env"
 }

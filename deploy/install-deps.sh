@@ -5,9 +5,11 @@
 # nothing when all is present.
 # Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
 # and Keystone's Python package (python3-keystone, no service of its own), which
-# deploy/keystone.sh runs for the Keystone tests, and PostgreSQL for deploy/temporal-pg.sh.
+# deploy/keystone.sh runs for the Keystone tests, PostgreSQL for deploy/temporal-pg.sh, and
+# Debian's shellcheck, the linter that `make vet` and `make test` run on the shell scripts.
 #
-# Usage: deploy/install-deps.sh [ceph|glance|chromium|keystone|postgresql|all]   (default all)
+# Usage: deploy/install-deps.sh [ceph|glance|chromium|keystone|postgresql|shellcheck|all]
+#        (default all)
 set -euo pipefail
 
 want=${1:-all}
@@ -22,6 +24,7 @@ chromium_pkgs=(chromium)
 keystone_pkgs=(python3-keystone)
 # The standalone Temporal server's store (deploy/temporal-pg.sh); the package creates cluster "main".
 postgresql_pkgs=(postgresql)
+shellcheck_pkgs=(shellcheck)
 
 missing=()
 check() {
@@ -36,8 +39,9 @@ case "$want" in
   chromium) check "${chromium_pkgs[@]}" ;;
   keystone) check "${keystone_pkgs[@]}" ;;
   postgresql) check "${postgresql_pkgs[@]}" ;;
+  shellcheck) check "${shellcheck_pkgs[@]}" ;;
   all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
-  *) echo "usage: $0 [ceph|glance|chromium|keystone|postgresql|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [ceph|glance|chromium|keystone|postgresql|shellcheck|all]" >&2; exit 2 ;;
 esac
 [ ${#missing[@]} -gt 0 ] || exit 0
 [ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }

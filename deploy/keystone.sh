@@ -17,9 +17,7 @@
 #      GLANCE_URL (http://127.0.0.1:9292/), KEYSTONE_ADMIN_PASSWORD (default: generated once).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# sets RUN; log/die, took, alive, our_pid, spawn, wait_pid, stop_group, server_status, usage
-. "$here/svc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$RUN/keystone
 CONF=$DIR/keystone.conf
 PIDF=$DIR/keystone.pid
@@ -29,8 +27,7 @@ URL=http://127.0.0.1:$PORT/v3
 TIMEOUT=${KEYSTONE_START_TIMEOUT:-60}
 # the image endpoint: $GLANCE_URL, else the one deploy/glance.sh last wrote, else its default
 if [ -z "${GLANCE_URL:-}" ] && [ -s "$RUN/glance/env" ]; then
-  # shellcheck disable=SC1091
-  GLANCE_URL=$(. "$RUN/glance/env" && echo "${GLANCE_URL:-}")
+  GLANCE_URL=$(load_env glance && echo "${GLANCE_URL:-}")
 fi
 IMAGE_URL=${GLANCE_URL:-http://127.0.0.1:9292/}
 REGION=RegionOne
@@ -121,7 +118,7 @@ load_passwords() {
       done >"$f"
     )
   fi
-  # shellcheck disable=SC1090
+  # shellcheck source=/dev/null # made just above
   . "$f"
   KS_ADMIN=${KEYSTONE_ADMIN_PASSWORD:-$KS_ADMIN}
 }
@@ -246,7 +243,7 @@ EOF
 }
 
 cmd_start() {
-  local pid deadline t ids stamp
+  local pid t ids stamp
   if [ ! -x "$MANAGE" ] || ! installed; then
     log "keystone not installed; running install-deps.sh keystone"
     "$here/install-deps.sh" keystone
@@ -290,21 +287,19 @@ cmd_start() {
     # New session and process group: stop signals the server and anything it spawns at once.
     OS_KEYSTONE_CONFIG_DIR=$DIR OS_KEYSTONE_CONFIG_FILES=keystone.conf \
       spawn "$PIDF" "$DIR/log/keystone.stdout" "$PY" "$SERVE" 127.0.0.1 "$PORT"
-    wait_pid kpid 5 || die "keystone did not start; see $DIR/log/"
+    wait_until -i 0.05 5 prints kpid || die "keystone did not start; see $DIR/log/"
     pid=$(kpid)
   fi
-  deadline=$(($(date +%s) + TIMEOUT))
-  until healthy; do
-    if [ -z "$(kpid)" ]; then
+  wait_until -w "prints kpid" "$TIMEOUT" healthy || case $? in
+    2)
       tail -n 20 "$DIR/log/keystone.stdout" "$DIR/log/keystone.log" >&2 2>/dev/null || true
       die "keystone exited during start-up; see $DIR/log/"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
+      ;;
+    *)
       cmd_stop
       die "no answer from $URL in ${TIMEOUT}s; see $DIR/log/"
-    fi
-    sleep 0.1
-  done
+      ;;
+  esac
   log "serving $URL ($(took))"
   t=$(now_ms)
   ids=$(setup) || die "setting up projects, users and the image endpoint failed"

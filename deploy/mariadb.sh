@@ -13,9 +13,7 @@
 # Env: MARIADB_PORT (default 3306), MARIADB_START_TIMEOUT (60 s).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# sets RUN; log/die, took, alive, our_pid, wait_gone, usage
-. "$here/svc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$RUN/mariadb
 DATA=$DIR/data
 PIDF=$DIR/mariadbd.pid
@@ -38,9 +36,8 @@ find_bin() {
 # pid of our mariadbd: from its pid file, alive, and started on our datadir (guards pid reuse)
 mpid() { our_pid "$PIDF" "--datadir=$DATA"; }
 
-# is anything listening on the port? (a bare TCP connect: a server that refuses our login still
-# owns the port, and a ping needs a client that may not be installed yet)
-answers() { timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; }
+# is anything listening on the port? (a ping needs a client that may not be installed yet)
+answers() { listening "$PORT"; }
 
 # our own server is up once it answers a ping on its socket (as the password-less root@localhost)
 own_ready() {
@@ -48,6 +45,11 @@ own_ready() {
   admin=$(find_bin mariadb-admin mysqladmin) || return 1
   "$admin" --no-defaults -S "$SOCK" -uroot --connect-timeout=2 ping >/dev/null 2>&1
 }
+
+# our own server is up: its pid file names it, and it answers on its socket and on the port
+own_up() { [ -n "$(mpid)" ] && own_ready && answers; }
+# own_starting PID: our server, started as PID, may still come up (PID or the server runs)
+own_starting() { alive "$1" || [ -n "$(mpid)" ]; }
 
 # can root with an empty password log in over TCP?
 root_ok() {
@@ -82,7 +84,7 @@ install_server() {
 }
 
 cmd_start() {
-  local pid server installdb client deadline user=()
+  local pid server installdb client user=()
   if [ -n "$(mpid)" ]; then
     { answers && own_ready; } || die "our mariadbd (pid $(mpid)) runs but does not answer on 127.0.0.1:$PORT"
     write_env
@@ -117,18 +119,16 @@ cmd_start() {
   setsid "$server" --no-defaults --datadir="$DATA" "${user[@]}" --bind-address=127.0.0.1 \
     --port="$PORT" --socket="$SOCK" --pid-file="$PIDF" --log-error="$DIR/log/error.log" \
     --skip-name-resolve --innodb-buffer-pool-size=128M </dev/null >>"$DIR/log/stdout.log" 2>&1 &
-  deadline=$(($(date +%s) + TIMEOUT))
-  until [ -n "$(mpid)" ] && own_ready && answers; do
-    if ! alive $! && [ -z "$(mpid)" ]; then
+  wait_until -w "own_starting $!" "$TIMEOUT" own_up || case $? in
+    2)
       tail -n 20 "$DIR/log/error.log" >&2 2>/dev/null || true
       die "mariadbd exited during start-up; see $DIR/log/error.log"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
+      ;;
+    *)
       cmd_stop
       die "mariadbd not answering on 127.0.0.1:$PORT after ${TIMEOUT}s"
-    fi
-    sleep 0.1
-  done
+      ;;
+  esac
   pid=$(mpid)
   # with --skip-name-resolve, TCP logins match root@127.0.0.1, not root@localhost: make sure it
   # exists (over the socket, as the password-less root@localhost that install-db created)
@@ -156,7 +156,7 @@ cmd_stop() {
   fi
   kill -TERM "$pid"
   # InnoDB flushes on shutdown: allow it time
-  if ! wait_gone "$pid" 60; then
+  if ! wait_until 60 ! alive "$pid"; then
     log "mariadbd (pid $pid) still running after 60 s; killing"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -178,7 +178,6 @@ cmd_status() {
   if [ -n "$pid" ]; then echo "our mariadbd (pid $pid) runs but does not answer"; else echo "nothing answers on 127.0.0.1:$PORT"; fi
   return 1
 }
-
 
 case "${1:-}" in
   start) cmd_start ;;

@@ -32,8 +32,7 @@ trap 'rc=$?; say "start failed; stopping what was started"; stop_all; exit $rc' 
 
 "$here/ceph.sh" start
 "$here/glance.sh" start
-. "$RUN/ceph/env"
-. "$RUN/glance/env"
+load_env ceph glance
 
 write_run_env
 

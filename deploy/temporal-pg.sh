@@ -25,11 +25,7 @@
 #      TEMPORAL_PG_LOG_LEVEL (warn).
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TOP=$(cd "$here/.." && pwd)
-# sets RUN ($TOP/.run by default); log/die, took, alive, our_pid, spawn, wait_pid, stop_group,
-# server_status, usage
-. "$here/svc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DIR=$RUN/temporal-pg
 CONF=$DIR/temporal.yaml
 DYNCONF=$DIR/dynamicconfig.yaml
@@ -58,13 +54,13 @@ healthy() { curl -fsS -m 3 -o /dev/null "$HTTP_URL/api/v1/system-info" 2>/dev/nu
 
 pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PGPORT_" -t 3 >/dev/null 2>&1; }
 
-# admin_psql ARGS...: psql as the superuser postgres: over TCP where that needs no password
+# admin_psql <SQL: psql as the superuser postgres: over TCP where that needs no password
 # (trust), else through the local socket as the postgres system user (peer, Debian's default).
 admin_psql() {
   if PGCONNECT_TIMEOUT=5 psql -X -q -h 127.0.0.1 -p "$PGPORT_" -U postgres -d postgres -w -Atc 'select 1' >/dev/null 2>&1; then
-    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT_" -U postgres -d postgres -w -At "$@"
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT_" -U postgres -d postgres -w -At
   elif [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
-    (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PGPORT_" -d postgres -At "$@")
+    (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PGPORT_" -d postgres -At)
   else
     die "cannot log in to PostgreSQL on 127.0.0.1:$PGPORT_ as postgres (needs trust on 127.0.0.1, or root for the local socket)"
   fi
@@ -89,18 +85,16 @@ ensure_postgres() {
   if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
     pg_ready || "$here/install-deps.sh" postgresql
   fi
-  command -v psql >/dev/null && command -v pg_isready >/dev/null ||
+  { command -v psql && command -v pg_isready; } >/dev/null ||
     die "PostgreSQL client missing: install PostgreSQL first (Debian: apt-get install postgresql)"
   pg_ready && return 0
-  ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
-  [ -n "$ver" ] && [ -d "/etc/postgresql/$ver/main" ] && command -v pg_ctlcluster >/dev/null ||
+  ver=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1 || true)
+  { [ -n "$ver" ] && [ -d "/etc/postgresql/$ver/main" ] && command -v pg_ctlcluster >/dev/null; } ||
     die "no PostgreSQL answers on 127.0.0.1:$PGPORT_ and no cluster is installed: install PostgreSQL first (Debian: apt-get install postgresql)"
   log "PostgreSQL $ver/main is down; starting it"
   pg_ctlcluster --skip-systemctl-redirect "$ver" main start || die "pg_ctlcluster $ver main start failed"
   echo "$ver" >"$PGMARK"
-  local i
-  for ((i = 0; i < 300; i++)); do pg_ready && return 0; sleep 0.1; done
-  die "PostgreSQL $ver/main started but does not answer on 127.0.0.1:$PGPORT_"
+  wait_until 30 pg_ready || die "PostgreSQL $ver/main started but does not answer on 127.0.0.1:$PGPORT_"
 }
 
 # The role owns both databases; the schemas are applied as it, so no superuser is needed later.
@@ -264,14 +258,14 @@ write_env() {
 ports_free() {
   local p
   for ((p = PORT; p <= PORT + 8; p++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    if listening "$p"; then
       die "127.0.0.1:$p is already taken by something we did not start; set TEMPORAL_PG_PORT"
     fi
   done
 }
 
 cmd_start() {
-  local pid deadline
+  local pid
   mkdir -p "$DIR/log"
   build
   pid=$(tpid)
@@ -284,21 +278,19 @@ cmd_start() {
     # be taken as ring seeds and split the ring for a while after a quick restart.
     role_psql "$DB" -Atc 'DELETE FROM cluster_membership' >/dev/null
     spawn "$PIDF" "$DIR/log/temporal-server.log" "$SERVER" --config-file "$CONF" --allow-no-auth start
-    wait_pid tpid 5 || die "temporal-server did not start; see $DIR/log/temporal-server.log"
+    wait_until -i 0.05 5 prints tpid || die "temporal-server did not start; see $DIR/log/temporal-server.log"
     pid=$(tpid)
   fi
-  deadline=$(($(date +%s) + TIMEOUT))
-  until healthy; do
-    if [ -z "$(tpid)" ]; then
+  wait_until -i 0.2 -w "prints tpid" "$TIMEOUT" healthy || case $? in
+    2)
       tail -n 30 "$DIR/log/temporal-server.log" >&2 || true
       die "temporal-server exited during start-up; see $DIR/log/temporal-server.log"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
+      ;;
+    *)
       stop_server
       die "frontend did not answer at $HTTP_URL in ${TIMEOUT}s; see $DIR/log/temporal-server.log"
-    fi
-    sleep 0.2
-  done
+      ;;
+  esac
   write_env
   log "ready in $(took): pid $pid frontend $ADDR (HTTP $HTTP_URL), stores $DB and $VISDB on 127.0.0.1:$PGPORT_; env: $DIR/env"
 }

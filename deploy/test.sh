@@ -10,6 +10,8 @@ set -euo pipefail
 "$here/install-deps.sh" all
 # e2e/observability_test.go screenshots the gateway's status page with headless Chromium.
 "$here/install-deps.sh" chromium
+# `make shellcheck`, below beside go vet.
+"$here/install-deps.sh" shellcheck
 
 # A second pool lets the tests run two storage hosts on the one cluster.
 export CEPH_POOLS=${CEPH_POOLS:-volumes volumes2}
@@ -24,11 +26,9 @@ for s in ceph glance mariadb keystone; do
   # start is idempotent: it also writes the env file of a service that was already up.
   "$here/$s.sh" start
 done
-. "$RUN/ceph/env"
-. "$RUN/glance/env"
-. "$RUN/mariadb/env"
-# e2e/keystone_test.go: KEYSTONE_URL, the test users' passwords and project IDs, clouds.yaml
-. "$RUN/keystone/env"
+# keystone's env is for e2e/keystone_test.go: KEYSTONE_URL, the test users' passwords and
+# project IDs, clouds.yaml
+load_env ceph glance mariadb keystone
 export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN
 export GLANCE_STORE_DIR=$RUN/glance/images
 
@@ -37,6 +37,7 @@ export GOFLAGS="${GOFLAGS:-} -tags=pacific"
 go vet ./...
 # Temporal's analyzer: workflow code must stay deterministic (exit 3 names the offending call).
 go run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.4.0 ./workflows/...
+make --no-print-directory shellcheck
 go test -count=1 -timeout 45m "$@" ./...
 # Fuzz the detector of untrusted image headers briefly: its seed corpus already ran above as unit
 # tests, and 20 s of mutations keeps `make test` quick; long runs are done by hand.

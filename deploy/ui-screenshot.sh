@@ -19,6 +19,7 @@ if [ "$code" = 000 ] || [ -z "$code" ]; then
   exit 1
 fi
 [ -s "$RUN/env" ] || { say "$RUN/env is missing; start the stack with make run"; exit 1; }
+# shellcheck source=/dev/null # written by run.sh
 . "$RUN/env"
 
 command -v chromium >/dev/null || "$here/install-deps.sh" chromium
@@ -44,11 +45,12 @@ say "image $id uploaded to Glance"
 # Visibility is updated after the runs close; wait until the list the page asks for has both, so
 # the screenshot does not catch it half-filled.
 query="ImageID%3D%22$id%22"
-for ((i = 0; i < 100; i++)); do
+both_listed() {
+  local n
   n=$(curl -fsS "$ui/api/v1/namespaces/default/workflows?query=$query" 2>/dev/null | grep -o '"workflowId"' | wc -l || true)
-  [ "${n:-0}" -ge 2 ] && break
-  sleep 0.2
-done
+  [ "${n:-0}" -ge 2 ]
+}
+wait_until -i 0.2 20 both_listed || true
 
 url="$ui/namespaces/default/workflows?query=$query"
 mkdir -p "$(dirname "$out")"
