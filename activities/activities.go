@@ -59,7 +59,7 @@ func (a *Activities) log(ctx context.Context) *slog.Logger {
 		// (fills, evictions) log the volumes they touch themselves.
 		if id, ok := contract.DeletedVolume(info.WorkflowExecution.ID); ok && info.WorkflowType.Name == contract.DeleteVolumeWorkflow {
 			l = l.With("volume_id", id)
-		} else if info.WorkflowType.Name == "CreateVolumeFromImage" {
+		} else if info.WorkflowType.Name == contract.CreateVolumeWorkflow {
 			l = l.With("volume_id", info.WorkflowExecution.ID)
 		}
 	}

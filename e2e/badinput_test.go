@@ -274,7 +274,7 @@ func TestBadInput(t *testing.T) {
 	}
 	ctx := context.Background()
 	for id := range before {
-		_, err := stack.temporal.DescribeWorkflowExecution(ctx, "imagevol-delete-"+id, "")
+		_, err := stack.temporal.DescribeWorkflowExecution(ctx, contract.DeleteWorkflowID(id), "")
 		if _, notFound := err.(*serviceerror.NotFound); !notFound {
 			t.Fatalf("deletion workflow of volume %s: %v, want not found", id, err)
 		}
@@ -345,19 +345,19 @@ func concerns(t *testing.T, workflowType string, run *commonpb.WorkflowExecution
 		}
 	}
 	switch workflowType {
-	case "CreateVolumeFromImage":
+	case contract.CreateVolumeWorkflow:
 		var in contract.CreateVolumeInput
 		decode(&in)
 		return mine[in.ImageID] || mine[in.VolumeID]
-	case "DeleteVolume":
+	case contract.DeleteVolumeWorkflow:
 		var in contract.DeleteVolumeInput
 		decode(&in)
 		return mine[in.VolumeID]
-	case "WarmCache":
+	case contract.WarmCacheWorkflow:
 		var in contract.WarmInput
 		decode(&in)
 		return mine[in.ImageID]
-	case "EvictCacheEntry":
+	case contract.EvictEntryWorkflow:
 		var in contract.EvictCacheEntryInput
 		decode(&in)
 		return mine[strconv.FormatUint(uint64(in.EntryID), 10)]

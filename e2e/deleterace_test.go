@@ -61,7 +61,7 @@ func TestDeleteDuringHitLeavesNothing(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	for _, id := range ids {
-		for _, wf := range []string{id, "imagevol-delete-" + id} {
+		for _, wf := range []string{id, contract.DeleteWorkflowID(id)} {
 			if err := stack.temporal.GetWorkflow(wctx, wf, "").Get(wctx, nil); err != nil && wctx.Err() != nil {
 				t.Fatalf("workflow %s not closed: %v", wf, err)
 			}

@@ -53,7 +53,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 	fillID := func(img imagesource.Image) string {
 		return contract.FillWorkflowID(stack.fsid, img.ID, img.ContentHash())
 	}
-	const create, fill = "CreateVolumeFromImage", contract.FillWorkflow
+	const create, fill = contract.CreateVolumeWorkflow, contract.FillWorkflow
 	completed, failed := enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
 	var runs []histRun
 
@@ -117,7 +117,7 @@ func TestRecordedHistoriesReplay(t *testing.T) {
 		t.Fatalf("delete %s: HTTP %d", gone, code)
 	}
 	waitGone(t, api, gone)
-	runs = append(runs, histRun{"delete-while-creating", "imagevol-delete-" + gone, "DeleteVolume", completed})
+	runs = append(runs, histRun{"delete-while-creating", contract.DeleteWorkflowID(gone), contract.DeleteVolumeWorkflow, completed})
 
 	replayer := histReplayer()
 	record := os.Getenv(histRecordEnv) == "1"

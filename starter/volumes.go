@@ -225,7 +225,7 @@ func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 			var fillID string
 			if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[contract.MemoFill]; m != nil &&
 				converter.GetDefaultDataConverter().FromPayload(m, &fillID) == nil && fillID != "" {
-				p.Phase, workflowID = "FillCache", fillID
+				p.Phase, workflowID = contract.FillWorkflow, fillID
 				continue
 			}
 		}
