@@ -549,8 +549,13 @@ func hasChildren(img *image) bool {
 	return false
 }
 
-// Remove deletes an image and its snapshots, or moves it to the trash when clones depend on one
-// of its snapshots. An open image cannot be removed (storage.ErrInUse).
+// busy reports whether an image cannot be deleted for good: it is open, or clones depend on one
+// of its snapshots; mu must be held.
+func busy(img *image) bool { return img.open > 0 || hasChildren(img) }
+
+// Remove deletes an image and its snapshots. A busy image — open, or with clones depending on
+// one of its snapshots — is moved to the trash instead, as package rbd does when librbd refuses
+// the removal (EBUSY or ENOTEMPTY).
 func (s *Storage) Remove(ctx context.Context, pool, name string) (bool, error) {
 	if err := s.enter(ctx, Call{Method: MethodRemove, Pool: pool, Name: name}); err != nil {
 		return false, err
@@ -561,9 +566,6 @@ func (s *Storage) Remove(ctx context.Context, pool, name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if img.open > 0 {
-		return false, fmt.Errorf("memstorage: remove %s/%s: open %d times: %w", pool, name, img.open, storage.ErrInUse)
-	}
 	for n, sn := range img.snaps {
 		if sn.children == 0 {
 			delete(img.snaps, n)
@@ -572,7 +574,7 @@ func (s *Storage) Remove(ctx context.Context, pool, name string) (bool, error) {
 		}
 	}
 	delete(s.images[pool], name)
-	if hasChildren(img) {
+	if busy(img) {
 		s.trash[pool] = append(s.trash[pool], img)
 		return true, nil
 	}
@@ -580,7 +582,8 @@ func (s *Storage) Remove(ctx context.Context, pool, name string) (bool, error) {
 	return false, nil
 }
 
-// PurgeTrashed deletes trashed images of that name once no clone depends on them.
+// PurgeTrashed deletes trashed images of that name once they are closed and no clone depends
+// on them.
 func (s *Storage) PurgeTrashed(ctx context.Context, pool, name string) error {
 	if err := s.enter(ctx, Call{Method: MethodPurgeTrashed, Pool: pool, Name: name}); err != nil {
 		return err
@@ -596,8 +599,8 @@ func (s *Storage) PurgeTrashed(ctx context.Context, pool, name string) error {
 			continue
 		}
 		found = true
-		if hasChildren(img) {
-			return fmt.Errorf("memstorage: purge %s/%s: clones depend on it: %w", pool, name, storage.ErrInUse)
+		if busy(img) {
+			return fmt.Errorf("memstorage: purge %s/%s: open, or clones depend on it: %w", pool, name, storage.ErrInUse)
 		}
 	}
 	if !found {
@@ -725,4 +728,24 @@ func (s *Storage) OpenHandles(pool, name string) int {
 		return img.open
 	}
 	return 0
+}
+
+// Open opens an image as another client would, holding it busy until the returned func runs:
+// a removal meanwhile sends it to the trash.
+func (s *Storage) Open(pool, name string) (closeFn func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	img, err := s.get(pool, name)
+	if err != nil {
+		return nil, err
+	}
+	img.open++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			img.open--
+		})
+	}, nil
 }

@@ -244,22 +244,38 @@ func TestRemoveToTrashAndPurge(t *testing.T) {
 	}
 }
 
-// An open image cannot be removed.
+// An open image is busy: removing it sends it to the trash, which cannot purge it until it is
+// closed.
 func TestRemoveOpenImage(t *testing.T) {
 	s := New()
 	if err := s.Create(ctx, "p", "a", 1); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := s.OpenReader(ctx, "p", "a", "")
-	if _, err := s.Remove(ctx, "p", "a"); !errors.Is(err, storage.ErrInUse) {
-		t.Fatalf("remove of an open image: %v", err)
+	if trashed, err := s.Remove(ctx, "p", "a"); !trashed || err != nil {
+		t.Fatalf("remove of an open image: %v, %v; want trashed", trashed, err)
+	}
+	if err := s.PurgeTrashed(ctx, "p", "a"); !errors.Is(err, storage.ErrInUse) {
+		t.Fatalf("purge of an open image: %v", err)
 	}
 	r.Close()
-	if s.OpenHandles("p", "a") != 0 {
-		t.Fatal("handle still counted after Close")
+	if err := s.PurgeTrashed(ctx, "p", "a"); err != nil {
+		t.Fatalf("purge once closed: %v", err)
 	}
-	if _, err := s.Remove(ctx, "p", "a"); err != nil {
+	if err := s.Create(ctx, "p", "b", 1); err != nil {
 		t.Fatal(err)
+	}
+	release, err := s.Open("p", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OpenHandles("p", "b") != 1 {
+		t.Fatal("Open not counted")
+	}
+	release()
+	release()
+	if trashed, err := s.Remove(ctx, "p", "b"); trashed || err != nil {
+		t.Fatalf("remove of a closed image: %v, %v", trashed, err)
 	}
 }
 
