@@ -46,6 +46,7 @@ type Source struct {
 	mu     sync.Mutex
 	images map[string]*entry
 	calls  map[string]int
+	opens  map[string][]int64 // offsets of Open, by image
 	fail   map[string][]error
 	hook   func(method, id string) error
 	now    func() time.Time
@@ -59,7 +60,7 @@ var (
 // New returns a Source with no images.
 func New() *Source {
 	return &Source{
-		images: map[string]*entry{}, calls: map[string]int{}, fail: map[string][]error{},
+		images: map[string]*entry{}, calls: map[string]int{}, opens: map[string][]int64{}, fail: map[string][]error{},
 		now: func() time.Time { return time.Now().UTC() },
 	}
 }
@@ -187,6 +188,14 @@ func (s *Source) Calls(method string) int {
 	return s.calls[method]
 }
 
+// Offsets lists the offsets an image's data was opened at, in order, failed calls included
+// (but not those a fault failed): a resumed download asks for its rest only.
+func (s *Source) Offsets(id string) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.opens[id]...)
+}
+
 func (s *Source) enter(ctx context.Context, method, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -230,6 +239,7 @@ func (s *Source) Open(ctx context.Context, id string, offset int64) (io.ReadClos
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.opens[id] = append(s.opens[id], offset)
 	e := s.images[id]
 	switch {
 	case e == nil:
