@@ -2,52 +2,10 @@ package models
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	_ "github.com/go-sql-driver/mysql"
 )
-
-// openStores opens a fresh store on each database the engine supports: the embedded SQLite
-// file, and MySQL (a database of its own, dropped at the end) when IMAGEVOL_TEST_DSN names a
-// server.
-func openStores(t *testing.T) map[string]*Store {
-	t.Helper()
-	ctx := context.Background()
-	out := map[string]*Store{}
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "imagevol.db"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	out["sqlite"] = s
-	root := os.Getenv("IMAGEVOL_TEST_DSN")
-	if root == "" {
-		return out
-	}
-	db, err := sql.Open("mysql", root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	name := fmt.Sprintf("imagevol_models_%d", time.Now().UnixNano())
-	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP DATABASE "+name) })
-	m, err := Open(ctx, root+name, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	out["mysql"] = m
-	return out
-}
 
 // Temporal retries a clone whose first attempt stalled: both attempts lease the entry under the
 // same holder (the volume's name). The first attempt, ending late, releases its own lease only:

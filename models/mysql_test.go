@@ -1,3 +1,8 @@
+//go:build mysql
+
+// The tests of this file need a MySQL (or MariaDB) server, named by IMAGEVOL_TEST_DSN: they build
+// only with the "mysql" tag, which `make test` sets, and fail without the server. Without the
+// tag, the tests of the other files run on the embedded SQLite store only.
 package models
 
 import (
@@ -8,7 +13,13 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	_ "github.com/go-sql-driver/mysql"
 )
+
+func init() {
+	dialects["mysql"] = func(t *testing.T) *Store { s, _ := mysqlStore(t); return s }
+}
 
 // mysqlStore opens a Store on a MySQL database of its own, dropped when the test ends. The
 // server is IMAGEVOL_TEST_DSN's (a DSN without a database name, as `make test` exports it).
@@ -16,7 +27,7 @@ func mysqlStore(t *testing.T) (*Store, *sql.DB) {
 	t.Helper()
 	dsn := os.Getenv("IMAGEVOL_TEST_DSN")
 	if dsn == "" {
-		t.Skip("IMAGEVOL_TEST_DSN is not set: no MySQL server to test against (make test sets it)")
+		t.Fatal("IMAGEVOL_TEST_DSN is not set: the mysql tag needs a MySQL server to test against (make test sets it)")
 	}
 	root, err := sql.Open("mysql", dsn)
 	if err != nil {
@@ -69,59 +80,5 @@ func TestReservationLockReleasedAfterContextExpired(t *testing.T) {
 	ran := false
 	if err := s.WithReservationLock(ctx2, func() error { ran = true; return nil }); err != nil || !ran {
 		t.Fatalf("next reservation: ran %v, err %v", ran, err)
-	}
-}
-
-// A reservation whose entry cannot be inserted (its key is taken) leaves no cache volume row;
-// only a filling entry becomes ready, never one being evicted.
-func TestReserveCacheSlotAndReadyStates(t *testing.T) {
-	ctx := context.Background()
-	stores := map[string]func(t *testing.T) *Store{
-		"sqlite": func(t *testing.T) *Store {
-			s, err := Open(ctx, "", t.TempDir()+"/imagevol.db")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		},
-		"mysql": func(t *testing.T) *Store { s, _ := mysqlStore(t); return s },
-	}
-	for name, open := range stores {
-		t.Run(name, func(t *testing.T) {
-			s := open(t)
-			now := time.Now().UTC().Truncate(time.Second)
-			slot := func(vol string) (*Volume, *CacheEntry) {
-				return &Volume{ID: vol, ProjectID: "internal", Status: StatusCreating},
-					&CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:x",
-						VolumeID: vol, SizeBytes: 10, LastUsed: now, State: EntryFilling}
-			}
-			v1, e1 := slot("vol-1")
-			if err := s.ReserveCacheSlot(ctx, v1, e1); err != nil {
-				t.Fatal(err)
-			}
-			v2, e2 := slot("vol-2")
-			if err := s.ReserveCacheSlot(ctx, v2, e2); !errors.Is(err, ErrDuplicate) {
-				t.Fatalf("second reservation of the key: err = %v, want ErrDuplicate", err)
-			}
-			if _, err := s.GetVolume(ctx, "vol-2"); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("the refused reservation's volume row: err = %v, want ErrNotFound", err)
-			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); err != nil {
-				t.Fatalf("ready again (a retried step): %v", err)
-			}
-			if err := s.BeginEvict(ctx, e1.ID, now, true); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("marking an evicting entry ready: err = %v, want ErrNotFound", err)
-			}
-			if e, err := s.GetCacheEntry(ctx, e1.ID); err != nil || e.State != EntryEvicting {
-				t.Fatalf("entry after the refused ready: %+v, %v", e, err)
-			}
-		})
 	}
 }

@@ -4,7 +4,7 @@
 //
 //	. .run/ceph/env && . .run/glance/env && . .run/mariadb/env &&
 //	export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN GLANCE_STORE_DIR=$PWD/.run/glance/images GOFLAGS=-tags=pacific &&
-//	IMAGEVOL_RECORD_HISTORIES=1 go test -count=1 -run '^TestRecordedHistoriesReplay$' ./e2e/
+//	IMAGEVOL_RECORD_HISTORIES=1 go test -tags 'pacific e2e' -count=1 -run '^TestRecordedHistoriesReplay$' ./e2e/
 //
 // but keep the old files too while runs recorded with the old code may still be in flight: with
 // IMAGEVOL_RECORD_PREFIX=name- the new histories are written as name-<run>.json beside them. The
