@@ -44,7 +44,13 @@ func TestReadinessNamesHostsWithoutWorker(t *testing.T) {
 	startHost(t, hostConfig(live))
 	api := newGateway(t, live, idle)
 
+	// The live host's worker shows in Temporal once its first poll has arrived: until then both
+	// hosts are unserved.
 	code, rd := api.readiness("")
+	for deadline := time.Now().Add(2 * time.Minute); rd.HostsWithoutWorker == 2 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		code, rd = api.readiness("")
+	}
 	if code != http.StatusServiceUnavailable || rd.Ready || rd.Hosts != 2 || rd.HostsWithoutWorker != 1 {
 		t.Fatalf("anonymous readyz with %s unserved: HTTP %d %+v; want 503, 1 of 2 hosts unserved", idle, code, rd)
 	}
