@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export GOTOOLCHAIN := local
 TAGS := -tags pacific
 
-.PHONY: all build run stop test vet shellcheck fmt clean bench ui-screenshot test-faults standalone-proof
+.PHONY: all build run stop test unit vet shellcheck fmt clean bench ui-screenshot test-faults standalone-proof
 
 all: build
 
@@ -27,6 +27,12 @@ bench:
 
 test:
 	deploy/test.sh
+
+# The unit tests alone, with no service: workflows on Temporal's test environment, activities on
+# in-memory storage and image source and an SQLite store. About a minute.
+unit:
+	@deploy/install-deps.sh unit
+	go test $(TAGS) -count=1 ./...
 
 # Provisions with one part killed or stopped mid-way (worker, Temporal, MariaDB, Ceph OSD, Glance)
 # on a stack of its own beside the shared Ceph and Glance, which it stops briefly: run it alone.

@@ -8,7 +8,10 @@
 # deploy/keystone.sh runs for the Keystone tests, PostgreSQL for deploy/temporal-pg.sh, and
 # Debian's shellcheck, the linter that `make vet` and `make test` run on the shell scripts.
 #
-# Usage: deploy/install-deps.sh [ceph|glance|chromium|keystone|postgresql|shellcheck|all]
+# "unit" is what the unit tests need without any service: the headers go-ceph builds against,
+# qemu-img (the format inspector is tested against its images) and the sandbox's bubblewrap.
+#
+# Usage: deploy/install-deps.sh [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|all]
 #        (default all)
 set -euo pipefail
 
@@ -25,6 +28,7 @@ keystone_pkgs=(python3-keystone)
 # The standalone Temporal server's store (deploy/temporal-pg.sh); the package creates cluster "main".
 postgresql_pkgs=(postgresql)
 shellcheck_pkgs=(shellcheck)
+unit_pkgs=(librados-dev librbd-dev pkg-config gcc qemu-utils bubblewrap)
 
 missing=()
 check() {
@@ -40,8 +44,9 @@ case "$want" in
   keystone) check "${keystone_pkgs[@]}" ;;
   postgresql) check "${postgresql_pkgs[@]}" ;;
   shellcheck) check "${shellcheck_pkgs[@]}" ;;
+  unit) check "${unit_pkgs[@]}" ;;
   all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
-  *) echo "usage: $0 [ceph|glance|chromium|keystone|postgresql|shellcheck|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|all]" >&2; exit 2 ;;
 esac
 [ ${#missing[@]} -gt 0 ] || exit 0
 [ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }
@@ -67,11 +72,12 @@ trap '[ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d' EXIT
 # A private archive dir: some machines clean /var/cache/apt/archives while apt runs.
 archives=$(mktemp -d /tmp/imagevol-apt.XXXXXX)
 mkdir -p "$archives/partial"
-apt_opts=(-o "Dir::Cache::Archives=$archives/" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+# Another apt run (an unattended upgrade, say) holds the lock for a while: wait for it.
+apt_opts=(-o DPkg::Lock::Timeout=600 -o "Dir::Cache::Archives=$archives/" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
 export DEBIAN_FRONTEND=noninteractive
 # The lists may be absent or stale on a new machine; one update is cheap next to the install.
-apt-get update -qq
+apt-get -o DPkg::Lock::Timeout=600 update -qq
 apt-get install -y -qq --no-install-recommends "${apt_opts[@]}" "${missing[@]}" >/tmp/imagevol-apt.log 2>&1 || {
   tail -n 40 /tmp/imagevol-apt.log >&2
   log "apt-get install failed"
