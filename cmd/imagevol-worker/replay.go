@@ -18,6 +18,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/worker"
 )
@@ -36,7 +37,7 @@ func replay(ctx context.Context, args []string) error {
 	file := fs.String("file", "", "replay this JSON `history` file (as temporal workflow show --output json writes it) instead of fetching one")
 	run := fs.String("run", "", "run ID (default: the latest run)")
 	save := fs.String("save", "", "also write the fetched history to this file as JSON")
-	rest, err := parseInterspersed(fs, args)
+	rest, err := cli.ParseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -126,21 +127,4 @@ func fetchHistory(ctx context.Context, address, namespace, workflowID, runID str
 
 func quietLogger() sdklog.Logger {
 	return sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
-}
-
-// parseInterspersed parses fs's flags wherever they stand among args and returns the other
-// arguments, so that "replay VOLUME --run RUN" works as "replay --run RUN VOLUME" does.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }

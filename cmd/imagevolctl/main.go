@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/imagevol/imagevol/apiclient"
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 )
 
 func main() {
@@ -178,7 +179,7 @@ func (a *api) retry(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("retry", flag.ContinueOnError)
 	wait := fs.Bool("wait", false, "wait until the volume is available or failed again")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long --wait waits")
-	rest, err := parseInterspersed(fs, args)
+	rest, err := cli.ParseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -203,23 +204,6 @@ func (a *api) retry(ctx context.Context, args []string) error {
 		return fmt.Errorf("volume %s: %v", v["id"], v["error"])
 	}
 	return nil
-}
-
-// parseInterspersed parses flags given before and after the positional arguments, which the
-// flag package alone stops at, and returns the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 func printJSON(v any) error {
