@@ -79,8 +79,27 @@ start_db() {
   private_db status | grep -q '^our mariadbd' || { say "127.0.0.1:$DB_PORT is not our own mariadbd"; return 1; }
 }
 
+# kill_strays kills imagevol processes left by an earlier run of this stack that was itself
+# killed before it could stop them: they keep dialling this stack's Temporal port, and once the
+# new server is up a stray worker would take this run's tasks with its old code and settings.
+kill_strays() {
+  local env_file pid name
+  for env_file in /proc/[0-9]*/environ; do
+    pid=${env_file#/proc/}
+    pid=${pid%/environ}
+    name=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+    case "$name" in imagevol-*) ;; *) continue ;; esac
+    # a worker or gateway of this stack's Temporal, or that Temporal itself
+    tr '\0' '\n' <"$env_file" 2>/dev/null | grep -qx "IMAGEVOL_TEMPORAL_ADDRESS=127.0.0.1:$TEMPORAL_PORT" ||
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--port $TEMPORAL_PORT " || continue
+    kill -KILL "$pid" 2>/dev/null && say "killed a stray $name (pid $pid) of an earlier fault run"
+  done
+  return 0
+}
+
 cmd_up() {
   local s
+  kill_strays
   # answers: refuse ports held by something else rather than test against it
   for s in "$TEMPORAL_PORT" "$TEMPORAL_UI_PORT" "${API##*:}"; do
     if listening "$s"; then

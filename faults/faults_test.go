@@ -51,6 +51,7 @@ type outcome struct {
 	recovery             time.Duration
 	total                time.Duration // request to settled
 	status, cache, error string
+	failure              string // the first failure of the case, when it failed
 	resumedFrom, fetched int64
 	checks               []string
 }
@@ -79,6 +80,9 @@ func TestFaults(t *testing.T) {
 			if r.error != "" {
 				fmt.Fprintf(&b, "%-18s error: %s\n", "", r.error)
 			}
+			if r.failure != "" {
+				fmt.Fprintf(&b, "%-18s failed: %s\n", "", r.failure)
+			}
 		}
 		t.Log(b.String())
 	}()
@@ -86,7 +90,8 @@ func TestFaults(t *testing.T) {
 	for i, f := range faultCases {
 		r := &outcome{name: f.name}
 		results = append(results, r)
-		ok := t.Run(f.name, func(t *testing.T) {
+		ok := t.Run(f.name, func(tt *testing.T) {
+			t := caseT{TB: tt, failure: &r.failure}
 			img := uploadImage(t, "faults-"+f.name, uint64(i+1))
 			images = append(images, img)
 			if f.peer {
@@ -174,7 +179,7 @@ func TestFaults(t *testing.T) {
 
 // cleanup deletes the run's volumes, evicts its cache entries, checks that no RBD image of the
 // run is left in the shared pool, and deletes the images from Glance.
-func cleanup(t *testing.T, volumes []string, images []imagesource.Image) {
+func cleanup(t testing.TB, volumes []string, images []imagesource.Image) {
 	for _, id := range volumes {
 		deleteVolume(t, id)
 	}

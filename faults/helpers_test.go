@@ -84,7 +84,7 @@ func TestMain(m *testing.M) {
 }
 
 // ctl runs one verb of deploy/faults.sh: the faults are injected the way an operator would.
-func ctl(t *testing.T, verb string, args ...string) time.Duration {
+func ctl(t testing.TB, verb string, args ...string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -120,7 +120,7 @@ func (r *patternReader) Read(p []byte) (int, error) {
 
 // uploadImage puts a fresh 1 GiB image into Glance; seed makes its content (and so its cache
 // key) its own.
-func uploadImage(t *testing.T, name string, seed uint64) imagesource.Image {
+func uploadImage(t testing.TB, name string, seed uint64) imagesource.Image {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -171,7 +171,7 @@ func call(method, path, body string, out any) (int, error) {
 }
 
 // startVolume asks the gateway for a 1 GiB volume from img.
-func startVolume(t *testing.T, imageID string) string {
+func startVolume(t testing.TB, imageID string) string {
 	t.Helper()
 	var created map[string]string
 	code, err := call("POST", "/v1/volumes", fmt.Sprintf(`{"image_id":%q,"size_gb":1,"name":"faults"}`, imageID), &created)
@@ -190,7 +190,7 @@ func getVolume(id string) (v volumeView, ok bool) {
 // waitDownload polls until the provision's download has durably written at least frac of
 // total bytes, and returns that heartbeated offset. It fails if the download finished first:
 // the fault must hit mid-way.
-func waitDownload(t *testing.T, id string, total int64, frac float64) int64 {
+func waitDownload(t testing.TB, id string, total int64, frac float64) int64 {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -212,7 +212,7 @@ func waitDownload(t *testing.T, id string, total int64, frac float64) int64 {
 
 // waitSettled polls until the volume is no longer creating, tolerating a gateway that cannot
 // answer while a part is down.
-func waitSettled(t *testing.T, id string, limit time.Duration) volumeView {
+func waitSettled(t testing.TB, id string, limit time.Duration) volumeView {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
@@ -227,7 +227,7 @@ func waitSettled(t *testing.T, id string, limit time.Duration) volumeView {
 
 // volumeSHA512 hashes the first n bytes of a volume's RBD image, read from the pool its row
 // names, in 4 MiB reads (one RADOS object each).
-func volumeSHA512(t *testing.T, id string, n int64) string {
+func volumeSHA512(t testing.TB, id string, n int64) string {
 	t.Helper()
 	ctx := context.Background()
 	row, err := stack.store.GetVolume(ctx, id)
@@ -247,7 +247,7 @@ func volumeSHA512(t *testing.T, id string, n int64) string {
 }
 
 // cacheEntriesOf lists the cache entries of one image through the API.
-func cacheEntriesOf(t *testing.T, imageID string) []cacheEntry {
+func cacheEntriesOf(t testing.TB, imageID string) []cacheEntry {
 	t.Helper()
 	var all struct {
 		Entries []cacheEntry `json:"entries"`
@@ -294,7 +294,7 @@ var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}
 // the histories of its private Temporal server (a cache volume's ID appears in the result of
 // the step that reserved it even if its row is gone). The pool is shared with other tests, so
 // the orphan check looks only at these.
-func runIDs(t *testing.T) map[string]bool {
+func runIDs(t testing.TB) map[string]bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -337,7 +337,7 @@ var rbdNameRE = regexp.MustCompile(`^volume-([0-9a-f-]{36})(\.part)?$`)
 // checkNoOrphans asserts that every RBD image of this run's IDs in the pool belongs to a volume
 // row (and a staging ".part" image only to a volume still creating), and that every available
 // volume row has its image. It returns how many images of the run the pool holds.
-func checkNoOrphans(t *testing.T) int {
+func checkNoOrphans(t testing.TB) int {
 	t.Helper()
 	ctx := context.Background()
 	ids := runIDs(t)
@@ -380,7 +380,7 @@ func checkNoOrphans(t *testing.T) int {
 }
 
 // deleteVolume deletes a volume through the API and waits until it is gone.
-func deleteVolume(t *testing.T, id string) {
+func deleteVolume(t testing.TB, id string) {
 	t.Helper()
 	code, err := call("DELETE", "/v1/volumes/"+id, "", nil)
 	if err != nil || (code != http.StatusAccepted && code != http.StatusNotFound) {
@@ -398,7 +398,7 @@ func deleteVolume(t *testing.T, id string) {
 }
 
 // waitNoOpenFill waits until no cache fill workflow of the run's Temporal server is running.
-func waitNoOpenFill(t *testing.T, limit time.Duration) {
+func waitNoOpenFill(t testing.TB, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
@@ -418,7 +418,7 @@ func waitNoOpenFill(t *testing.T, limit time.Duration) {
 // waitProgressPast polls until the volume's download has durably written more than mark bytes,
 // and returns the time since from; -1 when the volume settled first (the download had already
 // finished, so no progress could be seen).
-func waitProgressPast(t *testing.T, id string, mark int64, limit time.Duration, from time.Time) time.Duration {
+func waitProgressPast(t testing.TB, id string, mark int64, limit time.Duration, from time.Time) time.Duration {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
@@ -438,7 +438,7 @@ func waitProgressPast(t *testing.T, id string, mark int64, limit time.Duration, 
 
 // downloadWorkerPid finds the worker process running the fill's DownloadImage step, from the
 // identity the worker gave Temporal (worker.HostIdentity).
-func downloadWorkerPid(t *testing.T) int {
+func downloadWorkerPid(t testing.TB) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -470,4 +470,38 @@ func downloadWorkerPid(t *testing.T) int {
 	}
 	t.Fatalf("no running fill with a DownloadImage step")
 	return 0
+}
+
+// caseT is a case's test that also keeps its first failure's message, so that the summary table
+// (all a CI log may show) says why a case failed.
+type caseT struct {
+	testing.TB
+	failure *string
+}
+
+func (c caseT) note(msg string) {
+	if *c.failure == "" {
+		*c.failure = msg
+	}
+}
+
+// Fatalf records the message, then fails the case.
+func (c caseT) Fatalf(format string, args ...any) {
+	c.TB.Helper()
+	c.note(fmt.Sprintf(format, args...))
+	c.TB.Fatalf(format, args...)
+}
+
+// Fatal records the message, then fails the case.
+func (c caseT) Fatal(args ...any) {
+	c.TB.Helper()
+	c.note(fmt.Sprint(args...))
+	c.TB.Fatal(args...)
+}
+
+// Errorf records the message, then marks the case failed.
+func (c caseT) Errorf(format string, args ...any) {
+	c.TB.Helper()
+	c.note(fmt.Sprintf(format, args...))
+	c.TB.Errorf(format, args...)
 }
