@@ -2,4 +2,7 @@
 // worker, Temporal dev server, MariaDB, Ceph and Glance, each with one part killed or stopped
 // mid-way. They build only with the "faults" tag and need the stack deploy/faults.sh brings up
 // (`make test-faults`); without the tag this package is empty.
+//
+// Of imagevol's packages it imports what a client of the stack needs: contract, models,
+// imagesource (and its Glance client), storage and storage/librbd.
 package faults

@@ -8,6 +8,8 @@
 // GLANCE_URL, Ceph from CEPH_CONF and the workers' pid files from IMAGEVOL_RUN_DIR; deploy/bench.sh
 // (`make bench`) brings the stack up and runs it. It writes latest.json, latest.md,
 // hit_latency.png and miss_by_size.png to the output directory.
+//
+// It imports apiclient and contract, and talks to the stack through its API and Ceph's CLI.
 package main
 
 import (

@@ -32,6 +32,8 @@
 //	temporal dev server ready: grpc=127.0.0.1:7233 ui=http://127.0.0.1:8233 db=PATH (1.2s)
 //
 // SIGINT or SIGTERM stops the UI and the server and exits with status 0.
+//
+// It imports devtemporal and searchattr, and is the one binary that links the Temporal server.
 package main
 
 import (

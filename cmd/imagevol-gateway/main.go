@@ -1,6 +1,9 @@
 // Command imagevol-gateway serves imagevol's REST API on 127.0.0.1:8776: it records volumes and
 // starts their provisioning workflows. The same port serves Prometheus metrics at /metrics and a
 // status page at /.
+//
+// It imports config, starter, metrics and tracing; it links neither go-ceph nor the Temporal
+// server (cmd/deps_test.go).
 package main
 
 import (

@@ -13,6 +13,9 @@
 // registers the namespace temporal.namespace (with --retention) if it does not exist and adds the
 // five Keyword search attributes provisions are tagged with (ImageID, Host, ProjectID,
 // CacheResult, Phase) that it lacks, and waits until the frontend accepts queries on them.
+//
+// It imports config, models and searchattr; it links neither go-ceph nor the Temporal server
+// (cmd/deps_test.go).
 package main
 
 import (

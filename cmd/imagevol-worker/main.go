@@ -9,6 +9,9 @@
 // replays a volume's workflow history against this binary's workflow code instead, and exits 1
 // if the code is no longer deterministic. It talks to Temporal only (IMAGEVOL_TEMPORAL_ADDRESS,
 // IMAGEVOL_TEMPORAL_NAMESPACE, IMAGEVOL_TEMPORAL_TLS_*), and needs no Ceph and no database.
+//
+// It imports worker, activities, config, metrics, tracing, cmd/internal/cli and storage/librbd
+// (the only binary with librados), never the Temporal server (cmd/deps_test.go).
 package main
 
 import (

@@ -11,6 +11,9 @@
 // waits, it shows the provision's progress on stderr. It talks to the gateway only, and links
 // none of the services' code; replaying a workflow history against the workflow code is
 // imagevol-worker replay, the binary that holds that code.
+//
+// It imports only apiclient and cmd/internal/cli of imagevol's packages: no database driver,
+// Temporal server, Prometheus or Ceph (cmd/deps_test.go checks what it links).
 package main
 
 import (

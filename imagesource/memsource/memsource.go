@@ -4,6 +4,8 @@
 // checksum of its data. Helpers delete, deactivate, re-upload or edit an image, or make it lie
 // about its data, for the cache's invalidation and verification tests; FailNext and Hook inject
 // faults. A Source is safe for concurrent use.
+//
+// Of imagevol's packages it imports only imagesource.
 package memsource
 
 import (

@@ -4,6 +4,8 @@
 // It is the only package that links librados and librbd (cgo): code that merely describes a
 // Ceph client uses package storage/rbd, which this package equips with librados' reading of
 // ceph.conf when it is linked, so binaries that never talk to Ceph (the gateway) stay free of it.
+//
+// Of imagevol's packages it imports only storage and storage/rbd.
 package librbd
 
 import (

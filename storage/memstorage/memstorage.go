@@ -4,6 +4,8 @@
 // snapshots still have clones, and UsedBytes counting allocated blocks. Errors wrap the sentinel
 // errors of package storage. A Storage is safe for concurrent use, and FailNext and Hook inject
 // faults into the next calls of a method.
+//
+// Of imagevol's packages it imports only storage.
 package memstorage
 
 import (
