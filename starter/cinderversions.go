@@ -24,9 +24,9 @@ const (
 )
 
 // The microversions imagevol serves. Each microversion after 3.0 changes what Cinder answers on
-// a route imagevol serves, or adds routes: 3.2 and 3.4 change the filters of volume lists, 3.13
-// to 3.22 the list's fields and filters, 3.48 adds shared_targets and service_uuid to a volume,
-// 3.61 cluster_name, 3.63 volume_type_id, 3.65 consumes_quota, and so on. imagevol shows a volume
+// a route imagevol serves, or adds routes: 3.2 and 3.4 change the filters of volume lists, 3.48
+// adds shared_targets and service_uuid to a volume, 3.61 cluster_name, 3.63 volume_type_id, 3.65
+// consumes_quota, and so on (Cinder's REST API version history). imagevol shows a volume
 // as 3.0 does and filters lists by name and status only, so it claims no more than 3.0: a client
 // that wants a later microversion is refused (406) rather than given a 3.0 answer it would read
 // as the later one. Raise maxAPIVersion only together with what the new version changes.
