@@ -132,8 +132,8 @@ func (h *hostHealth) count(s hostStatus) {
 }
 
 // statusPage renders the gateway's status at "/" for a browser (an Accept preferring HTML);
-// any other client gets Cinder's version document (serveRootVersions). Anyone may read the aggregates: volume counts,
-// host health, cache totals. Hosts by name, cache entries and the newest provisions with their
+// any other client gets Cinder's version document (serveRootVersions). Anyone may read the
+// aggregates: volume counts, host health, cache totals. Hosts by name, cache entries and the newest provisions with their
 // image IDs and links to their workflows are shown only to a request with an operator's token
 // (isAdminRequest); it never shows names or projects.
 func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
