@@ -62,6 +62,10 @@ const (
 // MemoFill is the memo key naming the fill a provision is waiting on ("" when none).
 const MemoFill = "fill"
 
+// MemoRequestID is the memo key of the ID of the gateway request that started a provision run
+// (its X-OpenStack-Request-Id, req-<uuid>), to find the run of a request and the request of a run.
+const MemoRequestID = "request_id"
+
 // Search attributes of provision workflows, registered on the namespace, so the Temporal UI can
 // filter provisions — e.g. the failed ones of one image. The gateway sets ImageID, Host,
 // ProjectID and Phase when it starts a provision; the workflow sets CacheResult and moves Phase

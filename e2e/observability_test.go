@@ -228,6 +228,8 @@ func getWith(t *testing.T, url, token string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a browser asks: "/" serves API clients Cinder's version document instead of the page.
+	req.Header.Set("Accept", "text/html,*/*;q=0.8")
 	if token != "" {
 		req.Header.Set("X-Auth-Token", token)
 	}

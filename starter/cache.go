@@ -123,7 +123,7 @@ func (g *Gateway) warmCache(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the warm-up: %v", err))
 		return
 	}
-	g.log().Info("cache warm-up started", "image_id", img.ID, "hosts", req.Hosts, "workflow_id", run.GetID())
+	g.logCtx(ctx).Info("cache warm-up started", "image_id", img.ID, "hosts", req.Hosts, "workflow_id", run.GetID())
 	if wait, _ := strconv.ParseBool(r.URL.Query().Get("wait")); !wait {
 		writeJSON(w, http.StatusAccepted, map[string]string{"workflow_id": run.GetID()})
 		return

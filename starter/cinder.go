@@ -23,7 +23,7 @@ const cinderTime = "2006-01-02T15:04:05.000000"
 // cinderRoutes serves the Cinder v3-compatible subset of the API: create a volume from an image,
 // show, list and delete volumes of the token's project, under /v3/{project_id}/, with Cinder's
 // bodies and error shapes so that OpenStack clients (gophercloud, openstackclient) work
-// unchanged.
+// unchanged. Version discovery and microversions are in cinderversions.go.
 func (g *Gateway) cinderRoutes(mux *http.ServeMux) {
 	g.cinderHandle(mux, "POST /v3/{project_id}/volumes", g.cinderCreate)
 	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/detail", g.cinderList)
@@ -49,6 +49,11 @@ func (g *Gateway) cinderAuth(pattern string, next func(http.ResponseWriter, *htt
 		if !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeCinderError(w, apiErr(http.StatusUnauthorized, "unauthorized", "The request you have made requires authentication."))
+			return
+		}
+		// Cinder reads the microversion after authentication and before anything else.
+		r, ok = negotiateVersion(w, r)
+		if !ok {
 			return
 		}
 		if p := r.PathValue("project_id"); p != "" && p != id.Project {
@@ -151,11 +156,7 @@ func cinderViewOf(r *http.Request, v *models.Volume) CinderVolume {
 			host += "#" + v.Pool
 		}
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	self := scheme + "://" + r.Host + "/v3/" + v.ProjectID + "/volumes/" + v.ID
+	self := baseURL(r) + "/v3/" + v.ProjectID + "/volumes/" + v.ID
 	cv := CinderVolume{
 		ID: v.ID, Name: v.Name, Status: cinderStatus(v), Size: v.SizeGB, AvailabilityZone: "nova",
 		CreatedAt: v.CreatedAt.UTC().Format(cinderTime), UpdatedAt: v.UpdatedAt.UTC().Format(cinderTime),

@@ -63,16 +63,22 @@ type Gateway struct {
 	retrying sync.Map
 }
 
-// Handler returns the HTTP routes.
+// Handler returns the HTTP routes. Every answer carries the request's ID (RequestIDs).
 func (g *Gateway) Handler() http.Handler {
+	return RequestIDs(g.validateTokens(g.routes()))
+}
+
+// routes is the gateway's mux: every route it serves, behind a token or not.
+func (g *Gateway) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", g.healthz)
-	mux.HandleFunc("GET /readyz", g.readyz)
-	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
-	mux.HandleFunc("GET /metrics", g.serveMetrics)
-	// Exactly "/", any method: the page answers 405 itself, as "GET /{$}" cannot be named in
-	// openapi.json.
-	mux.HandleFunc("/{$}", g.statusPage)
+	g.public(mux, "GET /healthz", g.healthz)
+	g.public(mux, "GET /readyz", g.readyz)
+	g.public(mux, "GET /openapi.json", serveOpenAPI)
+	g.public(mux, "GET /metrics", g.serveMetrics)
+	// Exactly "/", any method: the page answers 405 itself. Browsers get the status page, API
+	// clients Cinder's version document (statusPage).
+	g.public(mux, "/{$}", g.statusPage)
+	g.cinderVersionRoutes(mux)
 	g.handle(mux, "POST /v1/volumes", g.createVolume)
 	g.handle(mux, "GET /v1/volumes", g.listVolumes)
 	g.handle(mux, "GET /v1/volumes/{id}", g.getVolume)
@@ -88,7 +94,15 @@ func (g *Gateway) Handler() http.Handler {
 	g.provisionRoutes(mux)
 	// Registered last so that it only gets what no other pattern claims.
 	g.handle(mux, "/v1/", g.unrouted(mux, "/v1/", writeError))
-	return g.validateTokens(mux)
+	return mux
+}
+
+// public serves a route open to all, which must be one of publicRoutes and not in the policy.
+func (g *Gateway) public(mux *http.ServeMux, pattern string, next func(http.ResponseWriter, *http.Request)) {
+	if _, ok := policy[pattern]; ok || !publicRoutes[pattern] {
+		panic("starter: route " + pattern + " is not listed as public")
+	}
+	mux.HandleFunc(pattern, next)
 }
 
 // handle serves an authenticated route of the /v1 API: the token must be known and its role
@@ -139,14 +153,16 @@ type validatedKey struct{}
 // /v3/ in Cinder's error shape), about a token that is not a static one. A refusal is answered
 // here, 401 or 503 (auth_unavailable) with the reason; an accepted token's project is left in
 // the request's context for tokenProject. Without a validator it is next itself.
-func (g *Gateway) validateTokens(next *http.ServeMux) http.Handler {
+func (g *Gateway) validateTokens(next http.Handler) http.Handler {
 	if g.TokenValidator == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cinder := strings.HasPrefix(r.URL.Path, "/v3/")
 		tok := requestToken(r)
-		if _, static := g.staticIdentity(tok); tok == "" || !(cinder || strings.HasPrefix(r.URL.Path, "/v1/")) || static {
+		// Version discovery (/v3/) is open to all: a client may send its token along, good or not.
+		discovery := r.URL.Path == "/v3/"
+		if _, static := g.staticIdentity(tok); tok == "" || !(cinder || strings.HasPrefix(r.URL.Path, "/v1/")) || static || discovery {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -162,7 +178,7 @@ func (g *Gateway) validateTokens(next *http.ServeMux) http.Handler {
 			if ae.Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", "Bearer")
 			} else {
-				g.log().Warn("token validation failed", "path", r.URL.Path, "err", ae.Message)
+				g.logCtx(r.Context()).Warn("token validation failed", "path", r.URL.Path, "err", ae.Message)
 			}
 			if cinder {
 				writeCinderError(w, ae)
@@ -236,7 +252,7 @@ func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	h := Health{Status: "ok", Checks: map[string]string{"database": "ok", "temporal": "ok"}}
 	down := func(check string, err error) {
-		g.log().Warn("health check failed", "check", check, "err", err)
+		g.logCtx(r.Context()).Warn("health check failed", "check", check, "err", err)
 		h.Status, h.Checks[check] = "unavailable", "down"
 	}
 	if err := g.Store.Ping(ctx); err != nil {

@@ -88,11 +88,14 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	g.Metrics.Handler(store).ServeHTTP(w, r)
 }
 
-// LogRequests logs every request next serves: method, route, status, duration and, on a
-// volume's route, its ID. Scrapes and health checks log at debug level only.
+// LogRequests logs every request next serves: method, route, status, duration, its request ID
+// and, on a volume's route, the volume's ID. Scrapes and health checks log at debug level only.
+// It gives the request its ID (withRequestID), so that the ID is known here and answered even
+// when a handler between this one and Handler answers itself.
 func (g *Gateway) LogRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		r = withRequestID(w, r)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		// The mux has set the matched pattern and path values on r by now.
@@ -107,7 +110,7 @@ func (g *Gateway) LogRequests(next http.Handler) http.Handler {
 		case r.URL.Path == "/metrics" || r.URL.Path == "/healthz":
 			level = slog.LevelDebug
 		}
-		g.log().Log(r.Context(), level, "request", attrs...)
+		g.logCtx(r.Context()).Log(r.Context(), level, "request", attrs...)
 	})
 }
 

@@ -97,6 +97,19 @@ var policy = map[string]Role{
 	"/v3/": RoleNone,
 }
 
+// publicRoutes are the routes served without a token: probes, metrics, the OpenAPI document,
+// the status page and Cinder's version discovery, which clients read before they authenticate.
+// A route is either here or in policy (public and handle check it).
+var publicRoutes = map[string]bool{
+	"GET /healthz":      true,
+	"GET /readyz":       true,
+	"GET /openapi.json": true,
+	"GET /metrics":      true,
+	"/{$}":              true,
+	"GET /v3/{$}":       true,
+	"GET /v3":           true,
+}
+
 // allowed says whether role may use the route of pattern; a pattern not in policy is refused.
 func allowed(pattern string, role Role) bool {
 	min, ok := policy[pattern]

@@ -69,11 +69,11 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rd := Readiness{Ready: true, Database: "ok", Temporal: "ok", Hosts: len(g.Hosts)}
 	if err := g.Store.Ping(ctx); err != nil {
-		g.log().Warn("readiness: database", "err", err)
+		g.logCtx(ctx).Warn("readiness: database", "err", err)
 		rd.Database, rd.Ready = "down", false
 	}
 	if _, err := g.Temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-		g.log().Warn("readiness: temporal", "err", err)
+		g.logCtx(ctx).Warn("readiness: temporal", "err", err)
 		rd.Temporal, rd.Ready = "down", false
 	} else {
 		live := g.liveWorkers(ctx)

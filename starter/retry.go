@@ -45,7 +45,7 @@ func (g *Gateway) retryVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	g.log().Info("provision retried", "volume_id", v.ID, "workflow_id", v.WorkflowID, "run_id", runID)
+	g.logCtx(r.Context()).Info("provision retried", "volume_id", v.ID, "workflow_id", v.WorkflowID, "run_id", runID)
 	writeJSON(w, http.StatusAccepted, map[string]string{
 		"id": v.ID, "status": models.StatusCreating, "workflow_id": v.WorkflowID, "run_id": runID,
 	})
@@ -86,7 +86,7 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	// A retry has the whole timeout again.
 	in.Deadline = g.deadline(time.Now())
 
-	opts := contract.ProvisionOptions(wfID)
+	opts := provisionOptions(ctx, wfID)
 	if attrs != nil {
 		// The untyped map takes the recorded payloads as they are (type metadata included); the
 		// typed one would need every attribute's type known here.

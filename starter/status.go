@@ -131,8 +131,9 @@ func (h *hostHealth) count(s hostStatus) {
 	}
 }
 
-// statusPage renders the gateway's status at "/". Anyone may read the aggregates: volume counts,
-// host health, cache totals. Hosts by name, cache entries and the newest provisions with their
+// statusPage renders the gateway's status at "/" for a browser (an Accept preferring HTML);
+// any other client gets Cinder's version document (serveRootVersions). Anyone may read the
+// aggregates: volume counts, host health, cache totals. Hosts by name, cache entries and the newest provisions with their
 // image IDs and links to their workflows are shown only to a request with an operator's token
 // (isAdminRequest); it never shows names or projects.
 func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
@@ -141,12 +142,19 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on /", r.Method))
 		return
 	}
+	// "/" is also where OpenStack clients discover the API's versions: they get the JSON
+	// document, browsers this page.
+	w.Header().Add("Vary", "Accept")
+	if !prefersHTML(r.Header.Get("Accept")) {
+		serveRootVersions(w, r)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	snap, err := g.snapshot(ctx)
 	if err != nil {
 		// The error may name the database's address: it goes to the log, not to the caller.
-		g.log().Error("status page", "err", err)
+		g.logCtx(ctx).Error("status page", "err", err)
 		http.Error(w, "status unavailable", http.StatusServiceUnavailable)
 		return
 	}
@@ -220,7 +228,7 @@ func (g *Gateway) statusPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if err := statusTemplate.Execute(w, d); err != nil {
-		g.log().Error("status page: render", "err", err)
+		g.logCtx(ctx).Error("status page: render", "err", err)
 	}
 }
 

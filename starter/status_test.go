@@ -76,6 +76,8 @@ func TestStatusPageAnonymousAndAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// As a browser asks for it: API clients get the version document at "/".
+		req.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
 		for k, v := range header {
 			req.Header.Set(k, v)
 		}

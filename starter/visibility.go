@@ -33,7 +33,7 @@ func (g *Gateway) usableImage(ctx context.Context, project, id string) (imagesou
 		return img, err
 	}
 	if !ok {
-		g.log().Info("image refused: not visible to the project", "image_id", img.ID, "project", project,
+		g.logCtx(ctx).Info("image refused: not visible to the project", "image_id", img.ID, "project", project,
 			"owner", img.Owner, "visibility", img.Visibility)
 		return imagesource.Image{}, imageNotFound(id)
 	}
@@ -74,7 +74,7 @@ func (g *Gateway) canUse(ctx context.Context, project string, img imagesource.Im
 	case err != nil:
 		// Glance refused to tell (imagevol's user may not read the members): the share cannot
 		// be shown, so the image is not usable.
-		g.log().Warn("image members unreadable; the image is refused", "image_id", img.ID, "project", project, "err", err)
+		g.logCtx(ctx).Warn("image members unreadable; the image is refused", "image_id", img.ID, "project", project, "err", err)
 		return false, nil
 	}
 	return status == imagesource.MemberAccepted, nil

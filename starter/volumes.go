@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
 	"github.com/imagevol/imagevol/contract"
@@ -127,7 +128,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	if err := g.Store.CreateVolumeWithin(ctx, v, func(u models.ProjectUsage) error { return limits.check(project, u, int64(req.SizeGB)) }); err != nil {
 		return nil, err
 	}
-	opts := contract.ProvisionOptions(id)
+	opts := provisionOptions(ctx, id)
 	opts.TypedSearchAttributes = contract.ProvisionSearch(img.ID, host, project)
 	_, err = g.Temporal.ExecuteWorkflow(ctx, opts, contract.CreateVolumeWorkflow, contract.CreateVolumeInput{
 		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
@@ -138,7 +139,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), id, map[string]any{"status": models.StatusError, "error": "could not start provisioning: " + err.Error()})
 		return nil, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start provisioning: %v", err)
 	}
-	g.log().Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
+	g.logCtx(ctx).Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
 	return v, nil
 }
 
@@ -289,6 +290,16 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the deletion: %v", err))
 		return
 	}
-	g.log().Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
+	g.logCtx(ctx).Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": models.StatusDeleting})
+}
+
+// provisionOptions are contract.ProvisionOptions with the ID of the request of ctx, if any, in
+// the run's memo.
+func provisionOptions(ctx context.Context, workflowID string) client.StartWorkflowOptions {
+	opts := contract.ProvisionOptions(workflowID)
+	if id := RequestIDOf(ctx); id != "" {
+		opts.Memo = map[string]any{contract.MemoRequestID: id}
+	}
+	return opts
 }
