@@ -262,10 +262,26 @@ func readAt(data blocks, parent *snapshot, size uint64, p []byte, off int64) (in
 	return n, nil
 }
 
-type writer struct {
+// handle is an open image: it keeps the image busy until closed, as an open RBD image is.
+type handle struct {
 	s      *Storage
 	img    *image
 	closed bool
+}
+
+// Close releases the image; closing twice is harmless.
+func (h *handle) Close() error {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	if !h.closed {
+		h.closed = true
+		h.img.open--
+	}
+	return nil
+}
+
+type writer struct {
+	handle
 }
 
 func (w *writer) WriteAt(p []byte, off int64) (int, error) {
@@ -296,16 +312,6 @@ func (w *writer) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (w *writer) Close() error {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	if !w.closed {
-		w.closed = true
-		w.img.open--
-	}
-	return nil
-}
-
 // OpenWriter opens an image for writing.
 func (s *Storage) OpenWriter(ctx context.Context, pool, name string) (storage.WriterAt, error) {
 	if err := s.enter(ctx, Call{Method: MethodOpenWriter, Pool: pool, Name: name}); err != nil {
@@ -318,14 +324,12 @@ func (s *Storage) OpenWriter(ctx context.Context, pool, name string) (storage.Wr
 		return nil, err
 	}
 	img.open++
-	return &writer{s: s, img: img}, nil
+	return &writer{handle{s: s, img: img}}, nil
 }
 
 type reader struct {
-	s      *Storage
-	img    *image
-	snap   *snapshot // nil: the head
-	closed bool
+	handle
+	snap *snapshot // nil: the head
 }
 
 func (r *reader) ReadAt(p []byte, off int64) (int, error) {
@@ -349,16 +353,6 @@ func (r *reader) Size() uint64 {
 	return r.img.size
 }
 
-func (r *reader) Close() error {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	if !r.closed {
-		r.closed = true
-		r.img.open--
-	}
-	return nil
-}
-
 // OpenReader opens an image, or one of its snapshots, read-only.
 func (s *Storage) OpenReader(ctx context.Context, pool, name, snap string) (storage.ReaderAt, error) {
 	if err := s.enter(ctx, Call{Method: MethodOpenReader, Pool: pool, Name: name, Snap: snap}); err != nil {
@@ -370,7 +364,7 @@ func (s *Storage) OpenReader(ctx context.Context, pool, name, snap string) (stor
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{s: s, img: img}
+	r := &reader{handle: handle{s: s, img: img}}
 	if snap != "" {
 		if r.snap = img.snaps[snap]; r.snap == nil || r.snap.removed {
 			return nil, notFound("snapshot %s/%s@%s", pool, name, snap)
