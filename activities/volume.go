@@ -151,6 +151,9 @@ func (a *Activities) SetVolumeState(ctx context.Context, in contract.VolumeUpdat
 			fields[col] = v
 		}
 	}
+	if in.SizeGB > 0 {
+		fields["size_gb"] = in.SizeGB
+	}
 	if len(fields) == 0 {
 		return nil
 	}

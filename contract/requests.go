@@ -72,3 +72,13 @@ type DeleteVolumeInput struct {
 	// and waited for before the volume's image is removed.
 	Provision string
 }
+
+// ExtendVolumeInput grows an available volume from OldSizeGB to NewSizeGB, as Cinder's os-extend
+// action does. The gateway has set the volume's status to "extending" before it starts.
+type ExtendVolumeInput struct {
+	VolumeID  string
+	Host      string
+	Pool      string
+	OldSizeGB int
+	NewSizeGB int
+}

@@ -203,7 +203,8 @@ type ImageName struct {
 	Name string
 }
 
-// VolumeUpdate sets a volume's status columns; empty strings leave a column as it is.
+// VolumeUpdate sets a volume's status columns; empty strings (and a zero SizeGB) leave a column
+// as it is.
 type VolumeUpdate struct {
 	VolumeID    string
 	Status      string
@@ -213,6 +214,7 @@ type VolumeUpdate struct {
 	Host        string
 	Pool        string
 	Flatten     string
+	SizeGB      int // the size of an extended volume
 }
 
 // StagingName is where an image's bytes land before import.

@@ -19,11 +19,13 @@ const (
 	WarmCacheWorkflow    = "WarmCache"
 	EvictEntryWorkflow   = "EvictCacheEntry"
 	ReconcileWorkflow    = "ReconcileCache"
+	ExtendVolumeWorkflow = "ExtendVolume"
 )
 
 // Workflow IDs that are not random. A provision's workflow ID is its volume's ID.
 const (
 	deletePrefix = "imagevol-delete-"
+	extendPrefix = "imagevol-extend-"
 	fillPrefix   = "imagevol-fill-"
 	warmPrefix   = "imagevol-warm-"
 	evictPrefix  = "imagevol-evict-"
@@ -50,6 +52,9 @@ func DeleteWorkflowID(volumeID string) string { return deletePrefix + volumeID }
 func DeletedVolume(workflowID string) (volumeID string, ok bool) {
 	return strings.CutPrefix(workflowID, deletePrefix)
 }
+
+// ExtendWorkflowID is the ID of the extension of a volume: one at a time per volume.
+func ExtendWorkflowID(volumeID string) string { return extendPrefix + volumeID }
 
 // Signals between a fill and the workflows waiting on it.
 const (
@@ -116,6 +121,17 @@ func DeleteOptions(volumeID string) client.StartWorkflowOptions {
 		ID:                       DeleteWorkflowID(volumeID),
 		TaskQueue:                WorkflowQueue,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+	}
+}
+
+// ExtendOptions start the extension of a volume; asking again while one runs joins it, and a
+// finished one leaves the ID free for the next extension.
+func ExtendOptions(volumeID string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       ExtendWorkflowID(volumeID),
+		TaskQueue:                WorkflowQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 	}
 }
 

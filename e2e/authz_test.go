@@ -321,6 +321,7 @@ func TestAuthorization(t *testing.T) {
 			{"GET", "/v1/volumes/none", "", starter.RoleReader},
 			{"DELETE", "/v1/volumes/none", "", starter.RoleMember},
 			{"POST", "/v1/volumes/none/retry", "", starter.RoleMember},
+			{"POST", "/v1/volumes/none/extend", `{"size_gb":2}`, starter.RoleMember},
 			{"GET", "/v1/cache", "", starter.RoleAdmin},
 			{"GET", "/v1/cache/stats", "", starter.RoleAdmin},
 			{"POST", "/v1/cache/warm", `{}`, starter.RoleAdmin},
@@ -332,6 +333,7 @@ func TestAuthorization(t *testing.T) {
 			{"GET", "/v3/{p}/volumes/detail", "", starter.RoleReader},
 			{"GET", "/v3/{p}/volumes/none", "", starter.RoleReader},
 			{"DELETE", "/v3/{p}/volumes/none", "", starter.RoleMember},
+			{"POST", "/v3/{p}/volumes/none/action", `{"os-extend":{"new_size":2}}`, starter.RoleMember},
 		}
 		who := map[starter.Role]string{starter.RoleNone: "none", starter.RoleReader: "reader", starter.RoleMember: "owner", starter.RoleAdmin: "admin"}
 		for _, r := range routes {

@@ -221,3 +221,74 @@ func testCinderStatuses(ctx context.Context, t *testing.T, sc *gophercloud.Servi
 		t.Fatalf("filtered list %v, want the 2 downloading volumes", ids)
 	}
 }
+
+// gophercloud's volumes.ExtendSize (Cinder's os-extend action) grows a volume made from an
+// image: 202, the volume extending, then available with the new size and a larger RBD image
+// holding the same bytes. A smaller size, a reader's token, another project's token, and a size
+// past the project's gigabytes quota are refused in Cinder's shape.
+func TestCinderExtendWithGophercloud(t *testing.T) {
+	const host = "e2e-cinder-extend"
+	startHost(t, hostConfig(host))
+	suffix := uuid.NewString()[:8]
+	owner, other := "extend-owner-"+suffix, "extend-other-"+suffix
+	ownerTok, readerTok, otherTok := "tok-extend-owner-"+suffix, "tok-extend-reader-"+suffix, "tok-extend-other-"+suffix
+	tokens := map[string]string{ownerTok: owner, readerTok: owner, otherTok: other}
+	roles := map[string]starter.Role{readerTok: starter.RoleReader}
+	quotas := &starter.Quotas{Default: starter.QuotaLimits{Volumes: -1, Gigabytes: 3}}
+	api := newGatewayWith(t, tokens, roles, quotas, host)
+	img := uploadImage(t, "cinder-extend", "raw", imageBytes(8*mib, 93, 2))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sc := cinderClient(api.base, owner, ownerTok)
+
+	created, err := volumes.Create(ctx, sc, volumes.CreateOpts{Size: 1, ImageID: img.ID, Name: "cinder-extend"}, nil).Extract()
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = volumes.Delete(context.Background(), sc, created.ID, nil).ExtractErr() })
+	waitCinder := func(id string, busy ...string) *volumes.Volume {
+		t.Helper()
+		for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			v, err := volumes.Get(ctx, sc, id).Extract()
+			if err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			if !slices.Contains(busy, v.Status) {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("volume %s still %s", id, v.Status)
+			}
+		}
+	}
+	v := waitCinder(created.ID, "creating", starter.CinderStatusDownloading)
+	if v.Status != "available" || v.Size != 1 {
+		t.Fatalf("volume before the extension: %s, %d GiB", v.Status, v.Size)
+	}
+
+	// Refused: not larger, a reader, another project, past the quota (3 GiB).
+	requireFault(t, volumes.ExtendSize(ctx, sc, v.ID, volumes.ExtendSizeOpts{NewSize: 1}).ExtractErr(), http.StatusBadRequest, "badRequest")
+	requireFault(t, volumes.ExtendSize(ctx, cinderClient(api.base, owner, readerTok), v.ID, volumes.ExtendSizeOpts{NewSize: 2}).ExtractErr(), http.StatusForbidden, "forbidden")
+	requireFault(t, volumes.ExtendSize(ctx, cinderClient(api.base, owner, otherTok), v.ID, volumes.ExtendSizeOpts{NewSize: 2}).ExtractErr(), http.StatusNotFound, "itemNotFound")
+	requireFault(t, volumes.ExtendSize(ctx, cinderClient(api.base, other, otherTok), v.ID, volumes.ExtendSizeOpts{NewSize: 2}).ExtractErr(), http.StatusNotFound, "itemNotFound")
+	requireFault(t, volumes.ExtendSize(ctx, sc, v.ID, volumes.ExtendSizeOpts{NewSize: 4}).ExtractErr(), http.StatusRequestEntityTooLarge, "overLimit")
+	if got := waitCinder(v.ID); got.Status != "available" || got.Size != 1 {
+		t.Fatalf("a refused extension changed the volume: %s, %d GiB", got.Status, got.Size)
+	}
+
+	if err := volumes.ExtendSize(ctx, sc, v.ID, volumes.ExtendSizeOpts{NewSize: 2}).ExtractErr(); err != nil {
+		t.Fatalf("extend: %v", err)
+	}
+	v = waitCinder(v.ID, models.StatusExtending)
+	if v.Status != "available" || v.Size != 2 {
+		t.Fatalf("volume after the extension: %s, %d GiB", v.Status, v.Size)
+	}
+	if info := stat(t, contract.RBDName(v.ID)); info.Size != 2<<30 {
+		t.Fatalf("the RBD image is %d bytes, want 2 GiB", info.Size)
+	}
+	if got := volumeSHA512(t, v.ID, img.Size); got != img.HashValue {
+		t.Fatal("the extended volume's bytes differ from the image")
+	}
+	// The same size again is no longer larger.
+	requireFault(t, volumes.ExtendSize(ctx, sc, v.ID, volumes.ExtendSizeOpts{NewSize: 2}).ExtractErr(), http.StatusBadRequest, "badRequest")
+}

@@ -14,6 +14,10 @@ const (
 	StatusAvailable = "available"
 	StatusError     = "error"
 	StatusDeleting  = "deleting"
+	// StatusExtending is a volume being grown; StatusErrorExtending one whose extension failed
+	// (it keeps its old size).
+	StatusExtending      = "extending"
+	StatusErrorExtending = "error_extending"
 )
 
 // Cache results recorded on a volume.

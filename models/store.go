@@ -27,6 +27,8 @@ var (
 	ErrNotFound = errors.New("models: not found")
 	// ErrDuplicate means a row with the same unique key already exists.
 	ErrDuplicate = errors.New("models: duplicate key")
+	// ErrConflict means the row changed under a conditional update.
+	ErrConflict = errors.New("models: conflicting change")
 )
 
 // Store is imagevol's database: volumes and cache entries.
@@ -234,13 +236,50 @@ func (s *Store) CreateVolumeWithin(ctx context.Context, v *Volume, check func(Pr
 		}
 		return s.CreateVolume(ctx, v)
 	}
+	return s.withQuotaLock(ctx, v.ProjectID, insert)
+}
+
+// withQuotaLock runs fn under the lock of a project's quota (see CreateVolumeWithin).
+func (s *Store) withQuotaLock(ctx context.Context, projectID string, fn func() error) error {
 	if s.db.Dialector.Name() != "mysql" {
-		return s.WithReservationLock(ctx, insert)
+		return s.WithReservationLock(ctx, fn)
 	}
 	// MySQL lock names are at most 64 characters; project IDs are not bounded here.
-	sum := sha256.Sum256([]byte(v.ProjectID))
+	sum := sha256.Sum256([]byte(projectID))
 	name := "imagevol_quota_" + hex.EncodeToString(sum[:16])
-	return s.withNamedLock(ctx, name, func(*gorm.DB) error { return insert() })
+	return s.withNamedLock(ctx, name, func(*gorm.DB) error { return fn() })
+}
+
+// BeginExtend marks an available volume "extending", unless check refuses it: check sees the
+// volume and its project's usage as they are under the lock of the project's quota (the lock of
+// CreateVolumeWithin), so an extension and concurrent creates cannot together overshoot a quota.
+// check's error is returned as it is; the volume is returned as check saw it.
+func (s *Store) BeginExtend(ctx context.Context, volumeID, projectID string, check func(*Volume, ProjectUsage) error) (*Volume, error) {
+	var v *Volume
+	err := s.withQuotaLock(ctx, projectID, func() error {
+		var err error
+		if v, err = s.GetVolume(ctx, volumeID); err != nil {
+			return err
+		}
+		u, err := s.ProjectUsage(ctx, projectID)
+		if err != nil {
+			return err
+		}
+		if err := check(v, u); err != nil {
+			return err
+		}
+		// Only from the status check saw: a deletion started meanwhile wins.
+		res := s.db.WithContext(ctx).Model(&Volume{}).Where("id = ? AND status = ?", volumeID, v.Status).
+			Update("status", StatusExtending)
+		if res.Error != nil {
+			return wrap(res.Error, "models: extend volume "+volumeID)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("models: volume %s changed status: %w", volumeID, ErrConflict)
+		}
+		return nil
+	})
+	return v, err
 }
 
 // GetVolume reads one volume.

@@ -29,6 +29,7 @@ func (g *Gateway) cinderRoutes(mux *http.ServeMux) {
 	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/detail", g.cinderList)
 	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/{id}", g.cinderGet)
 	g.cinderHandle(mux, "DELETE /v3/{project_id}/volumes/{id}", g.cinderDelete)
+	g.cinderHandle(mux, "POST /v3/{project_id}/volumes/{id}/action", g.cinderAction)
 	g.cinderHandle(mux, "/v3/", g.unrouted(mux, "/v3/", writeCinderError))
 }
 

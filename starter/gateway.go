@@ -92,6 +92,7 @@ func (g *Gateway) routes() *http.ServeMux {
 	g.handle(mux, "GET /v1/reconcile/last", g.reconcileLast)
 	g.cinderRoutes(mux)
 	g.provisionRoutes(mux)
+	g.extendRoutes(mux)
 	// Registered last so that it only gets what no other pattern claims.
 	g.handle(mux, "/v1/", g.unrouted(mux, "/v1/", writeError))
 	return mux

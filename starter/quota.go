@@ -57,6 +57,12 @@ func (l QuotaLimits) check(project string, u models.ProjectUsage, sizeGB int64) 
 		return apiErr(http.StatusRequestEntityTooLarge, CodeQuotaExceeded,
 			"quota exceeded: %s: project %s has %d volumes, its quota is %d", QuotaNameVolumes, project, u.Volumes, l.Volumes)
 	}
+	return l.checkGigabytes(project, u, sizeGB)
+}
+
+// checkGigabytes refuses sizeGB more GiB for a project that already uses u: 413
+// quota_exceeded, naming the gigabytes quota.
+func (l QuotaLimits) checkGigabytes(project string, u models.ProjectUsage, sizeGB int64) error {
 	if l.Gigabytes >= 0 && u.GB+sizeGB > l.Gigabytes {
 		return apiErr(http.StatusRequestEntityTooLarge, CodeQuotaExceeded,
 			"quota exceeded: %s: project %s uses %d GiB, %d more would pass its quota of %d", QuotaNameGigabytes, project, u.GB, sizeGB, l.Gigabytes)

@@ -277,6 +277,10 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 	case models.StatusDeleting:
 		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
 		return
+	case models.StatusExtending:
+		// As Cinder: a volume being extended cannot be deleted until its extension ends.
+		writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is being extended", v.ID))
+		return
 	}
 	ctx := r.Context()
 	if err := g.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusDeleting}); err != nil {

@@ -104,6 +104,7 @@ func RegisterWorkflows(r Registry) {
 	r.RegisterWorkflow(workflows.EvictCacheEntry)
 	r.RegisterWorkflow(workflows.ReconcileCache)
 	r.RegisterWorkflow(workflows.DeleteVolume)
+	r.RegisterWorkflow(workflows.ExtendVolume)
 }
 
 // Run starts the workers, takes over the steps a crashed worker process of the same host on
