@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -12,14 +11,15 @@ import (
 
 // QueryVolumes filters by project, name and Cinder status, orders by the keys asked (created_at
 // descending by default, id breaking ties), and pages after a marker without skipping or
-// repeating a row.
+// repeating a row, on every database.
 func TestQueryVolumes(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(ctx, "", filepath.Join(t.TempDir(), "imagevol.db"))
-	if err != nil {
-		t.Fatal(err)
+	for name, s := range openStores(t) {
+		t.Run(name, func(t *testing.T) { testQueryVolumes(t, s) })
 	}
-	defer s.Close()
+}
+
+func testQueryVolumes(t *testing.T, s *Store) {
+	ctx := context.Background()
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	add := func(id, project, name string, size int, status, cache string, at time.Duration) {
 		t.Helper()
