@@ -330,6 +330,7 @@ func TestAuthorization(t *testing.T) {
 			{"DELETE", "/v1/cache/4000000000", "", starter.RoleAdmin},
 			{"GET", "/v1/reconcile/last", "", starter.RoleAdmin},
 			{"POST", "/v3/{p}/volumes", `{}`, starter.RoleMember},
+			{"GET", "/v3/{p}/volumes", "", starter.RoleReader},
 			{"GET", "/v3/{p}/volumes/detail", "", starter.RoleReader},
 			{"GET", "/v3/{p}/volumes/none", "", starter.RoleReader},
 			{"DELETE", "/v3/{p}/volumes/none", "", starter.RoleMember},

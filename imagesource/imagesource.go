@@ -56,6 +56,13 @@ type Image struct {
 	UpdatedAt   time.Time
 	Owner       string // ID of the project that owns it; empty when none does
 	Visibility  string // public, community, shared or private
+	// ContainerFormat, MinDisk (GiB) and MinRAM (MiB) are as the uploader declared them.
+	ContainerFormat string
+	MinDisk         int
+	MinRAM          int
+	// Properties are the image's custom properties (hw_*, os_*, ...), the ones a volume made
+	// from it records and Nova reads when it boots from that volume.
+	Properties map[string]string
 }
 
 // ContentHash identifies the image's bytes: "<algo>:<hex>" from the strongest hash published.

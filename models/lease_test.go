@@ -55,9 +55,11 @@ func TestLeaseSurvivesTokenMigration(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
 			db := s.db
-			// Back to version 3: the old lease table, with one lease in it.
+			// Back to version 3: the old lease table, with one lease in it, and none of the later
+			// changes.
 			for _, q := range []string{
-				"DROP TABLE cache_leases", "DROP TABLE trashed_images", "DELETE FROM schema_migrations WHERE version >= 4",
+				"DROP TABLE cache_leases", "DROP TABLE trashed_images", "ALTER TABLE volumes DROP COLUMN image_metadata",
+				"DELETE FROM schema_migrations WHERE version >= 4",
 				"CREATE TABLE cache_leases (entry_id bigint, holder varchar(255), expires_at datetime(3), PRIMARY KEY (entry_id, holder))",
 			} {
 				if err := db.Exec(q).Error; err != nil {

@@ -129,6 +129,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().CreateTable(&trashedImage{})
 	}},
+	{6, "volumes.image_metadata", func(tx *gorm.DB) error {
+		type volume struct {
+			ImageMetadata string `gorm:"type:text"`
+		}
+		return tx.Migrator().AddColumn(&volume{}, "ImageMetadata")
+	}},
 }
 
 // Migrate applies every migration not yet recorded, in version order.

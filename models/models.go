@@ -52,9 +52,13 @@ type Volume struct {
 	Error       string `gorm:"type:text"`
 	WorkflowID  string `gorm:"size:255"`
 	// Flatten is the state of a background flatten: "", pending, running, done or failed.
-	Flatten   string `gorm:"size:16"`
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	Flatten string `gorm:"size:16"`
+	// ImageMetadata is the image's metadata as it was when the volume was created (Cinder's
+	// volume_glance_metadata): its core fields and custom properties, as strings. Nil on
+	// volumes created before it was recorded.
+	ImageMetadata map[string]string `gorm:"serializer:json;type:text"`
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // Flatten states of a volume: the volume is available through all of them.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,6 +28,7 @@ const cinderTime = "2006-01-02T15:04:05.000000"
 // unchanged. Version discovery and microversions are in cinderversions.go.
 func (g *Gateway) cinderRoutes(mux *http.ServeMux) {
 	g.cinderHandle(mux, "POST /v3/{project_id}/volumes", g.cinderCreate)
+	g.cinderHandle(mux, "GET /v3/{project_id}/volumes", g.cinderListSummary)
 	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/detail", g.cinderList)
 	g.cinderHandle(mux, "GET /v3/{project_id}/volumes/{id}", g.cinderGet)
 	g.cinderHandle(mux, "DELETE /v3/{project_id}/volumes/{id}", g.cinderDelete)
@@ -162,9 +165,16 @@ func cinderViewOf(r *http.Request, v *models.Volume) CinderVolume {
 		ID: v.ID, Name: v.Name, Status: cinderStatus(v), Size: v.SizeGB, AvailabilityZone: "nova",
 		CreatedAt: v.CreatedAt.UTC().Format(cinderTime), UpdatedAt: v.UpdatedAt.UTC().Format(cinderTime),
 		Attachments: []any{}, VolumeType: "__DEFAULT__", Metadata: map[string]string{}, UserID: v.UserID,
-		Bootable: "true", VolumeImageMetadata: map[string]string{"image_id": v.ImageID},
+		Bootable: "false", VolumeImageMetadata: v.ImageMetadata,
 		TenantID: v.ProjectID,
 		Links:    []CinderLink{{Href: self, Rel: "self"}},
+	}
+	if v.ImageID != "" {
+		cv.Bootable = "true"
+		if len(cv.VolumeImageMetadata) == 0 {
+			// A volume created before its image's metadata was recorded.
+			cv.VolumeImageMetadata = map[string]string{"image_id": v.ImageID}
+		}
 	}
 	if isAdmin(r) {
 		cv.Host = &host
@@ -286,24 +296,136 @@ func (g *Gateway) cinderGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]CinderVolume{"volume": cinderViewOf(r, v)})
 }
 
-// cinderList serves GET /v3/{project_id}/volumes/detail, filtered by ?name= and ?status= as
-// Cinder does. Everything fits one page, so there are no volumes_links.
+// cinderList serves GET /v3/{project_id}/volumes/detail: the project's volumes in full, a page
+// at a time (see cinderPage).
 func (g *Gateway) cinderList(w http.ResponseWriter, r *http.Request) {
-	vs, err := g.Store.ListVolumes(r.Context(), projectOf(r))
+	vs, links, err := g.cinderPage(r)
 	if err != nil {
 		writeCinderError(w, err)
 		return
 	}
-	q := r.URL.Query()
 	out := make([]CinderVolume, 0, len(vs))
 	for i := range vs {
-		cv := cinderViewOf(r, &vs[i])
-		if (q.Has("name") && cv.Name != q.Get("name")) || (q.Has("status") && cv.Status != q.Get("status")) {
-			continue
-		}
-		out = append(out, cv)
+		out = append(out, cinderViewOf(r, &vs[i]))
 	}
-	writeJSON(w, http.StatusOK, map[string][]CinderVolume{"volumes": out})
+	writeJSON(w, http.StatusOK, cinderVolumeList[CinderVolume]{Volumes: out, Links: links})
+}
+
+// CinderVolumeSummary is a volume as Cinder's plain list (GET /v3/{project_id}/volumes) shows it.
+type CinderVolumeSummary struct {
+	ID    string       `json:"id"`
+	Name  string       `json:"name"`
+	Links []CinderLink `json:"links"`
+}
+
+// cinderListSummary serves GET /v3/{project_id}/volumes: the project's volumes by ID and name,
+// a page at a time, as cinderList.
+func (g *Gateway) cinderListSummary(w http.ResponseWriter, r *http.Request) {
+	vs, links, err := g.cinderPage(r)
+	if err != nil {
+		writeCinderError(w, err)
+		return
+	}
+	out := make([]CinderVolumeSummary, 0, len(vs))
+	for i := range vs {
+		v := &vs[i]
+		out = append(out, CinderVolumeSummary{ID: v.ID, Name: v.Name, Links: []CinderLink{
+			{Href: baseURL(r) + "/v3/" + v.ProjectID + "/volumes/" + v.ID, Rel: "self"},
+			{Href: baseURL(r) + "/" + v.ProjectID + "/volumes/" + v.ID, Rel: "bookmark"},
+		}})
+	}
+	writeJSON(w, http.StatusOK, cinderVolumeList[CinderVolumeSummary]{Volumes: out, Links: links})
+}
+
+// cinderVolumeList is the body of a volume list: volumes_links only when there is a next page.
+type cinderVolumeList[T any] struct {
+	Volumes []T          `json:"volumes"`
+	Links   []CinderLink `json:"volumes_links,omitempty"`
+}
+
+// cinderMaxLimit is the most volumes a list answers at once, Cinder's osapi_max_limit default.
+const cinderMaxLimit = 1000
+
+// cinderPage reads the page of the project's volumes a Cinder list asks for: filtered by name
+// and status (Cinder's statuses), ordered by sort (key[:dir],...) or the legacy sort_key and
+// sort_dir (created_at:desc by default), from after marker (a volume ID), at most limit (1000
+// at most). A full page links to the next one: the same query with the page's last volume as
+// marker.
+func (g *Gateway) cinderPage(r *http.Request) ([]models.Volume, []CinderLink, error) {
+	q := r.URL.Query()
+	bad := func(format string, args ...any) error {
+		return apiErr(http.StatusBadRequest, "bad_request", "Invalid input received: "+format, args...)
+	}
+	query := models.VolumeQuery{ProjectID: projectOf(r), Name: q.Get("name"), Status: q.Get("status"),
+		Marker: q.Get("marker"), Limit: cinderMaxLimit}
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 0 {
+			return nil, nil, bad("limit must be an integer 0 or greater, got %q", q.Get("limit"))
+		}
+		query.Limit = min(n, cinderMaxLimit)
+		if n == 0 {
+			return []models.Volume{}, nil, nil
+		}
+	}
+	sort, err := cinderSort(q)
+	if err != nil {
+		return nil, nil, bad("%v", err)
+	}
+	query.Sort = sort
+	vs, err := g.Store.QueryVolumes(r.Context(), query)
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, nil, apiErr(http.StatusBadRequest, "bad_request", "Marker %s could not be found.", query.Marker)
+	}
+	if err != nil || len(vs) < query.Limit {
+		return vs, nil, err
+	}
+	q.Set("marker", vs[len(vs)-1].ID)
+	next := baseURL(r) + r.URL.Path + "?" + q.Encode()
+	return vs, []CinderLink{{Href: next, Rel: "next"}}, nil
+}
+
+// cinderSort reads a list's order: sort=key[:dir],... or the legacy sort_key and sort_dir (not
+// both), each key one of models.VolumeSortKeys, each direction asc or desc (desc by default).
+func cinderSort(q url.Values) ([]models.SortKey, error) {
+	var keys []models.SortKey
+	add := func(key, dir string) error {
+		key = strings.TrimSpace(key)
+		if !slices.Contains(models.VolumeSortKeys, key) {
+			return fmt.Errorf("sort key %q is not one of %v", key, models.VolumeSortKeys)
+		}
+		switch strings.ToLower(strings.TrimSpace(dir)) {
+		case "", "desc":
+			keys = append(keys, models.SortKey{Key: key, Desc: true})
+		case "asc":
+			keys = append(keys, models.SortKey{Key: key})
+		default:
+			return fmt.Errorf("sort direction %q is not asc or desc", dir)
+		}
+		return nil
+	}
+	if q.Has("sort") {
+		if q.Has("sort_key") || q.Has("sort_dir") {
+			return nil, errors.New("the sort parameter cannot be used with sort_key or sort_dir")
+		}
+		for _, part := range strings.Split(q.Get("sort"), ",") {
+			key, dir, _ := strings.Cut(part, ":")
+			if err := add(key, dir); err != nil {
+				return nil, err
+			}
+		}
+		return keys, nil
+	}
+	if q.Has("sort_key") || q.Has("sort_dir") {
+		key := q.Get("sort_key")
+		if key == "" {
+			key = "created_at"
+		}
+		if err := add(key, q.Get("sort_dir")); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
 // cinderDelete serves DELETE /v3/{project_id}/volumes/{id} through DELETE /v1's handler, so the

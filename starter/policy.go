@@ -90,6 +90,7 @@ var policy = map[string]Role{
 	"DELETE /v1/cache/{id}":                     RoleAdmin,
 	"GET /v1/reconcile/last":                    RoleAdmin,
 	"POST /v3/{project_id}/volumes":             RoleMember,
+	"GET /v3/{project_id}/volumes":              RoleReader,
 	"GET /v3/{project_id}/volumes/detail":       RoleReader,
 	"GET /v3/{project_id}/volumes/{id}":         RoleReader,
 	"DELETE /v3/{project_id}/volumes/{id}":      RoleMember,

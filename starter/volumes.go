@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,7 +123,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	id := uuid.NewString()
 	v := &models.Volume{
 		ID: id, ProjectID: project, Name: req.Name, SizeGB: req.SizeGB, ImageID: img.ID, Host: host,
-		Status: models.StatusCreating, WorkflowID: id,
+		Status: models.StatusCreating, WorkflowID: id, ImageMetadata: imageMetadata(img),
 	}
 	limits := g.Quotas.For(project)
 	if err := g.Store.CreateVolumeWithin(ctx, v, func(u models.ProjectUsage) error { return limits.check(project, u, int64(req.SizeGB)) }); err != nil {
@@ -141,6 +142,24 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	}
 	g.logCtx(ctx).Info("provision started", "volume_id", id, "workflow_id", id, "image_id", img.ID, "host", host)
 	return v, nil
+}
+
+// imageMetadata is what a volume records of the image it is made from, as Cinder copies it into
+// volume_glance_metadata: the image's core fields and every custom property, as strings.
+func imageMetadata(img imagesource.Image) map[string]string {
+	md := make(map[string]string, len(img.Properties)+8)
+	for k, v := range img.Properties {
+		md[k] = v
+	}
+	md["image_id"] = img.ID
+	md["image_name"] = img.Name
+	md["checksum"] = img.Checksum
+	md["size"] = strconv.FormatInt(img.Size, 10)
+	md["disk_format"] = img.DiskFormat
+	md["container_format"] = img.ContainerFormat
+	md["min_disk"] = strconv.Itoa(img.MinDisk)
+	md["min_ram"] = strconv.Itoa(img.MinRAM)
+	return md
 }
 
 // place picks the host for a new volume: a host that already caches the image's content if one

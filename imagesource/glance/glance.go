@@ -90,6 +90,7 @@ func toImage(img *images.Image) imagesource.Image {
 		ID: img.ID, Name: img.Name, Status: string(img.Status), DiskFormat: img.DiskFormat,
 		Size: img.SizeBytes, VirtualSize: img.VirtualSize, Checksum: img.Checksum, UpdatedAt: img.UpdatedAt,
 		Owner: img.Owner, Visibility: string(img.Visibility),
+		ContainerFormat: img.ContainerFormat, MinDisk: img.MinDiskGigabytes, MinRAM: img.MinRAMMegabytes,
 	}
 	if v, ok := img.Properties["os_hash_algo"].(string); ok {
 		out.HashAlgo = v
@@ -97,7 +98,24 @@ func toImage(img *images.Image) imagesource.Image {
 	if v, ok := img.Properties["os_hash_value"].(string); ok {
 		out.HashValue = v
 	}
+	for k, v := range img.Properties {
+		s, ok := v.(string)
+		if !ok || glanceCore[k] {
+			continue
+		}
+		if out.Properties == nil {
+			out.Properties = map[string]string{}
+		}
+		out.Properties[k] = s
+	}
 	return out
+}
+
+// glanceCore are keys of a Glance image that gophercloud leaves among its properties but that
+// are Glance's own attributes, not custom properties.
+var glanceCore = map[string]bool{
+	"os_hash_algo": true, "os_hash_value": true, "os_hidden": true, "owner": true, "direct_url": true,
+	"locations": true, "stores": true, "self": true, "schema": true, "protected": true,
 }
 
 // Get returns an image's metadata.

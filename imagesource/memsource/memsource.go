@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 	"time"
 
@@ -76,7 +77,7 @@ func Describe(id string, data []byte) imagesource.Image {
 		ID: id, Name: "image-" + id, Status: imagesource.StatusActive, DiskFormat: "raw",
 		Size: int64(len(data)), VirtualSize: int64(len(data)),
 		HashAlgo: "sha512", HashValue: hex.EncodeToString(sum[:]), Checksum: hex.EncodeToString(md[:]),
-		Visibility: imagesource.VisibilityPublic,
+		Visibility: imagesource.VisibilityPublic, ContainerFormat: "bare",
 	}
 }
 
@@ -99,7 +100,9 @@ func (s *Source) Put(img imagesource.Image, data []byte) imagesource.Image {
 	if old := s.images[img.ID]; old != nil {
 		members = old.members
 	}
+	img.Properties = maps.Clone(img.Properties)
 	s.images[img.ID] = &entry{img: img, data: bytes.Clone(data), members: members}
+	img.Properties = maps.Clone(img.Properties)
 	return img
 }
 
@@ -230,7 +233,9 @@ func (s *Source) Get(ctx context.Context, id string) (imagesource.Image, error) 
 	if e == nil {
 		return imagesource.Image{}, fmt.Errorf("memsource: image %s: %w", id, imagesource.ErrNotFound)
 	}
-	return e.img, nil
+	img := e.img
+	img.Properties = maps.Clone(img.Properties) // the caller's own copy
+	return img, nil
 }
 
 // Open streams an image's data from offset on. A queued image has no data

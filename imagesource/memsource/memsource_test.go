@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 
 	"github.com/imagevol/imagevol/imagesource"
@@ -37,7 +38,7 @@ func TestAddGetOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != img || got.Status != imagesource.StatusActive || got.Size != int64(len(data)) ||
+	if !reflect.DeepEqual(got, img) || got.Status != imagesource.StatusActive || got.Size != int64(len(data)) ||
 		got.ContentHash() != "sha512:"+hex.EncodeToString(sum[:]) || got.UpdatedAt.IsZero() {
 		t.Fatalf("image %+v", got)
 	}
@@ -135,5 +136,22 @@ func TestMembersAndFaults(t *testing.T) {
 	}
 	if s.Calls(MethodGet) != 2 || s.Calls(MethodOpen) != 1 {
 		t.Fatalf("calls: get %d, open %d", s.Calls(MethodGet), s.Calls(MethodOpen))
+	}
+}
+
+// An image's custom properties come back from Get as put, in a copy of the caller's own.
+func TestProperties(t *testing.T) {
+	s := New()
+	img := Describe("p1", []byte("data"))
+	img.Properties = map[string]string{"hw_disk_bus": "scsi"}
+	s.Put(img, []byte("data"))
+	img.Properties["hw_disk_bus"] = "virtio"
+	got, err := s.Get(context.Background(), "p1")
+	if err != nil || got.Properties["hw_disk_bus"] != "scsi" || got.ContainerFormat != "bare" {
+		t.Fatalf("Get: %+v, %v", got, err)
+	}
+	got.Properties["os_distro"] = "debian"
+	if again, _ := s.Get(context.Background(), "p1"); len(again.Properties) != 1 {
+		t.Fatalf("Get's map is shared: %v", again.Properties)
 	}
 }
