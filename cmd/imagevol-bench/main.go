@@ -25,9 +25,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 )
 
 func main() {
+	// --version answers before anything else: no config read, nothing dialled.
+	if cli.PrintVersion(os.Stdout, "imagevol-bench", os.Args[1:]) {
+		return
+	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {

@@ -48,6 +48,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 )
 
 // envPrefix is the prefix of the environment variables that provide flag
@@ -71,6 +73,10 @@ type options struct {
 }
 
 func main() {
+	// --version answers before anything else: no config read, nothing dialled.
+	if cli.PrintVersion(os.Stdout, "imagevol-devserver", os.Args[1:]) {
+		return
+	}
 	started := time.Now()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 

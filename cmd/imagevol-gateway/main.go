@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/starter"
@@ -27,6 +28,10 @@ import (
 )
 
 func main() {
+	// --version answers before anything else: no config read, nothing dialled.
+	if cli.PrintVersion(os.Stdout, "imagevol-gateway", os.Args[1:]) {
+		return
+	}
 	logger := newLogger(os.Stderr)
 	slog.SetDefault(logger)
 	if err := run(logger); err != nil {

@@ -34,11 +34,16 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/models"
 )
 
 func main() {
+	// --version answers before anything else: no config read, nothing dialled.
+	if cli.PrintVersion(os.Stdout, "imagevol-migrate", os.Args[1:]) {
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "imagevol-migrate:", err)
 		os.Exit(1)

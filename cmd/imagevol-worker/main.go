@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/imagevol/imagevol/activities"
+	"github.com/imagevol/imagevol/cmd/internal/cli"
 	"github.com/imagevol/imagevol/config"
 	"github.com/imagevol/imagevol/metrics"
 	"github.com/imagevol/imagevol/storage/librbd"
@@ -36,6 +37,10 @@ import (
 )
 
 func main() {
+	// --version answers before anything else: no config read, nothing dialled.
+	if cli.PrintVersion(os.Stdout, "imagevol-worker", os.Args[1:]) {
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "replay" {
 		if err := replay(context.Background(), os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "imagevol-worker replay:", err)

@@ -1,6 +1,6 @@
 // Package cli holds what imagevol's commands share in reading their command lines.
 //
-// It imports none of imagevol's packages.
+// It imports only the standard library.
 package cli
 
 import "flag"
