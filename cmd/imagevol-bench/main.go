@@ -9,7 +9,8 @@
 // (`make bench`) brings the stack up and runs it. It writes latest.json, latest.md,
 // hit_latency.png and miss_by_size.png to the output directory.
 //
-// It imports apiclient and contract, and talks to the stack through its API and Ceph's CLI.
+// It imports apiclient, contract and cmd/internal/cli, and talks to the stack through its API
+// and Ceph's CLI.
 package main
 
 import (

@@ -33,7 +33,8 @@
 //
 // SIGINT or SIGTERM stops the UI and the server and exits with status 0.
 //
-// It imports devtemporal and searchattr, and is the one binary that links the Temporal server.
+// It imports devtemporal, searchattr and cmd/internal/cli, and is the one binary that links the
+// Temporal server.
 package main
 
 import (

@@ -2,8 +2,8 @@
 // starts their provisioning workflows. The same port serves Prometheus metrics at /metrics and a
 // status page at /.
 //
-// It imports config, starter, metrics and tracing; it links neither go-ceph nor the Temporal
-// server (cmd/deps_test.go).
+// It imports config, starter, metrics, tracing and cmd/internal/cli; it links neither go-ceph
+// nor the Temporal server (cmd/deps_test.go).
 package main
 
 import (

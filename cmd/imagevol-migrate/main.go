@@ -14,8 +14,8 @@
 // five Keyword search attributes provisions are tagged with (ImageID, Host, ProjectID,
 // CacheResult, Phase) that it lacks, and waits until the frontend accepts queries on them.
 //
-// It imports config, models and searchattr; it links neither go-ceph nor the Temporal server
-// (cmd/deps_test.go).
+// It imports config, models, searchattr and cmd/internal/cli; it links neither go-ceph nor the
+// Temporal server (cmd/deps_test.go).
 package main
 
 import (
