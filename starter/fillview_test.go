@@ -82,16 +82,20 @@ func TestVolumeNamesItsFill(t *testing.T) {
 	wantURL := "http://ui.example:8233/namespaces/default/workflows/" + url.PathEscape(fill)
 	for _, c := range []struct {
 		id, fill, url string
+		role          Role
 	}{
-		{"vol-waiting", fill, wantURL},
-		{"vol-missed", fill, wantURL},
-		{"vol-hit", "", ""},
-		{"vol-old", "", ""},
+		{"vol-waiting", fill, wantURL, RoleAdmin},
+		{"vol-missed", fill, wantURL, RoleAdmin},
+		{"vol-hit", "", "", RoleAdmin},
+		{"vol-old", "", "", RoleAdmin},
+		// The fill's ID names the cluster: a member of the project does not see it.
+		{"vol-waiting", "", "", RoleMember},
+		{"vol-missed", "", "", RoleMember},
 	} {
 		temporal.asked = nil
 		r := httptest.NewRequest(http.MethodGet, "/v1/volumes/"+c.id, nil)
 		r.SetPathValue("id", c.id)
-		r = r.WithContext(withIdentity(r.Context(), Identity{Project: "p1", Role: RoleMember}))
+		r = r.WithContext(withIdentity(r.Context(), Identity{Project: "p1", Role: c.role}))
 		w := httptest.NewRecorder()
 		g.getVolume(w, r)
 		if w.Code != http.StatusOK {
@@ -102,7 +106,7 @@ func TestVolumeNamesItsFill(t *testing.T) {
 			t.Fatal(err)
 		}
 		if view.FillWorkflowID != c.fill || view.FillURL != c.url {
-			t.Errorf("%s: fill_workflow_id %q, fill_url %q; want %q, %q", c.id, view.FillWorkflowID, view.FillURL, c.fill, c.url)
+			t.Errorf("%s as %v: fill_workflow_id %q, fill_url %q; want %q, %q", c.id, c.role, view.FillWorkflowID, view.FillURL, c.fill, c.url)
 		}
 		if c.id == "vol-waiting" && (view.Progress == nil || view.Progress.Phase != "DownloadImage") {
 			t.Errorf("%s: progress %+v, want the fill's DownloadImage", c.id, view.Progress)

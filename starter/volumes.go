@@ -48,7 +48,8 @@ type VolumeView struct {
 	Flatten     string    `json:"flatten,omitempty"`
 	Progress    *Progress `json:"progress,omitempty"`
 	// FillWorkflowID names the cache fill the volume waits on while it is created, and the fill
-	// it was cloned from after (a cache miss); FillURL is that fill's Temporal UI page.
+	// it was cloned from after (a cache miss); FillURL is that fill's Temporal UI page. Admins
+	// only: a fill's ID names the Ceph cluster.
 	FillWorkflowID string `json:"fill_workflow_id,omitempty"`
 	FillURL        string `json:"fill_url,omitempty"`
 	// WaitingFor, on a volume still creating, says what it waits for when that is not a step
@@ -215,9 +216,15 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	view := viewFor(r, v)
 	view.WorkflowURL = g.workflowURL(v.WorkflowID)
+	// A fill's workflow ID names the Ceph cluster: operators only, like the host.
+	admin := isAdmin(r)
 	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
-		view.Progress, view.FillWorkflowID = g.progress(r.Context(), v.WorkflowID)
-	} else if v.Cache == models.CacheMiss {
+		var fill string
+		view.Progress, fill = g.progress(r.Context(), v.WorkflowID)
+		if admin {
+			view.FillWorkflowID = fill
+		}
+	} else if v.Cache == models.CacheMiss && admin {
 		// Cloned from a fill's entry: its provision's memo names the fill.
 		view.FillWorkflowID = g.filledBy(r.Context(), v.WorkflowID)
 	}
