@@ -32,7 +32,7 @@ func (a *Activities) JoinFill(ctx context.Context, in contract.FillInput) (contr
 		run = a.Temporal.GetWorkflow(ctx, id, "")
 	} else {
 		var err error
-		if run, err = a.Temporal.ExecuteWorkflow(ctx, contract.FillOptions(id), contract.FillWorkflow, in); err != nil {
+		if run, err = a.Temporal.ExecuteWorkflow(ctx, contract.FillOptions(id, in.Image.ID, in.Host), contract.FillWorkflow, in); err != nil {
 			return contract.FillResult{}, fmt.Errorf("start cache fill %s: %w", id, err)
 		}
 	}
@@ -73,7 +73,7 @@ func (a *Activities) RegisterFillWaiter(ctx context.Context, in contract.FillWai
 	res := contract.FillWaitResult{FillWorkflowID: id}
 	late := !in.Fill.Deadline.IsZero() && !time.Now().Before(in.Fill.Deadline)
 	if !in.Rejoin && !late {
-		if _, err := a.Temporal.SignalWithStartWorkflow(ctx, id, contract.FillJoinSignal, in.Waiter, contract.FillOptions(id), contract.FillWorkflow, in.Fill); err != nil {
+		if _, err := a.Temporal.SignalWithStartWorkflow(ctx, id, contract.FillJoinSignal, in.Waiter, contract.FillOptions(id, in.Fill.Image.ID, in.Fill.Host), contract.FillWorkflow, in.Fill); err != nil {
 			return res, fmt.Errorf("start or join cache fill %s: %w", id, err)
 		}
 		return res, nil

@@ -67,14 +67,19 @@ const (
 // MemoFill is the memo key naming the fill a provision is waiting on ("" when none).
 const MemoFill = "fill"
 
+// MemoFilledBy is the memo key naming the fill whose cache entry a provision was cloned from,
+// kept after the wait ends (MemoFill is cleared), so that a volume still names its fill.
+const MemoFilledBy = "filled_by"
+
 // MemoRequestID is the memo key of the ID of the gateway request that started a provision run
 // (its X-OpenStack-Request-Id, req-<uuid>), to find the run of a request and the request of a run.
 const MemoRequestID = "request_id"
 
-// Search attributes of provision workflows, registered on the namespace, so the Temporal UI can
-// filter provisions — e.g. the failed ones of one image. The gateway sets ImageID, Host,
-// ProjectID and Phase when it starts a provision; the workflow sets CacheResult and moves Phase
-// along.
+// Search attributes of provision and fill workflows, registered on the namespace, so the
+// Temporal UI can filter provisions — e.g. the failed ones of one image — and the fills of an
+// image with them. The gateway sets ImageID, Host, ProjectID and Phase when it starts a
+// provision; the workflow sets CacheResult and moves Phase along. A fill starts with ImageID,
+// Host (the host it fills on) and Phase (FillSearch), and moves its Phase along.
 var (
 	SearchImageID     = temporal.NewSearchAttributeKeyKeyword("ImageID")
 	SearchHost        = temporal.NewSearchAttributeKeyKeyword("Host")
@@ -95,6 +100,15 @@ const (
 	PhaseFilling   = "filling" // waiting on the cluster's fill of the image
 	PhaseAvailable = "available"
 	PhaseError     = "error"
+)
+
+// Phases a fill's Phase search attribute goes through: PhaseFilling from its start (reserving
+// its slot), downloading, importing, then PhaseAvailable (the entry is ready), PhaseNotCached
+// (the cache had no room for it) or PhaseError.
+const (
+	PhaseDownloading = "downloading"
+	PhaseImporting   = "importing"
+	PhaseNotCached   = "not_cached"
 )
 
 // ProvisionOptions start the provision of a volume. Its ID is the volume's, and may be used
@@ -137,15 +151,25 @@ func ExtendOptions(volumeID string) client.StartWorkflowOptions {
 
 // FillOptions start the cluster's one fill of an image: a run already under way is joined
 // (USE_EXISTING), and a finished one may run again (it then finds the entry ready at once).
-// Child workflows cannot carry a conflict policy, so the fill is a workflow of its own.
-func FillOptions(fillID string) client.StartWorkflowOptions {
+// Child workflows cannot carry a conflict policy, so the fill is a workflow of its own. A run it
+// starts carries the search attributes of FillSearch(imageID, host); a run joined keeps its own.
+func FillOptions(fillID, imageID, host string) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       fillID,
 		TaskQueue:                WorkflowQueue,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowRunTimeout:       6 * time.Hour,
+		TypedSearchAttributes:    FillSearch(imageID, host),
 	}
+}
+
+// FillSearch are the search attributes a fill starts with: its image, the host it fills on, and
+// PhaseFilling. Filtering the Temporal UI by ImageID shows an image's fills beside its provisions.
+func FillSearch(imageID, host string) temporal.SearchAttributes {
+	return temporal.NewSearchAttributes(
+		SearchImageID.ValueSet(imageID), SearchHost.ValueSet(host), SearchPhase.ValueSet(PhaseFilling),
+	)
 }
 
 // WarmOptions start a pre-warm; nonce (a UUID) makes its ID unique.

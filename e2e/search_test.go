@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 )
 
 // Provisions carry search attributes, so the Temporal UI can filter them: by image, by cache
-// result, by phase. A volume links to its workflow's page in the UI.
+// result, by phase; the fill of the image shows beside them, with its own phase. A volume links
+// to its workflow's page in the UI, and a miss to the page of the fill it was cloned from.
 func TestSearchAttributesAndWorkflowLink(t *testing.T) {
 	host := "e2e-search"
 	startHost(t, hostConfig(host))
@@ -34,10 +36,17 @@ func TestSearchAttributesAndWorkflowLink(t *testing.T) {
 	if want := "/namespaces/" + stack.namespace + "/workflows/" + miss.WorkflowID; !strings.HasSuffix(v.WorkflowURL, want) {
 		t.Fatalf("workflow_url %q, want it to end in %q", v.WorkflowURL, want)
 	}
+	if !strings.HasPrefix(v.FillWorkflowID, "imagevol-fill-"+img.ID+"-") {
+		t.Fatalf("fill_workflow_id %q, want the fill of image %s", v.FillWorkflowID, img.ID)
+	}
+	if want := "/namespaces/" + stack.namespace + "/workflows/" + url.PathEscape(v.FillWorkflowID); !strings.HasSuffix(v.FillURL, want) {
+		t.Fatalf("fill_url %q, want it to end in %q", v.FillURL, want)
+	}
 	for query, want := range map[string]int{
-		fmt.Sprintf("ImageID = %q", img.ID):                                                   2,
-		fmt.Sprintf("ImageID = %q AND CacheResult = 'miss' AND Phase = 'available'", img.ID):  1,
-		fmt.Sprintf("ImageID = %q AND Host = %q AND ProjectID = 'project-e2e'", img.ID, host): 2,
+		fmt.Sprintf("ImageID = %q", img.ID): 3, // two provisions, one fill
+		fmt.Sprintf("ImageID = %q AND WorkflowType = 'FillCache' AND Host = %q AND Phase = 'available'", img.ID, host): 1,
+		fmt.Sprintf("ImageID = %q AND CacheResult = 'miss' AND Phase = 'available'", img.ID):                           1,
+		fmt.Sprintf("ImageID = %q AND Host = %q AND ProjectID = 'project-e2e'", img.ID, host):                          2,
 	} {
 		got := 0
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {

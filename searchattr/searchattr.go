@@ -1,7 +1,7 @@
-// Package searchattr registers the custom search attributes of imagevol's provision workflows
-// (declared in package contract) on a namespace: imagevol-migrate, the dev server and the tests
-// use it (Types, Ensure). It needs only the Temporal SDK and API, so the binaries that register
-// them do not link the Temporal server.
+// Package searchattr registers the custom search attributes of imagevol's provision and fill
+// workflows (declared in package contract) on a namespace: imagevol-migrate, the dev server and
+// the tests use it (Types, Ensure). It needs only the Temporal SDK and API, so the binaries
+// that register them do not link the Temporal server.
 //
 // Of imagevol's packages it imports only contract.
 package searchattr

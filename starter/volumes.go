@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
@@ -46,6 +47,11 @@ type VolumeView struct {
 	WorkflowURL string    `json:"workflow_url,omitempty"`
 	Flatten     string    `json:"flatten,omitempty"`
 	Progress    *Progress `json:"progress,omitempty"`
+	// FillWorkflowID names the cache fill the volume waits on while it is created, and the fill
+	// it was cloned from after (a cache miss); FillURL is that fill's Temporal UI page. Admins
+	// only: a fill's ID names the Ceph cluster.
+	FillWorkflowID string `json:"fill_workflow_id,omitempty"`
+	FillURL        string `json:"fill_url,omitempty"`
 	// WaitingFor, on a volume still creating, says what it waits for when that is not a step
 	// under way: a storage host that no worker serves.
 	WaitingFor string    `json:"waiting_for,omitempty"`
@@ -210,9 +216,19 @@ func (g *Gateway) getVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	view := viewFor(r, v)
 	view.WorkflowURL = g.workflowURL(v.WorkflowID)
+	// A fill's workflow ID names the Ceph cluster: operators only, like the host.
+	admin := isAdmin(r)
 	if v.Status == models.StatusCreating || v.Flatten == models.FlattenPending || v.Flatten == models.FlattenRunning {
-		view.Progress = g.progress(r.Context(), v.WorkflowID)
+		var fill string
+		view.Progress, fill = g.progress(r.Context(), v.WorkflowID)
+		if admin {
+			view.FillWorkflowID = fill
+		}
+	} else if v.Cache == models.CacheMiss && admin {
+		// Cloned from a fill's entry: its provision's memo names the fill.
+		view.FillWorkflowID = g.filledBy(r.Context(), v.WorkflowID)
 	}
+	view.FillURL = g.workflowURL(view.FillWorkflowID)
 	if v.Status == models.StatusCreating && v.Host != "" {
 		view.WaitingFor = g.waitingFor(r.Context(), v.Host)
 	}
@@ -228,24 +244,26 @@ type Progress struct {
 }
 
 // progress reads a provision's pending step and its last heartbeat from Temporal, following a
-// provision that waits on a cache fill into the fill's own steps. It is best-effort and returns
-// nil when Temporal does not answer quickly.
-func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
+// provision that waits on a cache fill into the fill's own steps, and names the fill it waits on
+// (or, flattening, the fill it was cloned from). It is best-effort and returns nil when Temporal
+// does not answer quickly.
+func (g *Gateway) progress(ctx context.Context, workflowID string) (_ *Progress, fill string) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	p := &Progress{Phase: "starting"}
 	for hop := 0; hop < 2 && workflowID != ""; hop++ {
 		desc, err := g.Temporal.DescribeWorkflowExecution(ctx, workflowID, "")
 		if err != nil {
-			return nil
+			return nil, fill
 		}
 		workflowID = ""
+		if hop == 0 {
+			fill = memoString(desc, contract.MemoFilledBy)
+		}
 		if len(desc.GetPendingActivities()) == 0 {
 			// Waiting on a fill by signal: its memo names the fill.
-			var fillID string
-			if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[contract.MemoFill]; m != nil &&
-				converter.GetDefaultDataConverter().FromPayload(m, &fillID) == nil && fillID != "" {
-				p.Phase, workflowID = contract.FillWorkflow, fillID
+			if fillID := memoString(desc, contract.MemoFill); hop == 0 && fillID != "" {
+				p.Phase, workflowID, fill = contract.FillWorkflow, fillID, fillID
 				continue
 			}
 		}
@@ -260,12 +278,40 @@ func (g *Gateway) progress(ctx context.Context, workflowID string) *Progress {
 			switch {
 			case p.Phase == "JoinFill" && dc.FromPayloads(pa.GetHeartbeatDetails(), &fillID) == nil:
 				workflowID = fillID
+				if hop == 0 {
+					fill = fillID
+				}
 			case dc.FromPayloads(pa.GetHeartbeatDetails(), &d) == nil:
 				p.BytesDone, p.BytesTotal = d.Offset, d.Total
 			}
 		}
 	}
-	return p
+	return p, fill
+}
+
+// filledBy is the fill a provision's volume was cloned from, as its memo names it; "" when the
+// memo names none (runs recorded before it did) or Temporal does not answer quickly.
+func (g *Gateway) filledBy(ctx context.Context, workflowID string) string {
+	if workflowID == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	desc, err := g.Temporal.DescribeWorkflowExecution(ctx, workflowID, "")
+	if err != nil {
+		return ""
+	}
+	return memoString(desc, contract.MemoFilledBy)
+}
+
+// memoString is a string value of a workflow's memo, "" when absent.
+func memoString(desc *workflowservice.DescribeWorkflowExecutionResponse, key string) string {
+	var s string
+	if m := desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[key]; m != nil &&
+		converter.GetDefaultDataConverter().FromPayload(m, &s) == nil {
+		return s
+	}
+	return ""
 }
 
 func (g *Gateway) listVolumes(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,10 @@ var (
 // running host steps to end before its compensation.
 const versionWaitCancelledSteps = "wait-cancelled-steps"
 
+// versionFilledBy is the change after which a provision cloned from a fill's entry keeps naming
+// that fill in its memo (contract.MemoFilledBy) after the wait ends.
+const versionFilledBy = "memo-filled-by"
+
 // maxLookups bounds how often a provision looks the cache up again after the entry it was
 // about to clone from was evicted.
 const maxLookups = 3
@@ -88,6 +92,7 @@ type provision struct {
 	in         contract.CreateVolumeInput
 	res        *contract.CreateVolumeResult
 	signalFill bool // wait on a fill by signal (runs recorded before: in JoinFill)
+	filledBy   bool // name the fill the volume was cloned from in the memo (MemoFilledBy)
 	host       workflow.Context
 	hostData   workflow.Context
 	local      workflow.Context
@@ -108,6 +113,7 @@ func newProvision(ctx workflow.Context, in contract.CreateVolumeInput, res *cont
 		// not run before the step is done creating it.
 		hostOpts.WaitForCancellation, dataOpts.WaitForCancellation = true, true
 	}
+	p.filledBy = workflow.GetVersion(ctx, versionFilledBy, workflow.DefaultVersion, 1) == 1
 	p.host = workflow.WithActivityOptions(ctx, hostOpts)
 	p.hostData = workflow.WithActivityOptions(ctx, dataOpts)
 	p.local = workflow.WithLocalActivityOptions(ctx, localStep)
@@ -155,7 +161,7 @@ func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
 		if source == nil {
 			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
 			// the user's volume.
-			return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res)
+			return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res, nil)
 		}
 		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
 		err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.CloneVolume, contract.CloneInput{Entry: *source, Pool: p.plan.Pool, Name: p.volume}).Get(ctx, nil)
@@ -172,7 +178,7 @@ func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
 		if err := p.showCache(ctx); err != nil {
 			return false, err
 		}
-		return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res)
+		return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res, nil)
 	}
 }
 
@@ -193,7 +199,7 @@ func (p *provision) fill(ctx workflow.Context, lookup int) (*contract.EntryRef, 
 		// Registered with the fill, the provision waits for its signal, holding no worker slot
 		// the fill's own steps need.
 		var err error
-		if fill, err = awaitFill(ctx, fin, fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, lookup)); err != nil {
+		if fill, err = awaitFill(ctx, fin, fmt.Sprintf("%s/%d", workflow.GetInfo(ctx).WorkflowExecution.RunID, lookup), p.filledBy); err != nil {
 			return nil, err
 		}
 	} else if err := workflow.ExecuteActivity(boundGrace(p.hostData, in.Deadline, fillGrace), p.a.JoinFill, fin).Get(ctx, &fill); err != nil {
@@ -276,32 +282,62 @@ func (p *provision) compensate(ctx workflow.Context, err error) error {
 }
 
 // awaitFill starts or joins the fill of in's content and waits for its result, registered under
-// token. While it waits, the provision's memo names the fill, so that a status query can follow
-// the provision into the fill's steps.
-func awaitFill(ctx workflow.Context, in contract.FillInput, token string) (contract.FillResult, error) {
+// token. While it waits, the provision's memo names the fill (MemoFill), so that a status query
+// can follow the provision into the fill's steps. With filledBy, a fill that cached the content
+// stays named after the wait (MemoFilledBy), so the volume names the fill it was cloned from.
+func awaitFill(ctx workflow.Context, in contract.FillInput, token string, filledBy bool) (contract.FillResult, error) {
 	waits := newFillWaits(ctx)
 	fillID, err := waits.join(ctx, in, token)
 	if err != nil {
 		return contract.FillResult{}, err
 	}
-	if !waits.answered(token) {
+	waiting := !waits.answered(token)
+	if waiting {
 		setMemo(ctx, contract.MemoFill, fillID)
-		defer setMemo(ctx, contract.MemoFill, "")
 	}
-	return waits.wait(ctx, in, token, fillID, in.Deadline)
+	if !filledBy {
+		// Runs recorded before MemoFilledBy: the one upsert they issued when the wait ended.
+		if waiting {
+			defer setMemo(ctx, contract.MemoFill, "")
+		}
+		return waits.wait(ctx, in, token, fillID, in.Deadline)
+	}
+	res, err := waits.wait(ctx, in, token, fillID, in.Deadline)
+	memo := map[string]any{}
+	if waiting {
+		memo[contract.MemoFill] = ""
+	}
+	if err == nil && res.Cached {
+		memo[contract.MemoFilledBy] = fillID
+	}
+	if len(memo) > 0 {
+		upsertMemo(ctx, memo)
+	}
+	return res, err
 }
 
 // setMemo sets one key of the workflow's memo; a failure is logged, never the provision's.
 func setMemo(ctx workflow.Context, key, value string) {
-	if err := workflow.UpsertMemo(ctx, map[string]any{key: value}); err != nil {
-		workflow.GetLogger(ctx).Warn("memo not updated", "key", key, "error", err)
+	upsertMemo(ctx, map[string]any{key: value})
+}
+
+// upsertMemo sets keys of the workflow's memo; a failure is logged, never the provision's.
+func upsertMemo(ctx workflow.Context, memo map[string]any) {
+	if err := workflow.UpsertMemo(ctx, memo); err != nil {
+		workflow.GetLogger(ctx).Warn("memo not updated", "memo", memo, "error", err)
 	}
 }
 
 // importInto downloads the image and imports it into the RBD image target (a user volume, or a
 // cache volume during a fill), recording what it did in res.
-func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupResult, target string, maxVirtualSize int64, res *contract.CreateVolumeResult) error {
+//
+// onStep, if not nil, is told of each step (contract.PhaseDownloading, contract.PhaseImporting)
+// before it starts.
+func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupResult, target string, maxVirtualSize int64, res *contract.CreateVolumeResult, onStep func(phase string)) error {
 	var a *activities.Activities
+	if onStep != nil {
+		onStep(contract.PhaseDownloading)
+	}
 	var dl contract.DownloadResult
 	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.DownloadImage, contract.DownloadInput{
 		Image: plan.Image, Pool: plan.Pool, Target: target,
@@ -309,6 +345,9 @@ func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupRe
 		return err
 	}
 	res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
+	if onStep != nil {
+		onStep(contract.PhaseImporting)
+	}
 	var imp contract.ImportResult
 	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.ImportImage, contract.ImportInput{
 		Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize,

@@ -15,6 +15,10 @@ import (
 // inside the JoinFill activity, and fills answer their registered waiters when they end.
 const versionFillSignals = "fill-waiters-by-signal"
 
+// versionFillPhases is the change after which a fill moves its Phase search attribute along
+// (downloading, importing, then available, not_cached or error).
+const versionFillPhases = "fill-phases"
+
 // FillCache puts an image's content into the cluster's cache, once: its workflow ID is
 // contract.FillWorkflowID, and every provision that misses joins the run under way
 // (activities.RegisterFillWaiter). It evicts LRU entries on the fill's host and reserves the
@@ -27,6 +31,13 @@ func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillRe
 	if workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1 {
 		// Declared first, so it runs last: after the compensation, with the final result.
 		defer func() { answerWaiters(ctx, res, err) }()
+	}
+	// Runs recorded before show no phases: their commands stay as they were.
+	var onStep func(phase string)
+	if workflow.GetVersion(ctx, versionFillPhases, workflow.DefaultVersion, 1) == 1 {
+		onStep = func(p string) { phase(ctx, p, "") }
+		// Before answerWaiters (declared after it), so a waiter that looks finds the final phase.
+		defer func() { phase(ctx, fillPhase(res, err), "") }()
 	}
 	host := workflow.WithActivityOptions(ctx, withQueue(shortStep, contract.HostQueue(in.Host)))
 	hostData := workflow.WithActivityOptions(ctx, withQueue(dataStep, contract.HostQueue(in.Host)))
@@ -61,7 +72,7 @@ func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillRe
 	ref := r.Entry
 	var done contract.CreateVolumeResult
 	plan := contract.LookupResult{Image: in.Image, Cluster: in.Cluster, Pool: ref.Pool}
-	if err := importInto(hostData, in.Deadline, plan, contract.RBDName(ref.VolumeID), in.MaxVirtualSize, &done); err != nil {
+	if err := importInto(hostData, in.Deadline, plan, contract.RBDName(ref.VolumeID), in.MaxVirtualSize, &done, onStep); err != nil {
 		return res, err
 	}
 	// 4. Clone-to-cache: snapshot the cache volume, which becomes the root parent.
@@ -75,6 +86,17 @@ func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillRe
 		Cached: true, Entry: ref, Downloaded: true,
 		Bytes: done.Bytes, ResumedFrom: done.ResumedFrom, Format: done.Format,
 	}, nil
+}
+
+// fillPhase is the Phase a fill ends in.
+func fillPhase(res contract.FillResult, err error) string {
+	switch {
+	case err != nil:
+		return contract.PhaseError
+	case res.Cached:
+		return contract.PhaseAvailable
+	}
+	return contract.PhaseNotCached
 }
 
 // answerWaiters signals the fill's result to every workflow registered with it (the join

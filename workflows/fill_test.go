@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/imagevol/imagevol/activities"
 	"github.com/imagevol/imagevol/contract"
@@ -172,5 +173,72 @@ func TestFillCacheNoRoom(t *testing.T) {
 	}
 	if n := h.images.Calls(memsource.MethodOpen); n != 1 {
 		t.Fatalf("image opened %d times, want only the pinned one's fill", n)
+	}
+}
+
+// A provision's miss starts the fill with the search attributes that show it beside the
+// provision in the Temporal UI (its image, the host it fills on, its phase); the fill moves its
+// Phase along, and the provision's memo names the fill while it waits and after it is cloned
+// from the fill's entry.
+func TestProvisionMissFillSearchAttributes(t *testing.T) {
+	h := newHarness(t, nil)
+	h.image("img", imageSize)
+	if _, err := h.provision("vol-1", "img", 1, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	started := h.fills.Started()
+	if len(started) != 1 {
+		t.Fatalf("fills started %v", started)
+	}
+	id := started[0]
+	sa := h.fills.Options(id).TypedSearchAttributes
+	for _, c := range []struct {
+		key  temporal.SearchAttributeKeyKeyword
+		want string
+	}{{contract.SearchImageID, "img"}, {contract.SearchHost, host}, {contract.SearchPhase, contract.PhaseFilling}} {
+		if got, ok := sa.GetKeyword(c.key); !ok || got != c.want {
+			t.Errorf("fill's %s = %q (set %v), want %q", c.key.GetName(), got, ok, c.want)
+		}
+	}
+	want := []string{contract.PhaseDownloading, contract.PhaseImporting, contract.PhaseAvailable}
+	if got := h.phasesOf(id); !slices.Equal(got, want) {
+		t.Errorf("fill's phases %v, want %v", got, want)
+	}
+	memos := h.memosOf("vol-1")
+	if len(memos) != 2 || memos[0][contract.MemoFill] != id ||
+		memos[1][contract.MemoFill] != "" || memos[1][contract.MemoFilledBy] != id {
+		t.Errorf("provision's memo upserts %v, want the fill %s named while waiting, then as filled_by", memos, id)
+	}
+}
+
+// A fill that fails ends in the error phase; one that finds no room in not_cached.
+func TestFillCachePhasesOnFailure(t *testing.T) {
+	h := newHarness(t, nil)
+	img := memsource.Describe("liar", rawData("claimed", imageSize))
+	img.Size -= 10
+	h.images.Put(img, rawData("claimed", imageSize))
+	if _, _, err := h.fill("liar"); err == nil {
+		t.Fatal("fill of a lying image succeeded")
+	}
+	id := contract.FillWorkflowID(cluster, "liar", h.imageRef("liar").ContentHash)
+	if got := h.phasesOf(id); len(got) == 0 || got[len(got)-1] != contract.PhaseError {
+		t.Errorf("failed fill's phases %v, want them to end in %s", got, contract.PhaseError)
+	}
+
+	h = newHarness(t, func(c *activities.Config) { c.ImageVolumeCacheMaxCount = 1 })
+	h.image("pinned", imageSize)
+	h.image("img", imageSize)
+	if _, _, err := h.fill("pinned"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.SetPinned(context.Background(), h.readyEntry().ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.fill("img"); err != nil {
+		t.Fatal(err)
+	}
+	id = contract.FillWorkflowID(cluster, "img", h.imageRef("img").ContentHash)
+	if got := h.phasesOf(id); !slices.Equal(got, []string{contract.PhaseNotCached}) {
+		t.Errorf("fill without room: phases %v, want [%s]", got, contract.PhaseNotCached)
 	}
 }

@@ -51,8 +51,10 @@ type harness struct {
 	acts    *activities.Activities
 	fills   *fillClient
 
-	mu   sync.Mutex
-	envs map[string]*testsuite.TestWorkflowEnvironment // running workflows, by ID
+	mu     sync.Mutex
+	envs   map[string]*testsuite.TestWorkflowEnvironment // running workflows, by ID
+	phases map[string][]string                           // Phase search attribute upserts, by workflow ID
+	memos  map[string][]map[string]any                   // memo upserts, by workflow ID
 }
 
 func newHarness(t *testing.T, edit func(*activities.Config)) *harness {
@@ -72,10 +74,11 @@ func newHarness(t *testing.T, edit func(*activities.Config)) *harness {
 	}
 	h := &harness{
 		t: t, store: store, storage: memstorage.New(pool), images: memsource.New(),
-		envs: map[string]*testsuite.TestWorkflowEnvironment{},
+		envs:   map[string]*testsuite.TestWorkflowEnvironment{},
+		phases: map[string][]string{}, memos: map[string][]map[string]any{},
 	}
 	h.suite.SetLogger(quietLogger{})
-	h.fills = &fillClient{h: h, outcomes: map[string]fillOutcome{}}
+	h.fills = &fillClient{h: h, outcomes: map[string]fillOutcome{}, options: map[string]client.StartWorkflowOptions{}}
 	h.acts = &activities.Activities{
 		Store: store, Storage: h.storage, Images: h.images, Temporal: h.fills, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Identity: "test-worker",
@@ -97,10 +100,37 @@ func (h *harness) newEnv(id string) *testsuite.TestWorkflowEnvironment {
 		a.ExtendVolume, a.FlattenVolume, a.RemoveImage, a.AbandonCacheFill, a.JoinFill)
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id, TaskQueue: contract.WorkflowQueue})
 	env.SetTestTimeout(time.Minute)
+	// The upserts are recorded (and still validated by the environment).
+	env.OnUpsertTypedSearchAttributes(mock.Anything).Maybe().Run(func(args mock.Arguments) {
+		if p, ok := args.Get(0).(temporal.SearchAttributes).GetKeyword(contract.SearchPhase); ok {
+			h.mu.Lock()
+			h.phases[id] = append(h.phases[id], p)
+			h.mu.Unlock()
+		}
+	}).Return()
+	env.OnUpsertMemo(mock.Anything).Maybe().Run(func(args mock.Arguments) {
+		h.mu.Lock()
+		h.memos[id] = append(h.memos[id], args.Get(0).(map[string]any))
+		h.mu.Unlock()
+	}).Return()
 	h.mu.Lock()
 	h.envs[id] = env
 	h.mu.Unlock()
 	return env
+}
+
+// phasesOf are the Phases the workflow of that ID upserted, in order.
+func (h *harness) phasesOf(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.phases[id]...)
+}
+
+// memosOf are the memo upserts of the workflow of that ID, in order.
+func (h *harness) memosOf(id string) []map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]map[string]any(nil), h.memos[id]...)
 }
 
 func (h *harness) env(id string) *testsuite.TestWorkflowEnvironment {
@@ -236,6 +266,14 @@ type fillClient struct {
 	mu       sync.Mutex
 	started  []string // fill workflow IDs, in the order they ran
 	outcomes map[string]fillOutcome
+	options  map[string]client.StartWorkflowOptions // the options each fill was last started with
+}
+
+// Options are the start options the fill of that ID was last started with.
+func (c *fillClient) Options(id string) client.StartWorkflowOptions {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.options[id]
 }
 
 func (c *fillClient) Started() []string {
@@ -250,6 +288,12 @@ func (c *fillClient) SignalWithStartWorkflow(_ context.Context, id, signal strin
 		return nil, fmt.Errorf("unexpected SignalWithStartWorkflow(%s, %s, %v, %+v)", id, signal, wf, opts)
 	}
 	env := h.newEnv(id)
+	if err := env.SetTypedSearchAttributesOnStart(opts.TypedSearchAttributes); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.options[id] = opts
+	c.mu.Unlock()
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(signal, signalArg) }, 0)
 	env.OnSignalExternalWorkflow(mock.Anything, mock.Anything, "", contract.FillDoneSignal, mock.Anything).Return(
 		func(_, workflowID, _, signalName string, arg any) error {
