@@ -9,7 +9,8 @@
 // but keep the old files too while runs recorded with the old code may still be in flight: with
 // IMAGEVOL_RECORD_PREFIX=name- the new histories are written as name-<run>.json beside them. The
 // files named fill-signals-* were recorded after provisions began waiting on fills by signal
-// and deletions began waiting for the provision they cancel.
+// and deletions began waiting for the provision they cancel; fill-phases-* after fills began
+// moving their Phase search attribute along and provisions began naming the fill in their memo.
 
 package workflows_test
 
