@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -336,17 +337,24 @@ func TestOpenStackClients(t *testing.T) {
 			"OS_REGION_NAME": region, "OS_INTERFACE": "public", "OS_VOLUME_API_VERSION": "3"})}
 	}
 	// admin_token: a token and the project's endpoint on the command line, no Keystone asked by
-	// the client. openstackclient reads the image from Glance before it creates a volume from
-	// it: openstacksdk's image endpoint override says where Glance is.
+	// the client. openstackclient looks the image up in Glance before it creates a volume from
+	// it, at the one endpoint admin_token knows (which it takes for an image API v3, from its
+	// path) unless a cloud of clouds.yaml gives openstacksdk Glance's endpoint: the variable
+	// OS_IMAGE_ENDPOINT_OVERRIDE is not read.
+	cloudsFile := filepath.Join(t.TempDir(), "clouds.yaml")
+	if err := os.WriteFile(cloudsFile, []byte(fmt.Sprintf("clouds:\n  glance:\n    image_endpoint_override: %s\n",
+		os.Getenv("GLANCE_URL"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	token := func(bin, tok, project string) osCLI {
 		endpoint := base + "/v3/" + project
 		if bin == "cinder" {
 			return osCLI{bin: bin, env: cliEnv(t, map[string]string{"OS_VOLUME_API_VERSION": "3"}), args: []string{
 				"--os-auth-type", "admin_token", "--os-token", tok, "--os-project-id", project, "--os-endpoint", endpoint}}
 		}
-		return osCLI{bin: bin, env: cliEnv(t, map[string]string{"OS_IMAGE_ENDPOINT_OVERRIDE": os.Getenv("GLANCE_URL")}),
-			args: []string{"--os-auth-type", "admin_token", "--os-endpoint", endpoint, "--os-token", tok,
-				"--os-volume-api-version", "3"}}
+		return osCLI{bin: bin, env: cliEnv(t, map[string]string{"OS_CLIENT_CONFIG_FILE": cloudsFile}),
+			args: []string{"--os-cloud", "glance", "--os-auth-type", "admin_token", "--os-endpoint", endpoint,
+				"--os-token", tok, "--os-volume-api-version", "3"}}
 	}
 	ops := map[string]func(osCLI) volumeOps{"cinder": cinderOps, "openstack": openstackOps}
 
