@@ -6,12 +6,13 @@
 # Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
 # and Keystone's Python package (python3-keystone, no service of its own), which
 # deploy/keystone.sh runs for the Keystone tests, PostgreSQL for deploy/temporal-pg.sh, and
-# Debian's shellcheck, the linter that `make vet` and `make test` run on the shell scripts.
+# Debian's shellcheck, the linter that `make vet` and `make test` run on the shell scripts, and
+# OpenStack's own command-line clients (cinder, openstack), which the e2e tests drive unchanged.
 #
 # "unit" is what the unit tests need without any service: the headers go-ceph builds against,
 # qemu-img (the format inspector is tested against its images) and the sandbox's bubblewrap.
 #
-# Usage: deploy/install-deps.sh [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|all]
+# Usage: deploy/install-deps.sh [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|clients|all]
 #        (default all)
 set -euo pipefail
 
@@ -28,6 +29,8 @@ keystone_pkgs=(python3-keystone)
 # The standalone Temporal server's store (deploy/temporal-pg.sh); the package creates cluster "main".
 postgresql_pkgs=(postgresql)
 shellcheck_pkgs=(shellcheck)
+# Debian's python3-cinderclient (`cinder`) and python3-openstackclient (`openstack`).
+clients_pkgs=(python3-cinderclient python3-openstackclient)
 unit_pkgs=(librados-dev librbd-dev pkg-config gcc qemu-utils bubblewrap)
 
 missing=()
@@ -44,9 +47,10 @@ case "$want" in
   keystone) check "${keystone_pkgs[@]}" ;;
   postgresql) check "${postgresql_pkgs[@]}" ;;
   shellcheck) check "${shellcheck_pkgs[@]}" ;;
+  clients) check "${clients_pkgs[@]}" ;;
   unit) check "${unit_pkgs[@]}" ;;
   all) check "${ceph_pkgs[@]}" "${glance_pkgs[@]}" ;;
-  *) echo "usage: $0 [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [unit|ceph|glance|chromium|keystone|postgresql|shellcheck|clients|all]" >&2; exit 2 ;;
 esac
 [ ${#missing[@]} -gt 0 ] || exit 0
 [ "$(id -u)" = 0 ] || { log "missing ${missing[*]}; run this script as root to install them"; exit 1; }

@@ -3,7 +3,9 @@
 # and tests: sqlite database, Fernet tokens, the public WSGI app in one single-threaded Python process.
 # Then, idempotently: project "service" with user "imagevol" (role service: may validate other
 # users' tokens), projects "demo" and "other" each with a user of the same name (role member),
-# and an "image" service whose public endpoint is $GLANCE_URL, all in RegionOne.
+# an "image" service whose public endpoint is $GLANCE_URL, and imagevol's gateway as the
+# block-storage service (types block-storage and volumev3) at $IMAGEVOL_URL/v3/%(project_id)s,
+# as Cinder's, all in RegionOne.
 #
 # Usage: deploy/keystone.sh start|stop|status
 #   start   write config, db_sync, keys, bootstrap, serve, wait for GET /v3, set up (idempotent)
@@ -14,7 +16,8 @@
 # repositories, passwords, logs, pid. Callers: `. $RUN/keystone/env` sets KEYSTONE_URL, the
 # users' passwords and project IDs; $RUN/keystone/clouds.yaml has clouds imagevol, demo, other.
 # Env: KEYSTONE_PORT (default 5000), KEYSTONE_START_TIMEOUT (60 s), KEYSTONE_DEBUG (false),
-#      GLANCE_URL (http://127.0.0.1:9292/), KEYSTONE_ADMIN_PASSWORD (default: generated once).
+#      GLANCE_URL (http://127.0.0.1:9292/), IMAGEVOL_URL (the gateway, http://127.0.0.1:8776),
+#      KEYSTONE_ADMIN_PASSWORD (default: generated once).
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,6 +33,8 @@ if [ -z "${GLANCE_URL:-}" ] && [ -s "$RUN/glance/env" ]; then
   GLANCE_URL=$(load_env glance && echo "${GLANCE_URL:-}")
 fi
 IMAGE_URL=${GLANCE_URL:-http://127.0.0.1:9292/}
+# the volume endpoint: imagevol's gateway, where `make run` serves it (IMAGEVOL_LISTEN's default)
+VOLUME_URL=${IMAGEVOL_URL:-http://127.0.0.1:8776}
 REGION=RegionOne
 # Debian's interpreter and console script, not whatever python3 is first on PATH
 PY=/usr/bin/python3
@@ -134,7 +139,7 @@ manage() {
 # plain Keystone v3 requests from one short stdlib script (one process instead of a curl and
 # a JSON parser per call). It prints shell assignments of the project IDs.
 setup() {
-  KS_URL=$URL KS_REGION=$REGION KS_IMAGE_URL=$IMAGE_URL KS_ADMIN=$KS_ADMIN KS_IMAGEVOL=$KS_IMAGEVOL \
+  KS_URL=$URL KS_REGION=$REGION KS_IMAGE_URL=$IMAGE_URL KS_VOLUME_URL=$VOLUME_URL KS_ADMIN=$KS_ADMIN KS_IMAGEVOL=$KS_IMAGEVOL \
     KS_DEMO=$KS_DEMO KS_OTHER=$KS_OTHER timeout "$TIMEOUT" "$PY" - <<'EOF'
 import json, os, sys, urllib.error, urllib.parse, urllib.request
 
@@ -184,14 +189,22 @@ for project, user, pw, r in (("service", "imagevol", "KS_IMAGEVOL", "service"),
     call("PUT", "/projects/%s/users/%s/roles/%s" % (p["id"], u["id"], role[r]))
     ids[project] = p["id"]
 
-svc = one("services", "type=image", {"type": "image", "name": "glance", "description": "Glance"})
-_, _, eps = call("GET", "/endpoints?service_id=%s&interface=public" % svc["id"])
-eps = [e for e in eps["endpoints"] if e.get("region_id") == env["KS_REGION"]]
-if not eps:
-    call("POST", "/endpoints", {"endpoint": {"service_id": svc["id"], "interface": "public",
-                                            "region_id": env["KS_REGION"], "url": env["KS_IMAGE_URL"]}})
-elif eps[0]["url"] != env["KS_IMAGE_URL"]:
-    call("PATCH", "/endpoints/" + eps[0]["id"], {"endpoint": {"url": env["KS_IMAGE_URL"]}})
+def endpoint(kind, name, description, target):
+    svc = one("services", "type=" + kind, {"type": kind, "name": name, "description": description})
+    _, _, eps = call("GET", "/endpoints?service_id=%s&interface=public" % svc["id"])
+    eps = [e for e in eps["endpoints"] if e.get("region_id") == env["KS_REGION"]]
+    if not eps:
+        call("POST", "/endpoints", {"endpoint": {"service_id": svc["id"], "interface": "public",
+                                                "region_id": env["KS_REGION"], "url": target}})
+    elif eps[0]["url"] != target:
+        call("PATCH", "/endpoints/" + eps[0]["id"], {"endpoint": {"url": target}})
+
+endpoint("image", "glance", "Glance", env["KS_IMAGE_URL"])
+# imagevol's gateway as Cinder's v3 API, under both of its service types: "block-storage" is
+# the official one, "volumev3" what cinderclient and openstackclient ask the catalog for.
+volume_url = env["KS_VOLUME_URL"].rstrip("/") + "/v3/%(project_id)s"
+for kind in ("block-storage", "volumev3"):
+    endpoint(kind, "cinderv3", "imagevol (Cinder v3 API)", volume_url)
 
 for k, v in ids.items():
     print("KS_PROJECT_%s=%s" % (k.upper(), v))
@@ -302,9 +315,9 @@ cmd_start() {
   esac
   log "serving $URL ($(took))"
   t=$(now_ms)
-  ids=$(setup) || die "setting up projects, users and the image endpoint failed"
+  ids=$(setup) || die "setting up projects, users and the image and volume endpoints failed"
   write_env "$ids"
-  log "projects, users and image endpoint ($IMAGE_URL) set up in $(($(now_ms) - t)) ms"
+  log "projects, users, image endpoint ($IMAGE_URL) and volume endpoint ($VOLUME_URL) set up in $(($(now_ms) - t)) ms"
   log "ready in $(took): pid $pid $URL; env: $DIR/env, clouds: $DIR/clouds.yaml"
 }
 
@@ -317,5 +330,5 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) usage 2,18 ;;
+  *) usage 2,20 ;;
 esac

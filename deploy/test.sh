@@ -12,6 +12,8 @@ set -euo pipefail
 "$here/install-deps.sh" chromium
 # `make shellcheck`, below beside go vet.
 "$here/install-deps.sh" shellcheck
+# e2e/clients_test.go drives Debian's cinder and openstack commands against the gateway.
+"$here/install-deps.sh" clients
 
 # A second pool lets the tests run two storage hosts on the one cluster.
 export CEPH_POOLS=${CEPH_POOLS:-volumes volumes2}
