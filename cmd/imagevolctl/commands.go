@@ -123,7 +123,8 @@ func writeHelp(w io.Writer, path []string) error {
 	if len(path) == 0 {
 		fmt.Fprintln(w, "usage: imagevolctl [-o json|yaml|table] COMMAND [ARGS]")
 		fmt.Fprintln(w, "\nimagevolctl talks to imagevol's API gateway (IMAGEVOL_URL, default http://127.0.0.1:8776)")
-		fmt.Fprintln(w, "with the token in IMAGEVOL_TOKEN.")
+		fmt.Fprintln(w, "with the token in IMAGEVOL_TOKEN; without one, OS_CLOUD names a clouds.yaml cloud to")
+		fmt.Fprintln(w, "authenticate with, and the gateway is the block-storage endpoint of Keystone's catalog.")
 		fmt.Fprintln(w, "\ncommands:")
 		writeCommands(w, commands)
 		fmt.Fprintln(w, "\nflags:")

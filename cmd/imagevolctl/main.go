@@ -12,9 +12,11 @@
 // Every command takes -h/--help and -o/--output json|yaml|table: a table on a terminal, JSON
 // otherwise (what scripts read), unless -o says. --version prints the version and VCS revision.
 //
-// It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN. While --wait
-// waits, it shows the provision's progress on stderr. It talks to the gateway only, and links
-// none of the services' code; replaying a workflow history against the workflow code is
+// It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN, or, without
+// IMAGEVOL_TOKEN, authenticates with the clouds.yaml cloud OS_CLOUD names and finds the gateway
+// in Keystone's catalog (its block-storage endpoint). While --wait waits, it shows the
+// provision's progress on stderr. It talks to the gateway only, and links none of the services'
+// code; replaying a workflow history against the workflow code is
 // imagevol-worker replay, the binary that holds that code.
 //
 // It imports only apiclient and cmd/internal/cli of imagevol's packages: no database driver,
@@ -72,14 +74,27 @@ func exitCode(err error, stdout, stderr io.Writer) int {
 
 type api struct {
 	base, token string
-	hc          *http.Client
-	stdout      io.Writer
-	stderr      *os.File // progress
-	tty         bool     // stdout is a terminal
-	output      string   // -o, "" when not given
+	// cloud: without a token, the first call authenticates with the clouds.yaml cloud OS_CLOUD
+	// names, as the openstack client does; IMAGEVOL_URL, when set, still names the gateway.
+	cloud, baseSet bool
+	hc             *http.Client
+	stdout         io.Writer
+	stderr         *os.File // progress
+	tty            bool     // stdout is a terminal
+	output         string   // -o, "" when not given
 }
 
 func (a *api) do(ctx context.Context, method, path string, body, out any) error {
+	if a.cloud {
+		base, token, err := fromCloud(ctx)
+		if err != nil {
+			return err
+		}
+		a.cloud, a.token = false, token
+		if !a.baseSet {
+			a.base = base
+		}
+	}
 	return (&apiclient.Client{Base: a.base, Token: a.token, HTTP: a.hc}).Do(ctx, method, path, body, out)
 }
 
@@ -125,12 +140,14 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) 
 		return err
 	}
 	a := &api{
-		base:   strings.TrimSuffix(envOr("IMAGEVOL_URL", "http://127.0.0.1:8776"), "/"),
-		token:  os.Getenv("IMAGEVOL_TOKEN"),
-		hc:     &http.Client{Timeout: 30 * time.Second},
-		stdout: stdout,
-		stderr: stderr,
-		output: output,
+		base:    strings.TrimSuffix(envOr("IMAGEVOL_URL", "http://127.0.0.1:8776"), "/"),
+		token:   os.Getenv("IMAGEVOL_TOKEN"),
+		cloud:   os.Getenv("IMAGEVOL_TOKEN") == "" && os.Getenv("OS_CLOUD") != "",
+		baseSet: os.Getenv("IMAGEVOL_URL") != "",
+		hc:      &http.Client{Timeout: 30 * time.Second},
+		stdout:  stdout,
+		stderr:  stderr,
+		output:  output,
 	}
 	if f, ok := stdout.(*os.File); ok {
 		a.tty = isTerminal(f)
