@@ -7,6 +7,8 @@ import (
 	"regexp"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RequestIDHeader names the ID of a request in its answer, as every OpenStack service does.
@@ -43,6 +45,13 @@ func withRequestID(w http.ResponseWriter, r *http.Request) *http.Request {
 		ids.global = in
 	}
 	w.Header().Set(RequestIDHeader, ids.local)
+	// The request's trace span (when tracing is on) carries the IDs too, so a trace is found
+	// from the ID a client reports.
+	span := trace.SpanFromContext(r.Context())
+	span.SetAttributes(attribute.String("openstack.request_id", ids.local))
+	if ids.global != "" {
+		span.SetAttributes(attribute.String("openstack.global_request_id", ids.global))
+	}
 	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, ids))
 }
 

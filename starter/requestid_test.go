@@ -11,6 +11,9 @@ import (
 	"regexp"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/imagevol/imagevol/contract"
 )
 
@@ -131,5 +134,35 @@ func TestProvisionOptionsMemo(t *testing.T) {
 	}
 	if opts := provisionOptions(context.Background(), "vol-2"); opts.Memo != nil {
 		t.Fatalf("memo %v outside a request", opts.Memo)
+	}
+}
+
+// The request's trace span names its request ID (and the caller's global one), so that the
+// trace of an answer is found from the ID a client reports.
+func TestRequestIDOnTraceSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	const global = "req-0f0e0d0c-0b0a-4908-8706-050403020100"
+	h := RequestIDs(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	r := httptest.NewRequest(http.MethodGet, "/v3/", nil)
+	r.Header.Set(RequestIDHeader, global)
+	ctx, span := tp.Tracer("test").Start(r.Context(), "GET /v3/")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.WithContext(ctx))
+	span.End()
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans ended, want 1", len(spans))
+	}
+	got := map[string]string{}
+	for _, kv := range spans[0].Attributes() {
+		got[string(kv.Key)] = kv.Value.AsString()
+	}
+	if id := w.Header().Get(RequestIDHeader); id == "" || got["openstack.request_id"] != id {
+		t.Errorf("span attributes %v; want openstack.request_id = the answer's %q", got, id)
+	}
+	if got["openstack.global_request_id"] != global {
+		t.Errorf("span attributes %v; want openstack.global_request_id %q", got, global)
 	}
 }
