@@ -348,8 +348,15 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if err := g.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusDeleting}); err != nil {
+	// Only from the status read above: an extension (or another deletion) that started since
+	// wins, and this request is refused rather than removing a volume under it.
+	moved, err := g.Store.SetVolumeStatusFrom(ctx, v.ID, v.Status, models.StatusDeleting)
+	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if !moved {
+		writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s changed status meanwhile; ask again", v.ID))
 		return
 	}
 	_, err = g.Temporal.ExecuteWorkflow(ctx, contract.DeleteOptions(v.ID), contract.DeleteVolumeWorkflow, in)
