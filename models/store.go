@@ -301,6 +301,16 @@ func (s *Store) UpdateVolume(ctx context.Context, id string, fields map[string]a
 	return nil
 }
 
+// SetVolumeStatusFrom moves a volume from status from to status to, and reports whether it did:
+// false when the volume is no longer in from (another request moved it first).
+func (s *Store) SetVolumeStatusFrom(ctx context.Context, id, from, to string) (bool, error) {
+	res := s.db.WithContext(ctx).Model(&Volume{}).Where("id = ? AND status = ?", id, from).Update("status", to)
+	if res.Error != nil {
+		return false, wrap(res.Error, "models: update volume "+id)
+	}
+	return res.RowsAffected == 1, nil
+}
+
 // DeleteVolume removes one volume row; a missing row is not an error.
 func (s *Store) DeleteVolume(ctx context.Context, id string) error {
 	return wrap(s.db.WithContext(ctx).Where("id = ?", id).Delete(&Volume{}).Error, "models: delete volume "+id)

@@ -70,3 +70,40 @@ func TestStoreSQLite(t *testing.T) {
 		t.Fatalf("missing volume: err = %v", err)
 	}
 }
+
+// A status moves only from the status its mover read: of a deletion and an extension that both
+// read "available", the second to write finds the volume moved and is refused.
+func TestSetVolumeStatusFrom(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "", filepath.Join(t.TempDir(), "imagevol.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := &Volume{ID: "v1", ProjectID: "p", ImageID: "img", SizeGB: 1, Status: StatusAvailable}
+	if err := s.CreateVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		from, to string
+		moved    bool
+		after    string // the status then
+	}{
+		{StatusAvailable, StatusExtending, true, StatusExtending},
+		{StatusAvailable, StatusDeleting, false, StatusExtending}, // read "available" before the extension began
+		{StatusExtending, StatusAvailable, true, StatusAvailable},
+		{StatusAvailable, StatusDeleting, true, StatusDeleting},
+	} {
+		moved, err := s.SetVolumeStatusFrom(ctx, "v1", step.from, step.to)
+		if err != nil || moved != step.moved {
+			t.Fatalf("%s -> %s: moved %v, %v; want %v", step.from, step.to, moved, err, step.moved)
+		}
+		got, err := s.GetVolume(ctx, "v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != step.after {
+			t.Fatalf("%s -> %s: status %s, want %s", step.from, step.to, got.Status, step.after)
+		}
+	}
+}

@@ -328,39 +328,52 @@ func (g *Gateway) listVolumes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
-	v, err := g.ownVolume(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	in := contract.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
-	switch v.Status {
-	case models.StatusCreating:
-		// The deletion cancels the provision and waits for it to close, then removes whatever
-		// it made, in the host's own pool while the row names none yet, and the row goes.
-		in.Provision = v.WorkflowID
-	case models.StatusDeleting:
-		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
-		return
-	case models.StatusExtending:
-		// As Cinder: a volume being extended cannot be deleted until its extension ends.
-		writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is being extended", v.ID))
-		return
-	}
 	ctx := r.Context()
-	if err := g.Store.UpdateVolume(ctx, v.ID, map[string]any{"status": models.StatusDeleting}); err != nil {
-		writeError(w, err)
+	for attempt := 1; ; attempt++ {
+		v, err := g.ownVolume(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		in := contract.DeleteVolumeInput{VolumeID: v.ID, Host: v.Host, Pool: v.Pool}
+		switch v.Status {
+		case models.StatusCreating:
+			// The deletion cancels the provision and waits for it to close, then removes
+			// whatever it made, in the host's own pool while the row names none yet, and the
+			// row goes.
+			in.Provision = v.WorkflowID
+		case models.StatusDeleting:
+			writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": v.Status})
+			return
+		case models.StatusExtending:
+			// As Cinder: a volume being extended cannot be deleted until its extension ends.
+			writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s is being extended", v.ID))
+			return
+		}
+		// Only from the status just read: a volume that moved meanwhile (its provision ended,
+		// an extension began) is read again and judged on its new status.
+		moved, err := g.Store.SetVolumeStatusFrom(ctx, v.ID, v.Status, models.StatusDeleting)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if !moved {
+			if attempt < 3 {
+				continue
+			}
+			writeError(w, apiErr(http.StatusConflict, "volume_busy", "volume %s keeps changing status; ask again", v.ID))
+			return
+		}
+		if _, err := g.Temporal.ExecuteWorkflow(ctx, contract.DeleteOptions(v.ID), contract.DeleteVolumeWorkflow, in); err != nil {
+			// Nothing started: put the status back so the delete can be asked again.
+			_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})
+			writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the deletion: %v", err))
+			return
+		}
+		g.logCtx(ctx).Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": models.StatusDeleting})
 		return
 	}
-	_, err = g.Temporal.ExecuteWorkflow(ctx, contract.DeleteOptions(v.ID), contract.DeleteVolumeWorkflow, in)
-	if err != nil {
-		// Nothing started: put the status back so the delete can be asked again.
-		_ = g.Store.UpdateVolume(context.WithoutCancel(ctx), v.ID, map[string]any{"status": v.Status})
-		writeError(w, apiErr(http.StatusServiceUnavailable, "temporal_unavailable", "could not start the deletion: %v", err))
-		return
-	}
-	g.logCtx(ctx).Info("volume deletion started", "volume_id", v.ID, "host", v.Host)
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": v.ID, "status": models.StatusDeleting})
 }
 
 // provisionOptions are contract.ProvisionOptions with the ID of the request of ctx, if any, in
