@@ -37,6 +37,9 @@ type Activities struct {
 	// its Ceph client is fenced.
 	Identity    string
 	FenceWriter func(writer string)
+	// FSID is the fsid of the Ceph cluster Storage is on: only images the image service keeps
+	// in this cluster are cloned from its store (CloneFromImageStore). Empty: none is.
+	FSID string
 
 	convOnce sync.Once
 	conv     *Converter

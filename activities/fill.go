@@ -121,7 +121,12 @@ func (a *Activities) CloneToCache(ctx context.Context, in contract.CacheInput) (
 	if err := a.fitUsed(ctx, in.EntryID, int64(used), models.GiBCeil(int64(info.Size))); err != nil {
 		return 0, err
 	}
-	if err := a.Store.MarkCacheEntryReady(ctx, in.EntryID, int64(used), time.Now().UTC()); errors.Is(err, models.ErrNotFound) {
+	// A cache volume cloned from the image service's store is one level deep: its clones count it.
+	depth := 0
+	if info.Parent != nil {
+		depth = 1
+	}
+	if err := a.Store.MarkCacheEntryReady(ctx, in.EntryID, int64(used), depth, time.Now().UTC()); errors.Is(err, models.ErrNotFound) {
 		// Evicted or dropped while filling: nothing to clone from; the waiting provisions
 		// download on their own.
 		return 0, nonRetryable(contract.ErrTypeCacheVolumeGone, "cache entry %d is no longer filling: %v", in.EntryID, err)

@@ -38,7 +38,7 @@ func (a *Activities) LookupCache(ctx context.Context, in contract.LookupInput) (
 	res := contract.LookupResult{
 		Image: contract.ImageRef{
 			ID: img.ID, Size: img.Size, VirtualSize: img.VirtualSize, HashAlgo: img.HashAlgo, HashValue: img.HashValue,
-			Checksum: img.Checksum, ContentHash: img.ContentHash(), UpdatedAt: img.UpdatedAt,
+			Checksum: img.Checksum, ContentHash: img.ContentHash(), UpdatedAt: img.UpdatedAt, DirectURL: img.DirectURL,
 		},
 		Cluster:       a.Config.ClusterName,
 		Pool:          a.Config.Pool,
@@ -165,5 +165,5 @@ func (a *Activities) invalidate(ctx context.Context, entries []models.CacheEntry
 }
 
 func refOf(e *models.CacheEntry) contract.EntryRef {
-	return contract.EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID}
+	return contract.EntryRef{EntryID: e.ID, Host: e.Host, Pool: e.Pool, VolumeID: e.VolumeID, Depth: e.CloneDepth}
 }

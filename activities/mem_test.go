@@ -133,7 +133,7 @@ func (f *fixture) seed(imageID, host, pool string, lastUsed time.Time, pinned bo
 	if err := f.store.ReserveCacheSlot(ctx, v, e); err != nil {
 		f.t.Fatal(err)
 	}
-	if err := f.store.MarkCacheEntryReady(ctx, e.ID, int64(len(b)), lastUsed.UTC()); err != nil {
+	if err := f.store.MarkCacheEntryReady(ctx, e.ID, int64(len(b)), 0, lastUsed.UTC()); err != nil {
 		f.t.Fatal(err)
 	}
 	if pinned {

@@ -143,6 +143,16 @@ type Worker struct {
 	InternalQuotaVolumes int `key:"internal_project.quota_volumes" env:"CINDER_INTERNAL_TENANT_QUOTA_VOLUMES" flag:"internal_quota_volumes" default:"0" help:"volumes the internal project may hold (0 = unlimited)"`
 	InternalQuotaGB      int `key:"internal_project.quota_gigabytes" env:"CINDER_INTERNAL_TENANT_QUOTA_GIGABYTES" flag:"internal_quota_gigabytes" default:"0" help:"GiB the internal project may hold (0 = unlimited)"`
 
+	// ImageStorePools are the pools of the worker's cluster in which the image service's RBD
+	// store keeps images (Glance's rbd_store_pool): an image located there is cloned instead of
+	// downloaded. Empty: never clone, always download. A location naming any other pool (a
+	// volume pool, say) is refused, whoever set it.
+	ImageStorePools []string `key:"image_store.pools" env:"IMAGEVOL_IMAGE_STORE_POOLS" flag:"image-store-pools" default:"images" help:"pools of this cluster where Glance's rbd store keeps images, cloned instead of downloaded (empty: always download)"`
+	// ImageStoreFlattenCache flattens a cache volume cloned from the image service's store
+	// before it is snapshotted, so that no cache entry keeps the image service from deleting
+	// the image (at the cost of a copy inside Ceph on the first volume).
+	ImageStoreFlattenCache bool `key:"image_store.flatten_cache" env:"IMAGEVOL_IMAGE_STORE_FLATTEN_CACHE" flag:"image-store-flatten-cache" default:"false" help:"flatten cache volumes cloned from Glance's rbd store, so Glance can delete the image"`
+
 	FlattenPolicy           string `key:"flatten" env:"IMAGEVOL_FLATTEN" flag:"flatten" default:"never" help:"flatten policy: never, always or depth>N"`
 	MaxConcurrentActivities int    `key:"max_concurrent_activities" env:"IMAGEVOL_MAX_CONCURRENT_ACTIVITIES" default:"0" help:"steps one worker process runs at once; 0: the Temporal SDK's default"`
 	// AllowedFormats are the disk formats an import accepts, as found in the image's bytes

@@ -67,6 +67,18 @@ const (
 	ReasonEvicting       = "evicting" // the content's entry on this host is being evicted
 )
 
+// Reasons an image whose data the image service keeps in RBD was downloaded instead of cloned
+// from there, reported as the volume's cache_reason when nothing else is.
+const (
+	ReasonStoreOtherCluster   = "image_store_other_cluster"    // the location is on another Ceph cluster
+	ReasonStorePoolNotAllowed = "image_store_pool_not_allowed" // not in worker.image_store_pools
+	ReasonStoreLocation       = "image_store_location_invalid" // names another image, or no snapshot
+	ReasonStoreNoAccess       = "image_store_no_access"        // the worker's Ceph user cannot read it
+	ReasonStoreMissing        = "image_store_missing"          // no such RBD image or snapshot
+	ReasonStoreSizeMismatch   = "image_store_size_mismatch"    // its size is not the image's
+	ReasonStoreNotRaw         = "image_store_not_raw"          // its bytes are a disk format to convert
+)
+
 // TypedError gives a retryable error of a known cause its error type, so that a provision
 // failing at its deadline says which part was down. Application errors pass unchanged.
 func TypedError(err error) error {

@@ -31,6 +31,8 @@ type CreateVolumeResult struct {
 	Bytes       int64 // downloaded on a miss, by the attempt that finished
 	ResumedFrom int64 // where that attempt resumed an interrupted download
 	Flattened   bool
+	// Source is how the data came (SourceDownload, SourceImageStore; empty on a hit).
+	Source string `json:",omitempty"`
 }
 
 // WarmInput asks for an image to be cached on some hosts ahead of demand.

@@ -24,6 +24,9 @@ type ImageRef struct {
 	Checksum    string
 	ContentHash string
 	UpdatedAt   time.Time
+	// DirectURL is the image service's location of the data (imagesource.Image.DirectURL):
+	// an RBD snapshot on the worker's cluster is cloned instead of downloaded.
+	DirectURL string `json:",omitempty"`
 }
 
 // LookupInput asks whether a host's cache can serve an image.
@@ -58,6 +61,9 @@ type EntryRef struct {
 	Host     string
 	Pool     string
 	VolumeID string
+	// Depth is the cache volume's own clone depth: 1 when it is a clone of the image service's
+	// RBD snapshot, 0 when it holds its data itself. A volume cloned from it is Depth+1 deep.
+	Depth int `json:",omitempty"`
 }
 
 // Parent is the snapshot volumes are cloned from.
@@ -90,6 +96,10 @@ type FillResult struct {
 	Bytes       int64
 	ResumedFrom int64
 	Format      string
+	// Source is how the cache volume got its data (SourceDownload, SourceImageStore), and
+	// SourceReason why an image the store keeps in RBD was downloaded all the same.
+	Source       string `json:",omitempty"`
+	SourceReason string `json:",omitempty"`
 	// Set when the fill failed: the failure's type (see IsImageFault) and message.
 	FailureType    string
 	FailureMessage string
@@ -141,6 +151,34 @@ type ImportResult struct {
 	Format      string
 	VirtualSize int64
 }
+
+// StoreCloneInput asks to make Target a copy-on-write clone of the image service's RBD
+// snapshot of Image, when that is safe (see activities.CloneFromImageStore).
+type StoreCloneInput struct {
+	Image          ImageRef
+	Pool           string
+	Target         string
+	MaxVirtualSize int64
+	// ForCache: Target is a cache volume (worker.image_store.flatten_cache applies to it).
+	ForCache bool
+}
+
+// StoreCloneResult says whether Target was cloned, and why not when it was not: the image is then
+// downloaded as any other.
+type StoreCloneResult struct {
+	Cloned      bool
+	Reason      string // one of the Reason* source reasons
+	Format      string
+	VirtualSize int64
+	// Depth is Target's clone depth: 1, or 0 once flattened (image_store.flatten_cache).
+	Depth int
+}
+
+// How a volume or cache volume got its data.
+const (
+	SourceDownload   = "download"    // downloaded from the image service, verified, imported
+	SourceImageStore = "image_store" // a clone of the image service's own RBD snapshot
+)
 
 // CacheInput snapshots a filled cache volume and marks its entry ready.
 type CacheInput struct {

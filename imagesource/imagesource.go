@@ -60,6 +60,10 @@ type Image struct {
 	ContainerFormat string
 	MinDisk         int
 	MinRAM          int
+	// DirectURL is where the image service's store keeps the data, when it shows it (Glance's
+	// direct_url, with show_image_direct_url set): rbd://<fsid>/<pool>/<image>/<snapshot> for a
+	// Glance on Ceph RBD. See ParseRBDLocation.
+	DirectURL string
 	// Properties are the image's custom properties (hw_*, os_*, ...), the ones a volume made
 	// from it records and Nova reads when it boots from that volume.
 	Properties map[string]string

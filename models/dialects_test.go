@@ -55,16 +55,16 @@ func TestReserveCacheSlotAndReadyStates(t *testing.T) {
 			if _, err := s.GetVolume(ctx, "vol-2"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("the refused reservation's volume row: err = %v, want ErrNotFound", err)
 			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); err != nil {
+			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, 0, now); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); err != nil {
+			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, 0, now); err != nil {
 				t.Fatalf("ready again (a retried step): %v", err)
 			}
 			if err := s.BeginEvict(ctx, e1.ID, now, true); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, now); !errors.Is(err, ErrNotFound) {
+			if err := s.MarkCacheEntryReady(ctx, e1.ID, 5, 0, now); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("marking an evicting entry ready: err = %v, want ErrNotFound", err)
 			}
 			if e, err := s.GetCacheEntry(ctx, e1.ID); err != nil || e.State != EntryEvicting {

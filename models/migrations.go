@@ -135,6 +135,16 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&volume{}, "ImageMetadata")
 	}},
+	{7, "image_volume_cache_entries.clone_depth", func(tx *gorm.DB) error {
+		type imageVolumeCacheEntry struct {
+			CloneDepth int `gorm:"not null;default:0"`
+		}
+		// A database rolled back to an older version by hand may still have the column.
+		if tx.Migrator().HasColumn(&imageVolumeCacheEntry{}, "CloneDepth") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&imageVolumeCacheEntry{}, "CloneDepth")
+	}},
 }
 
 // Migrate applies every migration not yet recorded, in version order.

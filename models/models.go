@@ -87,8 +87,11 @@ type CacheEntry struct {
 	Pinned         bool      `gorm:"not null;default:false"`
 	State          string    `gorm:"size:16;not null"`
 	FillWorkflowID string    `gorm:"size:255"`
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// CloneDepth is the cache volume's own clone depth: 1 when it is a clone of the image
+	// service's RBD snapshot, 0 when it holds its data.
+	CloneDepth int `gorm:"not null;default:0"`
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // TableName is Cinder's table name for cache entries.

@@ -395,9 +395,9 @@ func (s *Store) ReserveCacheSlot(ctx context.Context, v *Volume, e *CacheEntry) 
 // MarkCacheEntryReady records a filled entry as ready to clone from. Only an entry still
 // "filling" becomes ready (one already ready is an earlier attempt's success): one that is being
 // evicted, or is gone, is reported as ErrNotFound.
-func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int64, now time.Time) error {
+func (s *Store) MarkCacheEntryReady(ctx context.Context, id uint, sizeBytes int64, cloneDepth int, now time.Time) error {
 	res := s.db.WithContext(ctx).Model(&CacheEntry{}).Where("id = ? AND state IN ?", id, []string{EntryFilling, EntryReady}).Updates(map[string]any{
-		"state": EntryReady, "size_bytes": sizeBytes, "size": GiBCeil(sizeBytes), "last_used": now,
+		"state": EntryReady, "size_bytes": sizeBytes, "size": GiBCeil(sizeBytes), "last_used": now, "clone_depth": cloneDepth,
 	})
 	if res.Error == nil && res.RowsAffected == 0 {
 		return fmt.Errorf("models: cache entry %d is not filling: %w", id, ErrNotFound)

@@ -20,6 +20,8 @@ var (
 	ErrExists = errors.New("storage: already exists")
 	// ErrInUse means the image cannot be removed yet (open elsewhere, or clones depend on it).
 	ErrInUse = errors.New("storage: in use")
+	// ErrPermission means the cluster refused the caller's user access to the pool or image.
+	ErrPermission = errors.New("storage: permission denied")
 )
 
 // Parent names the snapshot a clone was made from, by the names it had then: a parent evicted to

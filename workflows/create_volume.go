@@ -9,6 +9,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -47,6 +48,11 @@ const versionWaitCancelledSteps = "wait-cancelled-steps"
 // that fill in its memo (contract.MemoFilledBy) after the wait ends.
 const versionFilledBy = "memo-filled-by"
 
+// versionStoreClone is the change after which an image the image service keeps as an RBD
+// snapshot (contract.ImageRef.DirectURL) is cloned from there when it can be, before any
+// download. Only runs of such images issue the new step.
+const versionStoreClone = "image-store-clone"
+
 // maxLookups bounds how often a provision looks the cache up again after the entry it was
 // about to clone from was evicted.
 const maxLookups = 3
@@ -70,8 +76,9 @@ func CreateVolumeFromImage(ctx workflow.Context, in contract.CreateVolumeInput) 
 	if sizeErr != nil || p.sizeBytes == 0 {
 		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("volume size %d GiB: %v", in.SizeGB, sizeErr), contract.ErrTypeInvalidSize, sizeErr)
 	}
-	// 1-6. The volume's content: a clone of the cache, or the image imported into it.
-	cloned, err := p.content(ctx)
+	// 1-6. The volume's content: a clone of the cache or of the image service's RBD snapshot
+	// (depth: how many clone levels deep), or the image imported into it (depth 0).
+	depth, err := p.content(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -82,7 +89,7 @@ func CreateVolumeFromImage(ctx workflow.Context, in contract.CreateVolumeInput) 
 		return res, err
 	}
 	// 8. Available, then the optional flatten.
-	return res, p.finish(ctx, cloned)
+	return res, p.finish(ctx, depth)
 }
 
 // provision is one run of CreateVolumeFromImage: its input, the contexts its steps run in, and
@@ -128,16 +135,17 @@ func (p *provision) setState(ctx workflow.Context, u contract.VolumeUpdate) erro
 	return workflow.ExecuteLocalActivity(p.local, p.a.SetVolumeState, u).Get(ctx, nil)
 }
 
-// content makes the volume's image (steps 1 to 6) and reports whether it is a clone of a cache
-// entry.
-func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
+// content makes the volume's image (steps 1 to 6) and reports its clone depth: 0 when it holds
+// its data, 1 for a clone of a cache entry (2 when that entry is itself a clone of the image
+// service's snapshot) or of the image service's snapshot.
+func (p *provision) content(ctx workflow.Context) (depth int, err error) {
 	in, res := p.in, p.res
 	for lookup := 1; ; lookup++ {
 		// 1. Lookup cache.
 		if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.LookupCache, contract.LookupInput{
 			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead,
 		}).Get(ctx, &p.plan); err != nil {
-			return false, err
+			return 0, err
 		}
 		var source *contract.EntryRef // the cache entry to clone from, if any
 		res.Cache, res.CacheReason = models.CacheNotCached, p.plan.Reason
@@ -148,26 +156,29 @@ func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
 			// 2-5. Join the cluster's one fill of this content (evict LRU, download, import,
 			// clone-to-cache), started by whichever provision missed first.
 			if source, err = p.fill(ctx, lookup); err != nil {
-				return false, err
+				return 0, err
 			}
 		}
 		if !p.plan.Hit {
 			// A miss takes a while: show its cache result now. A hit records it with the
 			// final status, one local step less on the fast path.
 			if err := p.showCache(ctx); err != nil {
-				return false, err
+				return 0, err
 			}
 		}
 		if source == nil {
 			// 3-4. Not cached: download (verified, streamed into RBD) and import straight into
 			// the user's volume.
-			return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res, nil)
+			return importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, false, res, nil)
 		}
 		// 6. Clone the user's volume from the cache snapshot, under a lease on the entry.
 		err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.CloneVolume, contract.CloneInput{Entry: *source, Pool: p.plan.Pool, Name: p.volume}).Get(ctx, nil)
 		var appErr *temporal.ApplicationError
-		if err == nil || !errors.As(err, &appErr) || appErr.Type() != contract.ErrTypeCacheVolumeGone {
-			return err == nil, err
+		if err == nil {
+			return 1 + source.Depth, nil
+		}
+		if !errors.As(err, &appErr) || appErr.Type() != contract.ErrTypeCacheVolumeGone {
+			return 0, err
 		}
 		if lookup < maxLookups {
 			// Evicted between lookup and clone: look again (another fill, or another entry).
@@ -176,9 +187,9 @@ func (p *provision) content(ctx workflow.Context) (cloned bool, err error) {
 		// The cache keeps losing this image to eviction: make the volume without it.
 		res.Cache, res.CacheReason = models.CacheNotCached, contract.ReasonEvicted
 		if err := p.showCache(ctx); err != nil {
-			return false, err
+			return 0, err
 		}
-		return false, importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, res, nil)
+		return importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, false, res, nil)
 	}
 }
 
@@ -220,7 +231,10 @@ func (p *provision) fill(ctx workflow.Context, lookup int) (*contract.EntryRef, 
 		res.CacheReason = contract.ReasonFillFailed
 	case fill.Cached:
 		res.Cache = models.CacheMiss
-		res.Bytes, res.ResumedFrom, res.Format = fill.Bytes, fill.ResumedFrom, fill.Format
+		res.Bytes, res.ResumedFrom, res.Format, res.Source = fill.Bytes, fill.ResumedFrom, fill.Format, fill.Source
+		if res.CacheReason == "" {
+			res.CacheReason = fill.SourceReason
+		}
 		return &fill.Entry, nil
 	default:
 		res.CacheReason = fill.Reason
@@ -231,11 +245,11 @@ func (p *provision) fill(ctx workflow.Context, lookup int) (*contract.EntryRef, 
 // finish marks the volume available (step 8), then flattens a clone if the policy asks for it,
 // after the volume is already usable (its status shows the flatten). A failed flatten leaves a
 // working clone behind, so it is recorded, not made the volume's error.
-func (p *provision) finish(ctx workflow.Context, cloned bool) error {
+func (p *provision) finish(ctx workflow.Context, depth int) error {
 	res := p.res
 	flatten := false
-	if cloned {
-		flatten, _ = activities.ShouldFlatten(p.plan.FlattenPolicy, 1)
+	if depth > 0 {
+		flatten, _ = activities.ShouldFlatten(p.plan.FlattenPolicy, depth)
 	}
 	pending := ""
 	if flatten {
@@ -328,13 +342,31 @@ func upsertMemo(ctx workflow.Context, memo map[string]any) {
 	}
 }
 
-// importInto downloads the image and imports it into the RBD image target (a user volume, or a
-// cache volume during a fill), recording what it did in res.
+// importInto makes the RBD image target (a user volume, or with forCache a cache volume during a
+// fill) from the image, recording what it did in res, and returns its clone depth. An image the
+// image service keeps as an RBD snapshot on this cluster is cloned from there when it can be
+// (depth 1); otherwise (and with res.CacheReason saying why, if nothing else does) it is
+// downloaded and imported (depth 0).
 //
-// onStep, if not nil, is told of each step (contract.PhaseDownloading, contract.PhaseImporting)
-// before it starts.
-func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupResult, target string, maxVirtualSize int64, res *contract.CreateVolumeResult, onStep func(phase string)) error {
+// onStep, if not nil, is told of each download step (contract.PhaseDownloading,
+// contract.PhaseImporting) before it starts.
+func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupResult, target string, maxVirtualSize int64, forCache bool, res *contract.CreateVolumeResult, onStep func(phase string)) (int, error) {
 	var a *activities.Activities
+	if strings.HasPrefix(plan.Image.DirectURL, "rbd://") && workflow.GetVersion(ctx, versionStoreClone, workflow.DefaultVersion, 1) == 1 {
+		var sc contract.StoreCloneResult
+		if err := workflow.ExecuteActivity(bound(ctx, deadline), a.CloneFromImageStore, contract.StoreCloneInput{
+			Image: plan.Image, Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize, ForCache: forCache,
+		}).Get(ctx, &sc); err != nil {
+			return 0, err
+		}
+		if sc.Cloned {
+			res.Format, res.Source = sc.Format, contract.SourceImageStore
+			return sc.Depth, nil
+		}
+		if res.CacheReason == "" {
+			res.CacheReason = sc.Reason
+		}
+	}
 	if onStep != nil {
 		onStep(contract.PhaseDownloading)
 	}
@@ -342,7 +374,7 @@ func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupRe
 	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.DownloadImage, contract.DownloadInput{
 		Image: plan.Image, Pool: plan.Pool, Target: target,
 	}).Get(ctx, &dl); err != nil {
-		return err
+		return 0, err
 	}
 	res.Bytes, res.ResumedFrom = dl.Bytes, dl.ResumedFrom
 	if onStep != nil {
@@ -352,10 +384,13 @@ func importInto(ctx workflow.Context, deadline time.Time, plan contract.LookupRe
 	if err := workflow.ExecuteActivity(bound(ctx, deadline), a.ImportImage, contract.ImportInput{
 		Pool: plan.Pool, Target: target, MaxVirtualSize: maxVirtualSize,
 	}).Get(ctx, &imp); err != nil {
-		return err
+		return 0, err
 	}
 	res.Format = imp.Format
-	return nil
+	if plan.Image.DirectURL != "" {
+		res.Source = contract.SourceDownload
+	}
+	return 0, nil
 }
 
 // phase records the provision's phase and cache result in its search attributes. A failure to

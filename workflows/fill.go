@@ -68,13 +68,16 @@ func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillRe
 		}
 	}()
 
-	// 2-3. Download (verified, streamed into RBD) and import into the cache volume.
+	// 2-3. Download (verified, streamed into RBD) and import into the cache volume, or clone it
+	// from the image service's own RBD snapshot.
 	ref := r.Entry
 	var done contract.CreateVolumeResult
 	plan := contract.LookupResult{Image: in.Image, Cluster: in.Cluster, Pool: ref.Pool}
-	if err := importInto(hostData, in.Deadline, plan, contract.RBDName(ref.VolumeID), in.MaxVirtualSize, &done, onStep); err != nil {
+	depth, err := importInto(hostData, in.Deadline, plan, contract.RBDName(ref.VolumeID), in.MaxVirtualSize, true, &done, onStep)
+	if err != nil {
 		return res, err
 	}
+	ref.Depth = depth
 	// 4. Clone-to-cache: snapshot the cache volume, which becomes the root parent.
 	quick := workflow.WithActivityOptions(ctx, withQueue(quickStep, contract.HostQueue(in.Host)))
 	if err := workflow.ExecuteActivity(bound(quick, in.Deadline), a.CloneToCache, contract.CacheInput{
@@ -83,8 +86,9 @@ func FillCache(ctx workflow.Context, in contract.FillInput) (res contract.FillRe
 		return res, err
 	}
 	return contract.FillResult{
-		Cached: true, Entry: ref, Downloaded: true,
+		Cached: true, Entry: ref, Downloaded: done.Source != contract.SourceImageStore,
 		Bytes: done.Bytes, ResumedFrom: done.ResumedFrom, Format: done.Format,
+		Source: done.Source, SourceReason: done.CacheReason,
 	}, nil
 }
 

@@ -122,15 +122,17 @@ func run(logger *slog.Logger) error {
 		logger.Warn("no Ceph client address: a successor cannot fence this worker after a crash", "err", err)
 	}
 	logger.Info("connected to ceph", "ceph_user", "client."+cephUser, "pool", cfg.Pool, "ceph_addr", cephAddr)
+	fsid, err := cluster.FSID()
+	if err != nil {
+		return err
+	}
 	if cfg.ClusterName == "" {
-		if cfg.ClusterName, err = cluster.FSID(); err != nil {
-			return err
-		}
+		cfg.ClusterName = fsid
 	}
 	fence := func(addr string) error { return cluster.Blocklist(addr, 3600) }
 	machine, _ := os.Hostname()
 	acts := &activities.Activities{Store: svc.Store, Storage: cluster, Images: svc.Glance, Temporal: svc.Temporal, Config: cfg, Logger: actLogger, Metrics: reg,
-		Converter: conv, Identity: worker.HostIdentity(cfg.Host, machine, os.Getpid(), cephAddr),
+		Converter: conv, FSID: fsid, Identity: worker.HostIdentity(cfg.Host, machine, os.Getpid(), cephAddr),
 		FenceWriter: worker.DeadWriterFence(cfg.Host, machine, os.Getpid(), fence, logger)}
 	return worker.Run(ctx, svc.Temporal, acts, worker.Options{Metrics: reg, MaxConcurrentActivities: cfg.MaxConcurrentActivities, Namespace: common.Namespace,
 		CephAddr: cephAddr, Fence: fence, Health: health})

@@ -98,6 +98,9 @@ func toImage(img *images.Image) imagesource.Image {
 	if v, ok := img.Properties["os_hash_value"].(string); ok {
 		out.HashValue = v
 	}
+	if v, ok := img.Properties["direct_url"].(string); ok {
+		out.DirectURL = v
+	}
 	for k, v := range img.Properties {
 		s, ok := v.(string)
 		if !ok || glanceCore[k] {

@@ -124,6 +124,8 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %v", storage.ErrExists, err)
 	case code == int(syscall.EBUSY), code == int(syscall.ENOTEMPTY):
 		return fmt.Errorf("%w: %v", storage.ErrInUse, err)
+	case code == int(syscall.EPERM), code == int(syscall.EACCES):
+		return fmt.Errorf("%w: %v", storage.ErrPermission, err)
 	}
 	return err
 }
