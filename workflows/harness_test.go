@@ -97,7 +97,7 @@ func (h *harness) newEnv(id string) *testsuite.TestWorkflowEnvironment {
 	a := h.acts
 	env.SetActivityTaskQueue(contract.HostQueue(host),
 		a.LookupCache, a.EvictLRU, a.DownloadImage, a.ImportImage, a.CloneToCache, a.CloneVolume,
-		a.ExtendVolume, a.FlattenVolume, a.RemoveImage, a.AbandonCacheFill, a.JoinFill)
+		a.ExtendVolume, a.FlattenVolume, a.RemoveImage, a.AbandonCacheFill, a.JoinFill, a.CloneFromImageStore)
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id, TaskQueue: contract.WorkflowQueue})
 	env.SetTestTimeout(time.Minute)
 	// The upserts are recorded (and still validated by the environment).
