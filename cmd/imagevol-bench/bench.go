@@ -227,6 +227,7 @@ func (b *bench) runAll(ctx context.Context) int {
 	step("raw miss floors", b.rawFloors)
 	step("qcow2 miss and qemu-img floor", b.qcow2Miss)
 	step("cache hits and clone floor", b.hits)
+	step("miss from Glance's RBD store", b.storeMiss)
 	step("temporal events per hit", b.temporalEvents)
 	step("hit throughput", b.throughput)
 	step("burst", b.burst)

@@ -130,6 +130,7 @@ func (b *bench) missBySize(ctx context.Context) error {
 			continue
 		}
 		b.res.MissSBySize[key] = round(m.Seconds, 3)
+		b.setPath("raw-"+key, pathDownload)
 		if m.RSSMiB != nil {
 			b.res.WorkerRSSBySizeMiB[key] = *m.RSSMiB
 		}
@@ -211,6 +212,7 @@ func (b *bench) qcow2Miss(ctx context.Context) error {
 		errs = append(errs, err)
 	} else {
 		b.res.MissQcow2MiBs = ptr(round(float64(b.plan.RawSize)/float64(mib)/m.Seconds, 1))
+		b.setPath("qcow2", pathDownload)
 		b.res.Details.MissQcow2Seconds = ptr(round(m.Seconds, 3))
 		b.res.Details.WorkerRSSQcow2MiB = m.RSSMiB
 	}

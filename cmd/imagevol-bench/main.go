@@ -67,6 +67,11 @@ type Config struct {
 	Timeout         time.Duration // bound on the whole run
 	KeepImages      bool          // keep the Glance images the run uploaded
 	Rerender        string        // a latest.json to render again instead of measuring
+	// A second gateway whose workers read images from a Glance on RBD (deploy/bench.sh starts
+	// both): the miss that clones Glance's snapshot instead of downloading. Empty: not measured.
+	StoreGatewayURL string // IMAGEVOL_STORE_URL
+	StoreGlanceURL  string // GLANCE_RBD_URL
+	StoreGlanceLog  string // GLANCE_RBD_LOG: its access log, to tell a clone from a download
 }
 
 func parseFlags(args []string) (Config, error) {
@@ -86,6 +91,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.BoolVar(&c.Quick, "quick", envOr("BENCH_QUICK", "") == "1", "small sizes and counts, for development (BENCH_QUICK=1)")
 	fs.DurationVar(&c.Timeout, "timeout", 40*time.Minute, "bound on the whole run")
 	fs.BoolVar(&c.KeepImages, "keep-images", false, "keep the Glance images the run uploaded")
+	fs.StringVar(&c.StoreGatewayURL, "store-gateway", os.Getenv("IMAGEVOL_STORE_URL"), "gateway whose workers use the Glance on RBD (empty: that miss is not measured)")
+	fs.StringVar(&c.StoreGlanceURL, "store-glance", os.Getenv("GLANCE_RBD_URL"), "Glance whose store is the cluster's RBD")
+	fs.StringVar(&c.StoreGlanceLog, "store-glance-log", os.Getenv("GLANCE_RBD_LOG"), "that Glance's log, with its access lines")
 	fs.StringVar(&c.Rerender, "rerender", "", "render latest.md and the plots again from this latest.json, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -99,6 +107,8 @@ func parseFlags(args []string) (Config, error) {
 	}
 	c.GatewayURL = strings.TrimSuffix(c.GatewayURL, "/")
 	c.GlanceURL = strings.TrimSuffix(c.GlanceURL, "/")
+	c.StoreGatewayURL = strings.TrimSuffix(c.StoreGatewayURL, "/")
+	c.StoreGlanceURL = strings.TrimSuffix(c.StoreGlanceURL, "/")
 	if c.WorkDir == "" {
 		c.WorkDir = filepath.Join(c.RunDir, "bench")
 	}

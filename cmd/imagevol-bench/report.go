@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -34,6 +35,8 @@ type Result struct {
 	BurstWallS           *float64           `json:"burst_wall_s"`            // first request → last final state
 	HitThroughputPerS    *float64           `json:"hit_throughput_per_s"`    // cache hits reaching available per second, InFlight at a time
 	TemporalEventsPerHit *int               `json:"temporal_events_per_hit"` // history events of one cache-hit workflow
+	MissGlanceRBDMs      *float64           `json:"miss_glance_rbd_ms"`      // RawSize raw miss with Glance on RBD, request → available
+	MissPaths            map[string]string  `json:"miss_paths"`              // how each measured miss got its data: download or clone
 	Meta                 Meta               `json:"meta"`                    // when, on what, with which sizes and counts
 	Details              Details            `json:"details"`                 // samples and counts behind the figures
 	Notes                []string           `json:"notes"`                   // what went wrong or differs from the plan
@@ -220,6 +223,20 @@ func markdown(r *Result) string {
 		ratio(r.MissRawMiBs, r.MissRawFloorMiBs), "≥ 0.9 × floor", atLeast(r.MissRawMiBs, r.MissRawFloorMiBs, 0.9))
 	row("miss_qcow2_mib_s", num(r.MissQcow2MiBs, 1, " MiB/s"), "qemu_img_mib_s "+num(r.QemuImgMiBs, 1, " MiB/s"),
 		ratio(r.MissQcow2MiBs, r.QemuImgMiBs), "≥ 0.9 × floor", atLeast(r.MissQcow2MiBs, r.QemuImgMiBs, 0.9))
+	storeMet := "n/a"
+	if r.MissGlanceRBDMs != nil && r.HitP50Ms != nil {
+		storeMet = yesNo(*r.MissGlanceRBDMs <= 2**r.HitP50Ms)
+	}
+	row("miss_glance_rbd_ms", num(r.MissGlanceRBDMs, 1, " ms"), "hit_p50_ms "+num(r.HitP50Ms, 1, " ms"),
+		ratio(r.MissGlanceRBDMs, r.HitP50Ms), "≤ 2 × hit p50", storeMet)
+	if len(r.MissPaths) > 0 {
+		keys := slices.Sorted(maps.Keys(r.MissPaths))
+		paths := make([]string, len(keys))
+		for i, k := range keys {
+			paths[i] = k + ": " + r.MissPaths[k]
+		}
+		row("miss_paths", strings.Join(paths, ", "), "", "", "—", "")
+	}
 	prev := 0.0
 	for i, k := range m.Sizes.MissBySize {
 		s, ok := r.MissSBySize[k]
