@@ -230,8 +230,8 @@ func TestImageStoreFallbacks(t *testing.T) {
 	}
 }
 
-// Glance cannot delete an image whose snapshot has clones: it answers 409 and keeps the image
-// while a cache entry made of it lives. With image_store.flatten_cache the cache volume is a full
+// Glance cannot delete an image whose snapshot has clones: it refuses (500 with client.glance's
+// documented caps, see docs/glance-rbd.md) and keeps the image while a cache entry made of it lives. With image_store.flatten_cache the cache volume is a full
 // copy, and Glance deletes the image at once; the entry of the gone image is then dropped by the
 // next lookup, and a new volume fails as for any missing image.
 func TestImageStoreDeletion(t *testing.T) {
@@ -246,9 +246,12 @@ func TestImageStoreDeletion(t *testing.T) {
 		img := s.upload(t, "store-pinned", "raw", data)
 		v := api.createVolume(img.ID, 1)
 		requireAvailable(t, v, models.CacheMiss)
+		// Glance's rbd store lists the snapshot's children before it unprotects it; with the
+		// caps Ceph documents for client.glance (its own pool only) that listing is refused, and
+		// Glance answers 500 (409 where client.glance may read the volume pools).
 		code, body := glanceDelete(t, s, img.ID)
-		if code != http.StatusConflict {
-			t.Fatalf("DELETE with clones: HTTP %d %s, want 409", code, body)
+		if code != http.StatusInternalServerError && code != http.StatusConflict {
+			t.Fatalf("DELETE with clones: HTTP %d %s, want it refused", code, body)
 		}
 		if got, err := s.glance.Get(ctx, img.ID); err != nil || got.Status != imagesource.StatusActive {
 			t.Fatalf("after the refused delete: %+v, %v", got, err)
