@@ -29,7 +29,7 @@ cleanup() {
       say "leaving $s running: pid $other (deploy/test.sh or run.sh) may be using it"
       continue
     fi
-    "$here/$s.sh" stop >/dev/null 2>&1 || true
+    service "$s" stop >/dev/null 2>&1 || true
     say "stopped $s"
   done
   exit "$rc"
@@ -41,7 +41,7 @@ up ceph '^mon\.a running' || started+=(ceph)
 # start is idempotent; it also creates volumes2 on a cluster that was already running.
 CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start
 up glance 'pid [0-9]' || started+=(glance)
-"$here/glance.sh" start
+service glance start
 load_env ceph glance
 # Cache rows in MySQL (MariaDB) through gorm, as the engine is deployed, in a database of its own
 # made afresh for the run.

@@ -12,10 +12,14 @@
 #           take a write (fault tests; clients of the cluster stall meanwhile)
 #
 # State: $IMAGEVOL_RUN_DIR/ceph (default <repo>/.run/ceph). Callers: `. $RUN/ceph/env` sets CEPH_CONF,
-# which is all rbd/rados/librados need (the [client] section names the admin keyring), and
-# IMAGEVOL_CEPH_USER/_KEYRING: client.imagevol, limited to the rbd profile on CEPH_POOLS, which the
-# workers connect as.
-# Env: CEPH_POOLS (default "volumes"), CEPH_PG_NUM (32), CEPH_OSD_SIZE (20G, first start only),
+# which is all rbd/rados/librados need (the [client] section names the admin keyring),
+# IMAGEVOL_CEPH_USER/_KEYRING: client.imagevol, which the workers connect as (the rbd profile on
+# the volume pools, read-only on the images pool), IMAGEVOL_CEPH_NOIMAGES_USER/_KEYRING:
+# client.imagevol-noimages (the same without any grant on the images pool), and CEPH_IMAGES_POOL.
+# The images pool is Glance's (deploy/glance.sh with GLANCE_STORE=rbd), which connects as
+# client.glance (keyring.glance: the rbd profile on the images pool alone).
+# Env: CEPH_POOLS (default "volumes"), CEPH_IMAGES_POOL ("images", always created; not one of
+#      CEPH_POOLS), CEPH_PG_NUM (32), CEPH_OSD_SIZE (20G, first start only),
 #      CEPH_MON_PORT (3300, msgr2) and CEPH_MON_PORT_V1 (6789): fixed at first start (in the monmap),
 #      CEPH_START_TIMEOUT (120 s).
 set -euo pipefail
@@ -27,6 +31,7 @@ KEYRING=$DIR/keyring.admin
 PIDS=$DIR/run
 MARK=$DIR/.imagevol-ceph
 POOLS=${CEPH_POOLS:-volumes}
+IMAGES=${CEPH_IMAGES_POOL:-images}
 PG=${CEPH_PG_NUM:-32}
 TIMEOUT=${CEPH_START_TIMEOUT:-120}
 # Our commands always pass -c; a CEPH_CONF/CEPH_ARGS inherited from another cluster must not leak in.
@@ -207,7 +212,7 @@ ensure_pools() {
   local detail pool
   # one CLI call (each costs ~0.3 s of Python start-up): "pool 2 'volumes' replicated ... application rbd"
   detail=$(c osd pool ls detail)
-  for pool in $POOLS; do
+  for pool in $POOLS $IMAGES; do
     if ! grep -qF -- " '$pool' " <<<"$detail"; then
       c osd pool create "$pool" "$PG" "$PG" replicated >/dev/null 2>&1 || die "cannot create pool $pool"
       c osd pool set "$pool" size 1 --yes-i-really-mean-it >/dev/null 2>&1
@@ -224,26 +229,39 @@ ensure_pools() {
   done
 }
 
-# ensure_client: client.imagevol, the user workers connect as: the rbd profile on the rbd pools
-# only (no admin rights), and on the mgr for its task queue (flatten).
-ensure_client() {
-  local pool osd=""
+# ensure_user NAME CAPS...: the cephx user client.NAME with exactly CAPS (entity/cap pairs, as
+# `ceph auth` takes them) and its keyring $DIR/keyring.NAME. One call when the user is new or
+# unchanged; the caps an older start gave are replaced. The keyring is made 0600 before the key is
+# in it (umask), and one an older version of this script left readable is narrowed.
+ensure_user() {
+  local name=$1 keyring=$DIR/keyring.$1
+  shift
+  if ! (umask 077 && c auth get-or-create "client.$name" "$@" -o "$keyring" >/dev/null 2>&1); then
+    c auth caps "client.$name" "$@" >/dev/null 2>&1 || die "cannot set the caps of client.$name"
+    (umask 077 && c auth get "client.$name" -o "$keyring" >/dev/null 2>&1) ||
+      die "cannot write the keyring of client.$name"
+  fi
+  chmod 600 "$keyring"
+}
+
+# ensure_clients: the users of the cluster beside client.admin, none with admin rights.
+#   client.imagevol, the user workers connect as: the rbd profile on every volume pool, and on the
+#     mgr for its task queue (flatten); on the images pool only rbd-read-only, which still lets it
+#     clone a volume from an image's snapshot (the profile grants the child attach/detach calls).
+#   client.imagevol-noimages: the same without any grant on the images pool (tests of a worker
+#     that cannot read Glance's pool).
+#   client.glance: Glance's rbd store, the rbd profile on the images pool alone.
+ensure_clients() {
+  local pool vols=""
   # every rbd pool of the cluster, not just this start's CEPH_POOLS: a start with fewer pools
   # must not take a pool away from workers that use it
   for pool in $(c osd pool ls detail | sed -n "s/^pool [0-9]* '\([^']*\)'.*application rbd.*/\1/p"); do
-    osd+="${osd:+, }profile rbd pool=$pool"
+    [ "$pool" = "$IMAGES" ] || vols+="${vols:+, }profile rbd pool=$pool"
   done
-  # one call when the user is new or unchanged; caps of an older pool list are replaced. The
-  # keyring is made 0600 before the key is in it (umask), and one an older version of this
-  # script left readable is narrowed.
-  if ! (umask 077 && c auth get-or-create client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' \
-    -o "$DIR/keyring.imagevol" >/dev/null 2>&1); then
-    c auth caps client.imagevol mon 'profile rbd' osd "$osd" mgr 'profile rbd' >/dev/null 2>&1 ||
-      die "cannot set the caps of client.imagevol"
-    (umask 077 && c auth get client.imagevol -o "$DIR/keyring.imagevol" >/dev/null 2>&1) ||
-      die "cannot write the keyring of client.imagevol"
-  fi
-  chmod 600 "$DIR/keyring.imagevol" "$KEYRING"
+  ensure_user imagevol mon 'profile rbd' osd "${vols:+$vols, }profile rbd-read-only pool=$IMAGES" mgr 'profile rbd'
+  ensure_user imagevol-noimages mon 'profile rbd' osd "$vols" mgr 'profile rbd'
+  ensure_user glance mon 'profile rbd' osd "profile rbd pool=$IMAGES"
+  chmod 600 "$KEYRING"
 }
 
 write_env() {
@@ -251,10 +269,15 @@ write_env() {
     printf 'export CEPH_CONF=%q\n' "$CONF"
     # the worker's own Ceph user; tools and tests keep client.admin
     printf 'export IMAGEVOL_CEPH_USER=imagevol IMAGEVOL_CEPH_KEYRING=%q\n' "$DIR/keyring.imagevol"
+    # a worker's user without access to Glance's pool, for the tests of that case
+    printf 'export IMAGEVOL_CEPH_NOIMAGES_USER=imagevol-noimages IMAGEVOL_CEPH_NOIMAGES_KEYRING=%q\n' \
+      "$DIR/keyring.imagevol-noimages"
+    printf 'export CEPH_IMAGES_POOL=%q\n' "$IMAGES"
   } >"$DIR/env"
 }
 
 cmd_start() {
+  case " $POOLS " in *" $IMAGES "*) die "CEPH_POOLS names the images pool $IMAGES (CEPH_IMAGES_POOL)" ;; esac
   need_bins
   [ -e "$MARK" ] || bootstrap
   start_mon
@@ -263,9 +286,9 @@ cmd_start() {
   start_osd
   log "osd up ($(took))"
   ensure_pools
-  ensure_client
+  ensure_clients
   write_env
-  log "ready in $(took): pools [$POOLS]; env: $DIR/env"
+  log "ready in $(took): pools [$POOLS], images pool $IMAGES; env: $DIR/env"
 }
 
 stop_one() {
@@ -338,5 +361,5 @@ case "${1:-}" in
   status) cmd_status ;;
   purge) cmd_purge ;;
   restart-osd) cmd_restart_osd ;;
-  *) usage 2,19 ;;
+  *) usage 2,23 ;;
 esac

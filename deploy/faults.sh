@@ -34,7 +34,8 @@ API=127.0.0.1:8786
 HOST=fault1
 POOL=volumes
 
-shared() { IMAGEVOL_RUN_DIR=$SHARED "$here/$1.sh" "${@:2}"; }
+# glance is the file-store Glance (service in lib.sh)
+shared() { IMAGEVOL_RUN_DIR=$SHARED service "$@"; }
 private_db() { MARIADB_PORT=$DB_PORT "$here/mariadb.sh" "$@"; }
 
 # stack_env: what the worker and gateway read, and the tests' addresses.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs, non-interactively, only the Debian packages imagevol needs that are
 # missing: Ceph (server + CLI), the librados/librbd headers go-ceph builds against, qemu-img with
-# its RBD driver and bubblewrap to confine it, and Debian's glance-api. Safe to run again: it does
+# its RBD driver and bubblewrap to confine it, and Debian's glance-api (with the Ceph bindings of
+# its rbd store). Safe to run again: it does
 # nothing when all is present.
 # Optionally (not part of "all"), Debian's chromium, which `make ui-screenshot` drives headless,
 # and Keystone's Python package (python3-keystone, no service of its own), which
@@ -21,7 +22,9 @@ log() { echo "install-deps: $*" >&2; }
 
 # bubblewrap: the worker runs qemu-img in a bwrap sandbox and refuses to start without it.
 ceph_pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common librados-dev librbd-dev pkg-config gcc qemu-utils qemu-block-extra uuid-runtime bubblewrap)
-glance_pkgs=(glance-api)
+# python3-rbd and python3-rados: the rbd store of glance_store (deploy/glance.sh GLANCE_STORE=rbd)
+# imports them, and glance-api does not depend on them.
+glance_pkgs=(glance-api python3-rbd python3-rados)
 chromium_pkgs=(chromium)
 # The library only: Debian's "keystone" package would add dbconfig-common questions, uwsgi and an
 # init script that serves on 5000; deploy/keystone.sh runs keystone-manage and the WSGI app itself.

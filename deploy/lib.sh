@@ -287,10 +287,21 @@ others_running() {
   return 1
 }
 
-# up SERVICE PATTERN: deploy/<SERVICE>.sh status prints a line matching PATTERN, i.e. its daemon
+# service SERVICE VERB: deploy/<SERVICE>.sh VERB, where SERVICE glance is glance.sh's file-store
+# instance and glance-rbd its rbd-store one (GLANCE_STORE=rbd, on GLANCE_RBD_PORT, default 9293;
+# its env file is $RUN/glance-rbd/env, which load_env glance-rbd reads).
+service() {
+  case "$1" in
+    glance) GLANCE_STORE="file" "$here/glance.sh" "${@:2}" ;;
+    glance-rbd) GLANCE_STORE=rbd GLANCE_PORT=${GLANCE_RBD_PORT:-9293} "$here/glance.sh" "${@:2}" ;;
+    *) "$here/$1.sh" "${@:2}" ;;
+  esac
+}
+
+# up SERVICE PATTERN: `service SERVICE status` prints a line matching PATTERN, i.e. its daemon
 # is up, healthy or not. One the caller did not start is never the caller's to stop.
 up() {
   local out
-  out=$("$here/$1.sh" status 2>/dev/null || true)
+  out=$(service "$1" status 2>/dev/null || true)
   grep -qE "$2" <<<"$out"
 }

@@ -5,12 +5,21 @@
 # public demo image and create two volumes from it (a cache miss, then a hit); then stay up until
 # interrupted and stop everything it started. .run/env (mode 0600) holds three API tokens: a
 # member of project demo, a member of demo2 and an operator (see write_run_env in lib.sh).
+# Glance keeps its images in a local directory; with IMAGEVOL_GLANCE_STORE=rbd it keeps them in
+# Ceph's images pool instead (deploy/glance.sh GLANCE_STORE=rbd, on GLANCE_RBD_PORT, default 9293),
+# as most Ceph clouds do. The worker connects to Ceph as client.imagevol either way.
 #
 # Usage: deploy/run.sh [--no-demo] [--detach]
 #   --no-demo  skip the demo image and volumes
 #   --detach   return once the stack is up (stop it later with `make stop`)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case "${IMAGEVOL_GLANCE_STORE:-file}" in
+  file) glance=glance ;;
+  rbd) glance='glance-rbd' ;;
+  *) say "IMAGEVOL_GLANCE_STORE is file or rbd, not '$IMAGEVOL_GLANCE_STORE'"; exit 2 ;;
+esac
 
 demo=1 detach=0
 for a in "$@"; do
@@ -31,8 +40,11 @@ stop_all() { "$here/stop.sh"; }
 trap 'rc=$?; say "start failed; stopping what was started"; stop_all; exit $rc' ERR
 
 "$here/ceph.sh" start
-"$here/glance.sh" start
-load_env ceph glance
+service "$glance" start
+# The ceph env exports the worker's user (IMAGEVOL_CEPH_USER=imagevol and its keyring).
+load_env ceph "$glance"
+# The stack and .run/env speak of the one Glance as GLANCE_URL.
+if [ "$glance" = glance-rbd ]; then export GLANCE_URL=$GLANCE_RBD_URL; fi
 
 write_run_env
 

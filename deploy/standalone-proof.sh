@@ -61,7 +61,7 @@ teardown() {
       say "leaving $s running: pid $other may be using it"
       continue
     fi
-    "$here/$s.sh" stop >/dev/null 2>&1 || true
+    service "$s" stop >/dev/null 2>&1 || true
     say "stopped $s"
   done
   [ "$rc" != 0 ] || [ "$failed" = 0 ] || rc=1
@@ -80,7 +80,7 @@ up ceph '^mon\.a running' || started+=(ceph)
 # start is idempotent; it also creates volumes2 on a cluster that was already running.
 CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start
 up glance 'pid [0-9]' || started+=(glance)
-"$here/glance.sh" start
+service glance start
 "$here/mariadb.sh" status >/dev/null 2>&1 || started+=(mariadb)
 "$here/mariadb.sh" start
 load_env ceph glance mariadb

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# stop.sh — `make stop`: stop what deploy/run.sh started (gateway, workers, Temporal, Glance, Ceph),
-# each by its pid file.
+# stop.sh — `make stop`: stop what deploy/run.sh started (gateway, workers, Temporal, Glance on its
+# file or rbd store, Ceph), each by its pid file.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -10,5 +10,6 @@ for f in "$RUN"/pids/*.pid; do
   case "$n" in gateway | worker-*) stop_bg "$n" ;; esac
 done
 stop_bg temporal
-"$here/glance.sh" stop || true
+service glance stop || true
+service glance-rbd stop || true
 "$here/ceph.sh" stop || true

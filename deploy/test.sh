@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# test.sh — `make test`: install what is missing, start Ceph, Glance, a MySQL-protocol server and
-# Keystone (each only if not already running), run vet and every test against them, and stop again
-# what this script started. One Ceph and one Glance serve all test packages; Temporal runs in-process
-# (temporaltest) in the one integration package; the standalone proof at the end runs Temporal's
-# own server on PostgreSQL.
+# test.sh — `make test`: install what is missing, start Ceph, Glance (one on a file store, one on
+# Ceph's images pool), a MySQL-protocol server and Keystone (each only if not already running), run
+# vet and every test against them, and stop again what this script started. One Ceph and the two
+# Glances serve all test packages; Temporal runs in-process (temporaltest) in the one integration
+# package; the standalone proof at the end runs Temporal's own server on PostgreSQL.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -20,18 +20,21 @@ export CEPH_POOLS=${CEPH_POOLS:-volumes volumes2}
 started=()
 cleanup() {
   local s
-  for s in "${started[@]}"; do "$here/$s.sh" stop >/dev/null 2>&1 || true; done
+  for s in "${started[@]}"; do service "$s" stop >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
-for s in ceph glance mariadb keystone; do
-  "$here/$s.sh" status >/dev/null 2>&1 || started+=("$s")
+# glance-rbd (Glance on Ceph's images pool, after Ceph) answers on GLANCE_RBD_PORT (9293).
+for s in ceph glance glance-rbd mariadb keystone; do
+  service "$s" status >/dev/null 2>&1 || started+=("$s")
   # start is idempotent: it also writes the env file of a service that was already up.
-  "$here/$s.sh" start
+  service "$s" start
 done
 # keystone's env is for e2e/keystone_test.go: KEYSTONE_URL, the test users' passwords and
 # project IDs, clouds.yaml
-load_env ceph glance mariadb keystone
+load_env ceph glance glance-rbd mariadb keystone
 export CEPH_CONF GLANCE_URL IMAGEVOL_TEST_DSN
+# Glance on RBD, the images pool, and the worker user that may not read that pool
+export GLANCE_RBD_URL CEPH_IMAGES_POOL IMAGEVOL_CEPH_NOIMAGES_USER IMAGEVOL_CEPH_NOIMAGES_KEYRING
 export GLANCE_STORE_DIR=$RUN/glance/images
 
 cd "$TOP"
