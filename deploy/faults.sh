@@ -130,6 +130,8 @@ cmd_down() {
 
 cmd_run() {
   local started=() rc=0 s
+  # one case at a time: its 1 GiB image in Glance's store, its volume and cache volume in Ceph
+  need_disk 4 "the fault suite"
   "$here/install-deps.sh" all
   make -C "$TOP" --no-print-directory build
   for s in ceph glance; do

@@ -165,7 +165,11 @@ EOF
 }
 
 write_env() {
-  printf 'export %s=%s\n' "$URL_VAR" "$URL" >"$DIR/env"
+  {
+    printf 'export %s=%s\n' "$URL_VAR" "$URL"
+    # its access log: the tests and the benchmark count the image downloads it served
+    [ "$STORE" = file ] || printf 'export GLANCE_RBD_LOG=%q\n' "$DIR/log/glance-api.log"
+  } >"$DIR/env"
 }
 
 cmd_start() {

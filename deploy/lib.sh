@@ -305,3 +305,14 @@ up() {
   out=$(service "$1" status 2>/dev/null || true)
   grep -qE "$2" <<<"$out"
 }
+
+# need_disk GIB WHAT: say how much room the file system of $RUN has, and stop with that as the
+# reason when it is less than GIB GiB: a store that fills up mid-run fails tests far from the cause
+# (Glance answers 413, an OSD stops writing).
+need_disk() {
+  local avail
+  mkdir -p "$RUN"
+  avail=$(df -Pk "$RUN" | awk 'NR == 2 { print int($4 / 1048576) }')
+  log "disk: ${avail} GiB free under $RUN ($2 needs about $1 GiB)"
+  [ "$avail" -ge "$1" ] || die "only ${avail} GiB free under $RUN; $2 needs about $1 GiB: free some space first"
+}

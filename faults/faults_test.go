@@ -174,6 +174,10 @@ func TestFaults(t *testing.T) {
 		if !ok && r.status == "" {
 			r.status = "failed"
 		}
+		// Each case holds a 1 GiB image in Glance's store and its volume and cache volume in
+		// Ceph: freed before the next case, so the run needs room for one case, not six.
+		t.Run(f.name+"-cleanup", func(t *testing.T) { cleanup(t, volumes, images) })
+		volumes, images = nil, nil
 	}
 }
 
