@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -275,7 +276,7 @@ func TestImageStoreDeletion(t *testing.T) {
 
 	t.Run("flattened cache", func(t *testing.T) {
 		host := "e2e-store-flat"
-		api, _ := storeHost(t, s, host, user, keyring, func(c *activities.Config) { c.ImageStoreFlattenCache = true })
+		api, acts := storeHost(t, s, host, user, keyring, func(c *activities.Config) { c.ImageStoreFlattenCache = true })
 		img := s.upload(t, "store-flat", "raw", data)
 		v := api.createVolume(img.ID, 1)
 		requireAvailable(t, v, models.CacheMiss)
@@ -292,10 +293,14 @@ func TestImageStoreDeletion(t *testing.T) {
 		if got := volumeSHA512(t, v.ID, int64(len(data))); got != sha512Hex(data) {
 			t.Fatal("the volume lost the image's bytes with the image")
 		}
-		// The image is gone: a new volume fails with ImageNotFound, and its lookup drops the entry.
-		v2 := api.waitVolume(api.startVolume(img.ID, 1, ""))
-		if v2.Status != models.StatusError || !strings.Contains(v2.Error, contract.ErrTypeImageNotFound) {
-			t.Fatalf("volume of a deleted image: %+v", v2)
+		// The image is gone: the gateway refuses a new volume of it, and the next lookup (a
+		// provision already accepted, a pre-warm) fails with ImageNotFound and drops the entry.
+		if code := api.call("POST", "/v1/volumes", `{"image_id":"`+img.ID+`","size_gb":1}`, nil); code != http.StatusBadRequest && code != http.StatusNotFound {
+			t.Fatalf("volume of a deleted image: HTTP %d", code)
+		}
+		_, err := acts.LookupCache(ctx, contract.LookupInput{VolumeID: "late", ImageID: img.ID, SizeGB: 1})
+		if !strings.Contains(fmt.Sprint(err), contract.ErrTypeImageNotFound) {
+			t.Fatalf("lookup of the deleted image: %v", err)
 		}
 		if es := entriesOf(t, host); len(es) != 0 {
 			t.Fatalf("entries of the deleted image left: %+v", es)
