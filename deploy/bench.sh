@@ -38,11 +38,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 up ceph '^mon\.a running' || started+=(ceph)
-# start is idempotent; it also creates volumes2 on a cluster that was already running.
-CEPH_POOLS="volumes volumes2" "$here/ceph.sh" start
+# start is idempotent; it also creates volumes2 and volumes3 on a cluster that was already running.
+CEPH_POOLS="volumes volumes2 volumes3" "$here/ceph.sh" start
 up glance 'pid [0-9]' || started+=(glance)
 service glance start
-load_env ceph glance
+# A Glance whose store is the cluster's images pool, for the miss that clones instead of downloading.
+up glance-rbd 'pid [0-9]' || started+=(glance-rbd)
+service glance-rbd start
+load_env ceph glance glance-rbd
 # Cache rows in MySQL (MariaDB) through gorm, as the engine is deployed, in a database of its own
 # made afresh for the run.
 "$here/mariadb.sh" status >/dev/null 2>&1 || started+=(mariadb)
@@ -67,7 +70,13 @@ bg worker-node2 "$BIN/imagevol-worker" --host node2 --pool volumes2
 # no quotas: the burst alone makes 50 volumes of one project
 bg gateway "$BIN/imagevol-gateway" --hosts node1,node2 --default-quota-volumes -1 --default-quota-gigabytes -1
 wait_http http://127.0.0.1:8776/healthz 60 gateway
-settle worker-node1 worker-node2 || exit 1
+# node3 (pool volumes3) reads its images from the Glance on RBD, behind a gateway of its own.
+GLANCE_URL=$GLANCE_RBD_URL bg worker-node3 "$BIN/imagevol-worker" --host node3 --pool volumes3
+GLANCE_URL=$GLANCE_RBD_URL bg gateway-store "$BIN/imagevol-gateway" --hosts node3 --listen 127.0.0.1:8777 \
+  --default-quota-volumes -1 --default-quota-gigabytes -1
+wait_http http://127.0.0.1:8777/healthz 60 gateway-store
+export IMAGEVOL_STORE_URL=http://127.0.0.1:8777 GLANCE_RBD_URL GLANCE_RBD_LOG
+settle worker-node1 worker-node2 worker-node3 || exit 1
 if ! tr '\0' ' ' <"/proc/$(pid_of gateway)/cmdline" | grep -q 'node2'; then
   say "warning: the gateway was already running and was not started with --hosts node1,node2; the burst may not reach node2"
 fi

@@ -7,7 +7,7 @@ set -euo pipefail
 for f in "$RUN"/pids/*.pid; do
   [ -e "$f" ] || continue
   n=$(basename "$f" .pid)
-  case "$n" in gateway | worker-*) stop_bg "$n" ;; esac
+  case "$n" in gateway | gateway-* | worker-*) stop_bg "$n" ;; esac
 done
 stop_bg temporal
 service glance stop || true
