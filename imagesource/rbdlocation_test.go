@@ -11,9 +11,9 @@ func TestParseRBDLocation(t *testing.T) {
 	}{
 		{"rbd://" + fsid + "/images/abc/snap", RBDLocation{fsid, "images", "abc", "snap"}, true},
 		{"rbd://" + fsid + "/my%20pool/abc/snap", RBDLocation{fsid, "my pool", "abc", "snap"}, true},
-		{"rbd://images/abc", RBDLocation{}, false},                  // no fsid or snapshot
-		{"rbd://" + fsid + "/images/abc", RBDLocation{}, false},     // no snapshot
-		{"rbd://" + fsid + "/images//snap", RBDLocation{}, false},   // empty image
+		{"rbd://images/abc", RBDLocation{}, false},                // no fsid or snapshot
+		{"rbd://" + fsid + "/images/abc", RBDLocation{}, false},   // no snapshot
+		{"rbd://" + fsid + "/images//snap", RBDLocation{}, false}, // empty image
 		{"rbd://" + fsid + "/ns/images/abc/snap", RBDLocation{}, false},
 		{"rbd://" + fsid + "/images/a%2Fb/snap", RBDLocation{}, false}, // a slash inside a name
 		{"rbd://" + fsid + "/images/abc/snap%00", RBDLocation{}, false},
