@@ -105,6 +105,13 @@ func startHostOn(t *testing.T, store *models.Store, cfg activities.Config, opts 
 		Store: store, Storage: stack.ceph, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(logTo, nil)),
 	}
+	runWorkers(t, acts, opts)
+	return acts
+}
+
+// runWorkers starts the workers of acts' host on the test's Temporal until the test ends.
+func runWorkers(t *testing.T, acts *activities.Activities, opts worker.Options) {
+	t.Helper()
 	ws, err := worker.Start(stack.temporal, acts, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +121,6 @@ func startHostOn(t *testing.T, store *models.Store, cfg activities.Config, opts 
 			w.Stop()
 		}
 	})
-	return acts
 }
 
 // testToken acts for project-e2e as an admin: the tests that use it operate the cache too.
@@ -147,8 +153,14 @@ func newGatewayTimeout(t *testing.T, timeout time.Duration, hosts ...string) *ap
 // newGatewayOn is newGateway on the given database, with the given provision deadline.
 func newGatewayOn(t *testing.T, store *models.Store, timeout time.Duration, hosts ...string) *apiClient {
 	t.Helper()
+	return newGatewayReading(t, store, stack.glance, timeout, hosts...)
+}
+
+// newGatewayReading is newGatewayOn reading images from the given image service.
+func newGatewayReading(t *testing.T, store *models.Store, images imagesource.Source, timeout time.Duration, hosts ...string) *apiClient {
+	t.Helper()
 	gw := &starter.Gateway{
-		Store: store, Temporal: stack.temporal, Images: stack.glance,
+		Store: store, Temporal: stack.temporal, Images: images,
 		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, TokenRoles: testRoles, Hosts: hosts,
 		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
 		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),

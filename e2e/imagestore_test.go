@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +74,21 @@ func (s rbdStore) downloads(t *testing.T, imageID string) int {
 	return strings.Count(string(b), "GET /v2/images/"+imageID+"/file")
 }
 
+// downloadedMiss makes a volume of the image, which must miss the cache and be downloaded once,
+// for the given reason.
+func (s rbdStore) downloadedMiss(t *testing.T, api *apiClient, imageID, reason string) starter.VolumeView {
+	t.Helper()
+	v := api.createVolume(imageID, 1)
+	requireAvailable(t, v, models.CacheMiss)
+	if v.CacheReason != reason {
+		t.Fatalf("cache_reason %q, want %s", v.CacheReason, reason)
+	}
+	if n := s.downloads(t, imageID); n != 1 {
+		t.Fatalf("image %s downloaded %d times, want once", imageID, n)
+	}
+	return v
+}
+
 // storeHost runs a storage host whose worker reads images from the Glance on RBD and connects to
 // Ceph as the given Ceph user, and a gateway placing volumes on it.
 func storeHost(t *testing.T, s rbdStore, name, cephUser, keyring string, edit func(*activities.Config)) (*apiClient, *activities.Activities) {
@@ -93,24 +107,8 @@ func storeHost(t *testing.T, s rbdStore, name, cephUser, keyring string, edit fu
 		Store: stack.store, Storage: cluster, Images: s.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FSID: stack.fsid,
 	}
-	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, w := range ws {
-			w.Stop()
-		}
-	})
-	gw := &starter.Gateway{
-		Store: stack.store, Temporal: stack.temporal, Images: s.glance,
-		Tokens: map[string]string{testToken: "project-e2e", adminToken: "admin"}, TokenRoles: testRoles, Hosts: []string{name},
-		UIURL: "http://127.0.0.1:8233", Namespace: stack.namespace,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ProvisionTimeout: 10 * time.Minute,
-	}
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
-	return &apiClient{t: t, base: srv.URL}, acts
+	runWorkers(t, acts, worker.Options{})
+	return newGatewayReading(t, stack.store, s.glance, 10*time.Minute, name), acts
 }
 
 func sha512Hex(b []byte) string {
@@ -171,14 +169,7 @@ func TestImageStoreClone(t *testing.T) {
 		t.Fatal(err)
 	}
 	qimg := s.upload(t, "store-qcow2", "qcow2", qb)
-	qv := api.createVolume(qimg.ID, 1)
-	requireAvailable(t, qv, models.CacheMiss)
-	if qv.CacheReason != contract.ReasonStoreNotRaw {
-		t.Fatalf("cache_reason %q, want %s", qv.CacheReason, contract.ReasonStoreNotRaw)
-	}
-	if n := s.downloads(t, qimg.ID); n != 1 {
-		t.Fatalf("the qcow2 image was downloaded %d times, want once", n)
-	}
+	qv := s.downloadedMiss(t, api, qimg.ID, contract.ReasonStoreNotRaw)
 	if got := volumeSHA512(t, qv.ID, 8*mib); got != sha512Hex(data[:8*mib]) {
 		t.Fatal("the converted volume does not hold the disk's bytes")
 	}
@@ -212,14 +203,7 @@ func TestImageStoreFallbacks(t *testing.T) {
 			}
 			data := imageBytes(12*mib, uint64(210+i), 2)
 			img := s.upload(t, "store-fallback", "raw", data)
-			v := api.createVolume(img.ID, 1)
-			requireAvailable(t, v, models.CacheMiss)
-			if v.CacheReason != tc.reason {
-				t.Fatalf("cache_reason %q, want %s", v.CacheReason, tc.reason)
-			}
-			if n := s.downloads(t, img.ID); n != 1 {
-				t.Fatalf("downloaded %d times, want once", n)
-			}
+			v := s.downloadedMiss(t, api, img.ID, tc.reason)
 			es := entriesOf(t, tc.host)
 			if len(es) != 1 || es[0].CloneDepth != 0 || stat(t, contract.RBDName(es[0].VolumeID)).Parent != nil {
 				t.Fatalf("entries %+v: want one cache volume holding its data", es)

@@ -79,15 +79,7 @@ func startRecordedHost(t *testing.T, cfg activities.Config) *recordingStorage {
 		Store: stack.store, Storage: rec, Images: stack.glance, Temporal: stack.temporal, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	ws, err := worker.Start(stack.temporal, acts, worker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, w := range ws {
-			w.Stop()
-		}
-	})
+	runWorkers(t, acts, worker.Options{})
 	return rec
 }
 
