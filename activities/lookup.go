@@ -17,23 +17,40 @@ import (
 // this host first, then on any other host of the same Ceph cluster (a clone can cross pools).
 // Entries of an image that is gone, deactivated or whose content changed are evicted on the way.
 func (a *Activities) LookupCache(ctx context.Context, in contract.LookupInput) (contract.LookupResult, error) {
+	res, entry, err := a.lookup(ctx, in)
+	if err != nil || entry == nil {
+		return res, err
+	}
+	if err := a.Store.TouchCacheEntry(ctx, entry.ID, time.Now().UTC()); err != nil {
+		return contract.LookupResult{}, err
+	}
+	if !in.Prewarm {
+		a.count(ctx, models.CacheStat{Hits: 1})
+	}
+	res.Hit, res.Entry = true, refOf(entry)
+	return res, nil
+}
+
+// lookup is LookupCache without a hit's bookkeeping: the plan, and the ready entry to clone from
+// (nil on a miss, which it counts).
+func (a *Activities) lookup(ctx context.Context, in contract.LookupInput) (contract.LookupResult, *models.CacheEntry, error) {
 	img, err := a.imageOf(ctx, in)
 	switch {
 	case errors.Is(err, imagesource.ErrNotFound):
 		a.invalidateImage(ctx, in.ImageID)
-		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNotFound, "image %s not found", in.ImageID)
+		return contract.LookupResult{}, nil, nonRetryable(contract.ErrTypeImageNotFound, "image %s not found", in.ImageID)
 	case err != nil:
-		return contract.LookupResult{}, err
+		return contract.LookupResult{}, nil, err
 	case img.Status != imagesource.StatusActive:
 		a.invalidateImage(ctx, in.ImageID)
-		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
+		return contract.LookupResult{}, nil, nonRetryable(contract.ErrTypeImageNotActive, "image %s is %s, not active", in.ImageID, img.Status)
 	case img.ContentHash() == "":
-		return contract.LookupResult{}, nonRetryable(contract.ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
+		return contract.LookupResult{}, nil, nonRetryable(contract.ErrTypeImageNoHash, "image %s publishes no checksum to verify its data against", in.ImageID)
 	case !in.Prewarm && models.ExceedsGiB(img.VirtualSize, int64(in.SizeGB)):
-		return contract.LookupResult{}, nonRetryable(contract.ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
+		return contract.LookupResult{}, nil, nonRetryable(contract.ErrTypeVolumeTooSmall, "image %s needs %d bytes, the volume has %d GiB", in.ImageID, img.VirtualSize, in.SizeGB)
 	}
 	if _, err := ShouldFlatten(a.Config.FlattenPolicy, 1); err != nil {
-		return contract.LookupResult{}, nonRetryable(contract.ErrTypeUnsupported, "%v", err)
+		return contract.LookupResult{}, nil, nonRetryable(contract.ErrTypeUnsupported, "%v", err)
 	}
 	res := contract.LookupResult{
 		Image: contract.ImageRef{
@@ -46,11 +63,11 @@ func (a *Activities) LookupCache(ctx context.Context, in contract.LookupInput) (
 	}
 	if !a.Config.ImageVolumeCacheEnabled {
 		res.Reason = contract.ReasonDisabled
-		return res, nil
+		return res, nil, nil
 	}
 	entries, err := a.Store.ListEntriesOfImage(ctx, img.ID)
 	if err != nil {
-		return contract.LookupResult{}, err
+		return contract.LookupResult{}, nil, err
 	}
 	// A new upload under the same image id is new content: its old entries are stale.
 	a.invalidate(ctx, entries, res.Image.ContentHash)
@@ -58,27 +75,20 @@ func (a *Activities) LookupCache(ctx context.Context, in contract.LookupInput) (
 	// provision then looks again.
 	entry, err := a.pickReady(ctx, entries, res.Image.ContentHash, false)
 	if err != nil {
-		return contract.LookupResult{}, err
+		return contract.LookupResult{}, nil, err
 	}
 	if entry != nil {
-		if err := a.Store.TouchCacheEntry(ctx, entry.ID, time.Now().UTC()); err != nil {
-			return contract.LookupResult{}, err
-		}
-		if !in.Prewarm {
-			a.count(ctx, models.CacheStat{Hits: 1})
-		}
-		res.Hit, res.Entry = true, refOf(entry)
-		return res, nil
+		return res, entry, nil
 	}
 	if !in.Prewarm {
 		a.count(ctx, models.CacheStat{Misses: 1})
 	}
 	if max := int64(a.Config.ImageVolumeCacheMaxSizeGB); max > 0 && models.ExceedsGiB(cacheBytes(res.Image), max) {
 		res.Reason = contract.ReasonTooBig
-		return res, nil
+		return res, nil, nil
 	}
 	res.Cacheable = true
-	return res, nil
+	return res, nil, nil
 }
 
 // imageMaxAge is how long image metadata read by the gateway is trusted without a new read.

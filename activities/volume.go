@@ -106,7 +106,11 @@ func (a *Activities) FlattenVolume(ctx context.Context, in contract.ImageName) e
 // RemoveImage deletes an image and its staging image; missing ones are not errors. It is the
 // compensation of every step that creates an image. A busy image (open by a client, or with
 // clones) goes to the RBD trash instead and is recorded, so that reconcile purges it once free.
+// An empty pool is this host's own.
 func (a *Activities) RemoveImage(ctx context.Context, in contract.ImageName) error {
+	if in.Pool == "" {
+		in.Pool = a.Config.Pool
+	}
 	for _, name := range []string{contract.StagingName(in.Name), in.Name} {
 		if err := a.removeOrTrash(ctx, in.Pool, name); err != nil {
 			return err

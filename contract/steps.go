@@ -194,6 +194,28 @@ type CloneInput struct {
 	Name  string
 }
 
+// HitInput asks a storage host to make a volume from its cache in one step: look the cache up
+// and, on a hit, clone, grow and mark the volume available (Activities.ProvisionFromCache).
+type HitInput struct {
+	Lookup    LookupInput
+	Name      string // the volume's RBD image, in the host's pool
+	SizeBytes int64
+	// MaxLookups bounds how often the step looks again after the entry it was about to clone
+	// from was evicted.
+	MaxLookups int
+}
+
+// HitResult is the plan of the lookup and, with Done, a volume made from the cache: cloned from
+// Plan.Entry, grown, and recorded available (with Flatten pending when the policy asks for it).
+type HitResult struct {
+	Plan  LookupResult
+	Done  bool
+	Depth int // the volume's clone depth, when Done
+	// Evicted: every entry found was evicted before its clone; the volume is to be made
+	// without the cache.
+	Evicted bool `json:",omitempty"`
+}
+
 // ResizeInput grows an image to SizeBytes (never shrinks it).
 type ResizeInput struct {
 	Pool      string

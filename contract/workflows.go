@@ -111,12 +111,15 @@ const (
 	PhaseNotCached   = "not_cached"
 )
 
-// ProvisionOptions start the provision of a volume. Its ID is the volume's, and may be used
-// again only after a failed run: a retry.
-func ProvisionOptions(volumeID string) client.StartWorkflowOptions {
+// ProvisionOptions start the provision of a volume made on host. Its ID is the volume's, and may
+// be used again only after a failed run: a retry. It runs on the host's own queue, whose workers
+// run its workflow tasks as well as its steps: a cache hit is then one local step of a workflow
+// task there, with no task dispatched in between, and the steps of a miss are handed to the
+// worker that schedules them (eager activity dispatch).
+func ProvisionOptions(volumeID, host string) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                    volumeID,
-		TaskQueue:             WorkflowQueue,
+		TaskQueue:             HostQueue(host),
 		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
 	}
 }

@@ -90,3 +90,50 @@ func TestLeaseSurvivesTokenMigration(t *testing.T) {
 		})
 	}
 }
+
+// A hit's lease counts the hit on its entry and in the host's counters in the same transaction,
+// is refused on an entry that is not ready, and is released with the volume's row update.
+func TestLeaseForHit(t *testing.T) {
+	for dialect, s := range openStores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now().UTC().Truncate(time.Second)
+			e := &CacheEntry{Host: "h", Pool: "p", ImageID: "img", ImageUpdatedAt: now, ContentHash: "sha512:aa",
+				VolumeID: "vol", SizeBytes: 1, LastUsed: now, State: EntryReady}
+			if err := s.InsertCacheEntry(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateVolume(ctx, &Volume{ID: "user", ProjectID: "p", SizeGB: 1, Status: StatusCreating}); err != nil {
+				t.Fatal(err)
+			}
+			token, err := s.LeaseCacheEntryForHit(ctx, e.ID, "p/volume-user", "h", now.Add(time.Second), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.GetCacheEntry(ctx, e.ID); got.Hits != 1 || !got.LastUsed.Equal(now.Add(time.Second)) {
+				t.Fatalf("entry after the hit's lease: %+v", got)
+			}
+			if st, _ := s.Stats(ctx); len(st) != 1 || st[0].Hits != 1 {
+				t.Fatalf("stats %+v", st)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); !errors.Is(err, ErrLeased) {
+				t.Fatalf("eviction under the lease: %v", err)
+			}
+			if err := s.FinishHit(ctx, "user", map[string]any{"status": StatusAvailable}, e.ID, token); err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := s.GetVolume(ctx, "user"); v.Status != StatusAvailable {
+				t.Fatalf("volume %+v", v)
+			}
+			if err := s.BeginEvict(ctx, e.ID, now, false); err != nil {
+				t.Fatalf("eviction once the hit is done: %v", err)
+			}
+			if _, err := s.LeaseCacheEntryForHit(ctx, e.ID, "p/volume-other", "h", now, time.Minute); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("lease of an entry being evicted: %v", err)
+			}
+			if st, _ := s.Stats(ctx); st[0].Hits != 1 {
+				t.Fatalf("a refused lease counted a hit: %+v", st)
+			}
+		})
+	}
+}

@@ -125,14 +125,14 @@ func TestMalformedGlobalRequestIDIgnored(t *testing.T) {
 // A provision's run carries the ID of the request that started it in its memo.
 func TestProvisionOptionsMemo(t *testing.T) {
 	r := withRequestID(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/v3/p/volumes", nil))
-	opts := provisionOptions(r.Context(), "vol-1")
-	if opts.ID != "vol-1" || opts.TaskQueue != contract.WorkflowQueue {
+	opts := provisionOptions(r.Context(), "vol-1", "node1")
+	if opts.ID != "vol-1" || opts.TaskQueue != contract.HostQueue("node1") {
 		t.Fatalf("options %+v are not contract.ProvisionOptions'", opts)
 	}
 	if got := opts.Memo[contract.MemoRequestID]; got != RequestIDOf(r.Context()) || got == "" {
 		t.Fatalf("memo %v, want %s: %s", opts.Memo, contract.MemoRequestID, RequestIDOf(r.Context()))
 	}
-	if opts := provisionOptions(context.Background(), "vol-2"); opts.Memo != nil {
+	if opts := provisionOptions(context.Background(), "vol-2", "node1"); opts.Memo != nil {
 		t.Fatalf("memo %v outside a request", opts.Memo)
 	}
 }

@@ -86,7 +86,7 @@ func (g *Gateway) retry(ctx context.Context, v *models.Volume) (string, error) {
 	// A retry has the whole timeout again.
 	in.Deadline = g.deadline(time.Now())
 
-	opts := provisionOptions(ctx, wfID)
+	opts := provisionOptions(ctx, wfID, in.Host)
 	if attrs != nil {
 		// The untyped map takes the recorded payloads as they are (type metadata included); the
 		// typed one would need every attribute's type known here.

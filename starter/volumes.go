@@ -135,7 +135,7 @@ func (g *Gateway) createFrom(ctx context.Context, project string, req CreateVolu
 	if err := g.Store.CreateVolumeWithin(ctx, v, func(u models.ProjectUsage) error { return limits.check(project, u, int64(req.SizeGB)) }); err != nil {
 		return nil, err
 	}
-	opts := provisionOptions(ctx, id)
+	opts := provisionOptions(ctx, id, host)
 	opts.TypedSearchAttributes = contract.ProvisionSearch(img.ID, host, project)
 	_, err = g.Temporal.ExecuteWorkflow(ctx, opts, contract.CreateVolumeWorkflow, contract.CreateVolumeInput{
 		VolumeID: id, ImageID: img.ID, SizeGB: req.SizeGB, Host: host, Image: &img, ImageRead: read,
@@ -378,8 +378,8 @@ func (g *Gateway) deleteVolume(w http.ResponseWriter, r *http.Request) {
 
 // provisionOptions are contract.ProvisionOptions with the ID of the request of ctx, if any, in
 // the run's memo.
-func provisionOptions(ctx context.Context, workflowID string) client.StartWorkflowOptions {
-	opts := contract.ProvisionOptions(workflowID)
+func provisionOptions(ctx context.Context, workflowID, host string) client.StartWorkflowOptions {
+	opts := contract.ProvisionOptions(workflowID, host)
 	if id := RequestIDOf(ctx); id != "" {
 		opts.Memo = map[string]any{contract.MemoRequestID: id}
 	}

@@ -1,6 +1,7 @@
 // Package worker runs imagevol's Temporal workers for one storage host: one polls the host's own
-// task queue for the steps that touch its Ceph pool; one polls the shared queue for workflow
-// tasks (and runs their local activities).
+// task queue for the steps that touch its Ceph pool and for the workflow tasks of the provisions
+// made on the host; one polls the shared queue for every other workflow task (and runs their
+// local activities).
 //
 // Of imagevol's packages it may import activities, workflows, contract, config, models, metrics and
 // storage/rbd.
@@ -59,17 +60,19 @@ func Start(c client.Client, acts *activities.Activities, opts Options) ([]sdkwor
 		steps = append(steps, i)
 	}
 	machine, _ := os.Hostname()
+	// The host's queue carries its steps and the workflow tasks of the provisions made on it
+	// (contract.ProvisionOptions), whose local steps then run here, next to the pool.
 	host := sdkworker.New(c, contract.HostQueue(acts.Config.Host), sdkworker.Options{
 		// Names host, machine and process, so that a successor can take over after a crash.
 		Identity:                           HostIdentity(acts.Config.Host, machine, os.Getpid(), opts.CephAddr),
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
-		DisableWorkflowWorker:              true,
 		// Send a download's progress (its resume point) at least every second, not every
 		// 80% of the heartbeat timeout: a crash then loses at most a second of work.
 		MaxHeartbeatThrottleInterval: time.Second,
 		Interceptors:                 steps,
 		WorkerStopTimeout:            StopTimeout,
 	})
+	RegisterWorkflows(host)
 	host.RegisterActivity(acts)
 
 	shared := sdkworker.New(c, contract.WorkflowQueue, sdkworker.Options{LocalActivityWorkerOnly: true, Interceptors: steps, WorkerStopTimeout: StopTimeout})

@@ -38,6 +38,9 @@ var (
 	quickStep = workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 	dataStep  = workflow.ActivityOptions{StartToCloseTimeout: 4 * time.Hour, HeartbeatTimeout: 6 * time.Second, RetryPolicy: retry}
 	localStep = workflow.LocalActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
+	// hitStep is the hit's one local step on the host: a host step's attempts and retries (a
+	// local step's retries otherwise end with its first 30 s).
+	hitStep = workflow.LocalActivityOptions{ScheduleToCloseTimeout: 5 * time.Minute, StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry}
 )
 
 // versionWaitCancelledSteps is the change after which a cancelled provision waits for its
@@ -52,6 +55,11 @@ const versionFilledBy = "memo-filled-by"
 // snapshot (contract.ImageRef.DirectURL) is cloned from there when it can be, before any
 // download. Only runs of such images issue the new step.
 const versionStoreClone = "image-store-clone"
+
+// versionHitStep is the change after which a provision started on its storage host's own task
+// queue makes a cache hit in one local step there (activities.ProvisionFromCache). Runs on the
+// shared queue, all those recorded before it among them, keep their separate steps.
+const versionHitStep = "hit-step"
 
 // maxLookups bounds how often a provision looks the cache up again after the entry it was
 // about to clone from was evicted.
@@ -77,16 +85,19 @@ func CreateVolumeFromImage(ctx workflow.Context, in contract.CreateVolumeInput) 
 		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("volume size %d GiB: %v", in.SizeGB, sizeErr), contract.ErrTypeInvalidSize, sizeErr)
 	}
 	// 1-6. The volume's content: a clone of the cache or of the image service's RBD snapshot
-	// (depth: how many clone levels deep), or the image imported into it (depth 0).
+	// (depth: how many clone levels deep), or the image imported into it (depth 0). A hit in
+	// one step has done 7 and 8 too.
 	depth, err := p.content(ctx)
 	if err != nil {
 		return res, err
 	}
 	// 7. Extend to the requested size.
-	if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.ExtendVolume, contract.ResizeInput{
-		Pool: p.plan.Pool, Name: p.volume, SizeBytes: p.sizeBytes,
-	}).Get(ctx, nil); err != nil {
-		return res, err
+	if !p.hitDone {
+		if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.ExtendVolume, contract.ResizeInput{
+			Pool: p.plan.Pool, Name: p.volume, SizeBytes: p.sizeBytes,
+		}).Get(ctx, nil); err != nil {
+			return res, err
+		}
 	}
 	// 8. Available, then the optional flatten.
 	return res, p.finish(ctx, depth)
@@ -100,10 +111,13 @@ type provision struct {
 	res        *contract.CreateVolumeResult
 	signalFill bool // wait on a fill by signal (runs recorded before: in JoinFill)
 	filledBy   bool // name the fill the volume was cloned from in the memo (MemoFilledBy)
+	hitStep    bool // look up, and make a hit, in one local step on the host (versionHitStep)
+	hitDone    bool // that step made the volume: cloned, grown and recorded available
 	host       workflow.Context
 	hostData   workflow.Context
 	local      workflow.Context
-	volume     string // the volume's RBD image
+	hostLocal  workflow.Context // the hit step's, on the host's own worker
+	volume     string           // the volume's RBD image
 	sizeBytes  int64
 	plan       contract.LookupResult // the last lookup's
 }
@@ -112,18 +126,28 @@ type provision struct {
 // they issued: the version markers come first, in this order.
 func newProvision(ctx workflow.Context, in contract.CreateVolumeInput, res *contract.CreateVolumeResult) (*provision, error) {
 	p := &provision{in: in, res: res, volume: contract.RBDName(in.VolumeID)}
-	p.signalFill = workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
 	hostOpts, dataOpts := withQueue(quickStep, contract.HostQueue(in.Host)), withQueue(dataStep, contract.HostQueue(in.Host))
-	if workflow.GetVersion(ctx, versionWaitCancelledSteps, workflow.DefaultVersion, 1) == 1 {
-		// A cancelled step that makes the volume's image (a clone does not heartbeat, so it
-		// never hears of the cancel) is waited for: the compensation that removes the image must
-		// not run before the step is done creating it.
+	// Only a run on the host's own queue has its local steps on the host: no run recorded
+	// before versionHitStep is there, and every earlier change applies to those after it, so
+	// they record one marker instead of four.
+	if workflow.GetInfo(ctx).TaskQueueName == contract.HostQueue(in.Host) &&
+		workflow.GetVersion(ctx, versionHitStep, workflow.DefaultVersion, 1) == 1 {
+		p.hitStep, p.signalFill, p.filledBy = true, true, true
 		hostOpts.WaitForCancellation, dataOpts.WaitForCancellation = true, true
+	} else {
+		p.signalFill = workflow.GetVersion(ctx, versionFillSignals, workflow.DefaultVersion, 1) == 1
+		if workflow.GetVersion(ctx, versionWaitCancelledSteps, workflow.DefaultVersion, 1) == 1 {
+			// A cancelled step that makes the volume's image (a clone does not heartbeat, so it
+			// never hears of the cancel) is waited for: the compensation that removes the image
+			// must not run before the step is done creating it.
+			hostOpts.WaitForCancellation, dataOpts.WaitForCancellation = true, true
+		}
+		p.filledBy = workflow.GetVersion(ctx, versionFilledBy, workflow.DefaultVersion, 1) == 1
 	}
-	p.filledBy = workflow.GetVersion(ctx, versionFilledBy, workflow.DefaultVersion, 1) == 1
 	p.host = workflow.WithActivityOptions(ctx, hostOpts)
 	p.hostData = workflow.WithActivityOptions(ctx, dataOpts)
 	p.local = workflow.WithLocalActivityOptions(ctx, localStep)
+	p.hostLocal = workflow.WithLocalActivityOptions(ctx, hitStep)
 	var err error
 	p.sizeBytes, err = models.GiBToBytes(int64(in.SizeGB))
 	return p, err
@@ -140,12 +164,33 @@ func (p *provision) setState(ctx workflow.Context, u contract.VolumeUpdate) erro
 // service's snapshot) or of the image service's snapshot.
 func (p *provision) content(ctx workflow.Context) (depth int, err error) {
 	in, res := p.in, p.res
+	lookupIn := contract.LookupInput{VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead}
+	first := 1
+	if p.hitStep {
+		// 1 (and on a hit 6-8). Lookup cache, and make a hit right away, in one local step.
+		var hit contract.HitResult
+		if err := workflow.ExecuteLocalActivity(boundLocal(p.hostLocal, in.Deadline), p.a.ProvisionFromCache, contract.HitInput{
+			Lookup: lookupIn, Name: p.volume, SizeBytes: p.sizeBytes, MaxLookups: maxLookups,
+		}).Get(ctx, &hit); err != nil {
+			return 0, err
+		}
+		p.plan = hit.Plan
+		switch {
+		case hit.Done:
+			res.Cache, res.CacheReason, p.hitDone = models.CacheHit, p.plan.Reason, true
+			return hit.Depth, nil
+		case hit.Evicted:
+			return p.withoutCache(ctx)
+		}
+		// A miss: on with this lookup's plan.
+		first = 2
+	}
 	for lookup := 1; ; lookup++ {
 		// 1. Lookup cache.
-		if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.LookupCache, contract.LookupInput{
-			VolumeID: in.VolumeID, ImageID: in.ImageID, SizeGB: in.SizeGB, Image: in.Image, ImageRead: in.ImageRead,
-		}).Get(ctx, &p.plan); err != nil {
-			return 0, err
+		if lookup >= first {
+			if err := workflow.ExecuteActivity(bound(p.host, in.Deadline), p.a.LookupCache, lookupIn).Get(ctx, &p.plan); err != nil {
+				return 0, err
+			}
 		}
 		var source *contract.EntryRef // the cache entry to clone from, if any
 		res.Cache, res.CacheReason = models.CacheNotCached, p.plan.Reason
@@ -184,13 +229,17 @@ func (p *provision) content(ctx workflow.Context) (depth int, err error) {
 			// Evicted between lookup and clone: look again (another fill, or another entry).
 			continue
 		}
-		// The cache keeps losing this image to eviction: make the volume without it.
-		res.Cache, res.CacheReason = models.CacheNotCached, contract.ReasonEvicted
-		if err := p.showCache(ctx); err != nil {
-			return 0, err
-		}
-		return importInto(p.hostData, in.Deadline, p.plan, p.volume, p.sizeBytes, false, res, nil)
+		return p.withoutCache(ctx)
 	}
+}
+
+// withoutCache makes the volume without the cache, which keeps losing its image to eviction.
+func (p *provision) withoutCache(ctx workflow.Context) (int, error) {
+	p.res.Cache, p.res.CacheReason = models.CacheNotCached, contract.ReasonEvicted
+	if err := p.showCache(ctx); err != nil {
+		return 0, err
+	}
+	return importInto(p.hostData, p.in.Deadline, p.plan, p.volume, p.sizeBytes, false, p.res, nil)
 }
 
 // showCache records the cache result so far, and where the volume is made.
@@ -255,10 +304,12 @@ func (p *provision) finish(ctx workflow.Context, depth int) error {
 	if flatten {
 		pending = models.FlattenPending
 	}
-	if err := p.setState(ctx, contract.VolumeUpdate{
-		Status: models.StatusAvailable, Flatten: pending, Cache: res.Cache, CacheReason: res.CacheReason, Host: p.in.Host, Pool: p.plan.Pool,
-	}); err != nil {
-		return err
+	if !p.hitDone { // a hit's step recorded it already
+		if err := p.setState(ctx, contract.VolumeUpdate{
+			Status: models.StatusAvailable, Flatten: pending, Cache: res.Cache, CacheReason: res.CacheReason, Host: p.in.Host, Pool: p.plan.Pool,
+		}); err != nil {
+			return err
+		}
 	}
 	phase(ctx, contract.PhaseAvailable, res.Cache)
 	if !flatten {
@@ -283,7 +334,8 @@ func (p *provision) compensate(ctx workflow.Context, err error) error {
 	err = pastDeadline(ctx, p.in.Deadline, err)
 	cctx, _ := workflow.NewDisconnectedContext(ctx)
 	chost := workflow.WithActivityOptions(cctx, withQueue(shortStep, contract.HostQueue(p.in.Host)))
-	if p.plan.Pool != "" {
+	if p.plan.Pool != "" || p.hitStep {
+		// A failed hit step returns no plan: an empty pool is the host's own.
 		if cerr := workflow.ExecuteActivity(chost, p.a.RemoveImage, contract.ImageName{Pool: p.plan.Pool, Name: p.volume}).Get(cctx, nil); cerr != nil {
 			workflow.GetLogger(ctx).Error("compensation: remove volume image failed", "error", cerr)
 		}

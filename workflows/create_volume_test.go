@@ -53,10 +53,22 @@ func (h *harness) checkFailed(volumeID string, err error, want string) {
 	}
 }
 
+// queues are where a provision may run: on its host's queue, as the gateway starts it (a hit is
+// one local step there), or on the shared queue, as gateways before that started it (a hit is
+// separate steps; such runs may still be in flight during an upgrade).
+var queues = map[string]string{"host": contract.HostQueue(host), "shared": contract.WorkflowQueue}
+
 // A miss fills the cache once (download, import, snapshot) and clones the volume from it; the
 // next provision of the image is a hit that clones from the same entry without a download.
 func TestProvisionMissThenHit(t *testing.T) {
+	for name, queue := range queues {
+		t.Run(name, func(t *testing.T) { testProvisionMissThenHit(t, queue) })
+	}
+}
+
+func testProvisionMissThenHit(t *testing.T, queue string) {
 	h := newHarness(t, nil)
+	h.queue = queue
 	data := h.image("img", imageSize)
 
 	res, err := h.provision("vol-1", "img", 1, nil, nil)
@@ -254,9 +266,11 @@ func TestProvisionCacheVolumeGone(t *testing.T) {
 }
 
 // An entry evicted between the lookup and the clone (by an operator here) cannot be leased: the
-// provision looks again, fills the cache anew and clones from the new entry.
+// provision looks again, fills the cache anew and clones from the new entry. (A hit in one step
+// has no such window between steps: activities.TestProvisionFromCacheEvicted.)
 func TestProvisionEvictedUnderTheClone(t *testing.T) {
 	h := newHarness(t, nil)
+	h.queue = contract.WorkflowQueue
 	data := h.image("img", imageSize)
 	if _, err := h.provision("vol-1", "img", 1, nil, nil); err != nil {
 		t.Fatal(err)
@@ -338,7 +352,16 @@ func TestProvisionEvictedEveryTime(t *testing.T) {
 // ProvisionDeadlineExceeded, naming the step and its last error. (The test environment caps a
 // step's unlimited retries at 10 attempts, some 2.5 minutes of backoff: the deadline is within.)
 func TestProvisionDeadlineExceeded(t *testing.T) {
+	// The step that failed, as the error names it: Temporal's test environment names a local
+	// step by its registered function's wrapper, not by its type as the server does.
+	for name, step := range map[string]string{"host": "func1", "shared": "LookupCache"} {
+		t.Run(name, func(t *testing.T) { testProvisionDeadlineExceeded(t, queues[name], step) })
+	}
+}
+
+func testProvisionDeadlineExceeded(t *testing.T, queue, step string) {
 	h := newHarness(t, nil)
+	h.queue = queue
 	h.image("img", imageSize)
 	h.images.Hook(func(string, string) error { return imagesource.ErrUnavailable })
 	var env *testsuite.TestWorkflowEnvironment
@@ -347,7 +370,7 @@ func TestProvisionDeadlineExceeded(t *testing.T) {
 	}, func(e *testsuite.TestWorkflowEnvironment) { env = e })
 	h.checkFailed("vol", err, contract.ErrTypeDeadlineExceeded)
 	msg := h.volume("vol").Error
-	if !strings.Contains(msg, "LookupCache kept failing") || !strings.Contains(msg, contract.ErrTypeImageServiceUnavailable) {
+	if !strings.Contains(msg, step+" kept failing") || !strings.Contains(msg, contract.ErrTypeImageServiceUnavailable) {
 		t.Fatalf("error %q does not name the step and the part that was down", msg)
 	}
 	if n := h.images.Calls(memsource.MethodGet); n < 5 {
@@ -390,7 +413,14 @@ func TestProvisionFillDeadline(t *testing.T) {
 // compensated: the image is removed and the volume marked error with the cause; the cache entry
 // it was cloned from stays.
 func TestProvisionCompensation(t *testing.T) {
+	for name, queue := range queues {
+		t.Run(name, func(t *testing.T) { testProvisionCompensation(t, queue) })
+	}
+}
+
+func testProvisionCompensation(t *testing.T, queue string) {
 	h := newHarness(t, nil)
+	h.queue = queue
 	h.image("img", imageSize)
 	if _, err := h.provision("vol-1", "img", 1, nil, nil); err != nil {
 		t.Fatal(err)

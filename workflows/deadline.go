@@ -38,6 +38,23 @@ func boundGrace(ctx workflow.Context, deadline time.Time, grace time.Duration) w
 	return workflow.WithActivityOptions(ctx, o)
 }
 
+// boundLocal is bound for the local activity options of ctx.
+func boundLocal(ctx workflow.Context, deadline time.Time) workflow.Context {
+	if deadline.IsZero() {
+		return ctx
+	}
+	o := workflow.GetLocalActivityOptions(ctx)
+	left := max(deadline.Sub(workflow.Now(ctx)), time.Second)
+	o.ScheduleToCloseTimeout = left
+	o.StartToCloseTimeout = min(o.StartToCloseTimeout, left)
+	if o.RetryPolicy != nil {
+		rp := *o.RetryPolicy
+		rp.MaximumAttempts = 0
+		o.RetryPolicy = &rp
+	}
+	return workflow.WithLocalActivityOptions(ctx, o)
+}
+
 // expired reports whether so little of the provision's time is left that another retry would
 // not fit: Temporal stops retrying a step once its next backoff would cross the deadline.
 func expired(ctx workflow.Context, deadline time.Time) bool {

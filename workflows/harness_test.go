@@ -50,6 +50,9 @@ type harness struct {
 	images  *memsource.Source
 	acts    *activities.Activities
 	fills   *fillClient
+	// queue is where provisions start: the host's own queue, as the gateway starts them, or
+	// the shared queue, as gateways before the one-step hit did.
+	queue string
 
 	mu     sync.Mutex
 	envs   map[string]*testsuite.TestWorkflowEnvironment // running workflows, by ID
@@ -74,6 +77,7 @@ func newHarness(t *testing.T, edit func(*activities.Config)) *harness {
 	}
 	h := &harness{
 		t: t, store: store, storage: memstorage.New(pool), images: memsource.New(),
+		queue:  contract.HostQueue(host),
 		envs:   map[string]*testsuite.TestWorkflowEnvironment{},
 		phases: map[string][]string{}, memos: map[string][]map[string]any{},
 	}
@@ -98,7 +102,7 @@ func (h *harness) newEnv(id string) *testsuite.TestWorkflowEnvironment {
 	env.SetActivityTaskQueue(contract.HostQueue(host),
 		a.LookupCache, a.EvictLRU, a.DownloadImage, a.ImportImage, a.CloneToCache, a.CloneVolume,
 		a.ExtendVolume, a.FlattenVolume, a.RemoveImage, a.AbandonCacheFill, a.JoinFill, a.CloneFromImageStore)
-	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id, TaskQueue: contract.WorkflowQueue})
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: id, TaskQueue: h.queue})
 	env.SetTestTimeout(time.Minute)
 	// The upserts are recorded (and still validated by the environment).
 	env.OnUpsertTypedSearchAttributes(mock.Anything).Maybe().Run(func(args mock.Arguments) {
