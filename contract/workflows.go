@@ -156,10 +156,12 @@ func ExtendOptions(volumeID string) client.StartWorkflowOptions {
 // (USE_EXISTING), and a finished one may run again (it then finds the entry ready at once).
 // Child workflows cannot carry a conflict policy, so the fill is a workflow of its own. A run it
 // starts carries the search attributes of FillSearch(imageID, host); a run joined keeps its own.
+// It runs on the queue of the host it fills on, as provisions do: its steps, scheduled there, go
+// straight back to the worker that schedules them (eager dispatch).
 func FillOptions(fillID, imageID, host string) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       fillID,
-		TaskQueue:                WorkflowQueue,
+		TaskQueue:                HostQueue(host),
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowRunTimeout:       6 * time.Hour,

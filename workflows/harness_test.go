@@ -288,7 +288,7 @@ func (c *fillClient) Started() []string {
 
 func (c *fillClient) SignalWithStartWorkflow(_ context.Context, id, signal string, signalArg any, opts client.StartWorkflowOptions, wf any, args ...any) (client.WorkflowRun, error) {
 	h := c.h
-	if wf != contract.FillWorkflow || signal != contract.FillJoinSignal || opts.ID != id || opts.TaskQueue != contract.WorkflowQueue {
+	if wf != contract.FillWorkflow || signal != contract.FillJoinSignal || opts.ID != id || opts.TaskQueue != contract.HostQueue(host) {
 		return nil, fmt.Errorf("unexpected SignalWithStartWorkflow(%s, %s, %v, %+v)", id, signal, wf, opts)
 	}
 	env := h.newEnv(id)
