@@ -128,17 +128,17 @@ func TestCLICreateAndReplay(t *testing.T) {
 		t.Fatalf("replay --file: exit %d, stdout %q, stderr %q", r.exit, r.stdout, r.stderr)
 	}
 
-	// A history whose first step was another activity than the code schedules: the code changed
+	// A history whose clone step was another activity than the code schedules: the code changed
 	// under a recorded run, which replay must report.
 	hist, err := os.ReadFile(saved)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(hist, []byte(`"LookupCache"`)) {
-		t.Fatalf("saved history has no LookupCache activity:\n%.2000s", hist)
+	if !bytes.Contains(hist, []byte(`"CloneVolume"`)) {
+		t.Fatalf("saved history has no CloneVolume activity:\n%.2000s", hist)
 	}
 	tampered := filepath.Join(t.TempDir(), "tampered.json")
-	if err := os.WriteFile(tampered, bytes.Replace(hist, []byte(`"LookupCache"`), []byte(`"LookupCacheV0"`), 1), 0o644); err != nil {
+	if err := os.WriteFile(tampered, bytes.Replace(hist, []byte(`"CloneVolume"`), []byte(`"CloneVolumeV0"`), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r = cli(t, replayer, api, "replay", "--file", tampered)

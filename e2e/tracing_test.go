@@ -110,7 +110,7 @@ func TestTracingFromRequestThroughEveryActivity(t *testing.T) {
 	}
 	want := []string{
 		"POST /v1/volumes", "StartWorkflow:CreateVolumeFromImage", "RunWorkflow:CreateVolumeFromImage",
-		"RunActivity:LookupCache", "RunActivity:RegisterFillWaiter",
+		"RunActivity:ProvisionFromCache", "RunActivity:RegisterFillWaiter",
 		"SignalWithStartWorkflow:" + contract.FillWorkflow, "RunWorkflow:" + contract.FillWorkflow,
 		"RunActivity:EvictLRU", "RunActivity:DownloadImage", "RunActivity:ImportImage", "RunActivity:CloneToCache",
 		"RunActivity:CloneVolume", "RunActivity:ExtendVolume", "RunActivity:SetVolumeState",

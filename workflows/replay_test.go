@@ -10,7 +10,8 @@
 // IMAGEVOL_RECORD_PREFIX=name- the new histories are written as name-<run>.json beside them. The
 // files named fill-signals-* were recorded after provisions began waiting on fills by signal
 // and deletions began waiting for the provision they cancel; fill-phases-* after fills began
-// moving their Phase search attribute along and provisions began naming the fill in their memo.
+// moving their Phase search attribute along and provisions began naming the fill in their memo;
+// hit-step-* after provisions began running on their host's queue, a hit in one local step.
 
 package workflows_test
 
