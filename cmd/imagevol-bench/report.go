@@ -420,8 +420,11 @@ func stageLines(sb *strings.Builder, r *Result) {
 	parts = parts[:0]
 	for _, sp := range r.Details.MissFixedTimeline {
 		p := fmt.Sprintf("%s %s @%.0f", sp.Workflow, sp.Step, sp.AtMs)
-		if sp.QueueMs != 0 || sp.RunMs != 0 {
-			p += fmt.Sprintf(" +%.0f queued +%.0f run", sp.QueueMs, sp.RunMs)
+		if sp.QueueMs != 0 {
+			p += fmt.Sprintf(" +%.0f queued", sp.QueueMs)
+		}
+		if sp.RunMs != 0 {
+			p += fmt.Sprintf(" +%.0f run", sp.RunMs)
 		}
 		parts = append(parts, p)
 	}
