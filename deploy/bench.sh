@@ -6,7 +6,8 @@
 #
 # Results: bench/results/latest.json, latest.md, hit_latency.png, miss_by_size.png.
 # Env: BENCH_QUICK=1  small sizes and counts, for development (a full run takes ~10-20 min)
-#      BENCH_ARGS     extra imagevol-bench flags, e.g. "-keep-images"
+#      BENCH_ARGS     extra imagevol-bench flags, e.g. "-keep-images", "-out DIR", or
+#                     "-rounds 2 -cases warm-up,miss" to measure the misses alone
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export GOTOOLCHAIN=local
@@ -82,14 +83,23 @@ if ! tr '\0' ' ' <"/proc/$(pid_of gateway)/cmdline" | grep -q 'node2'; then
 fi
 say "stack up: gateway http://127.0.0.1:8776 (hosts node1, node2), Temporal UI http://127.0.0.1:8233"
 
+out=$TOP/bench/results
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
+extra=(${BENCH_ARGS:-})
+# An -out in BENCH_ARGS wins (the last flag does); the table shown at the end is read from there.
+for ((i = 0; i < ${#extra[@]}; i++)); do
+  case ${extra[i]} in
+  -out | --out) out=${extra[i + 1]:-$out} ;;
+  -out=* | --out=*) out=${extra[i]#*=} ;;
+  esac
+done
 args=(-out "$TOP/bench/results" -work "$RUN/bench" -run-dir "$RUN")
 [ "${BENCH_QUICK:-}" != 1 ] || args+=(-quick)
-# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
-args+=(${BENCH_ARGS:-})
+args+=("${extra[@]}")
 cd "$TOP"
 t0=$(date +%s)
 rc=0
 "$BIN/imagevol-bench" "${args[@]}" || rc=$?
-[ ! -s bench/results/latest.md ] || sed -n '/^| figure/,/^$/p' bench/results/latest.md >&2
-say "benchmark finished in $(($(date +%s) - t0)) s (exit $rc); results in bench/results/ (latest.md)"
+[ ! -s "$out/latest.md" ] || sed -n '/^| figure/,/^$/p' "$out/latest.md" >&2
+say "benchmark finished in $(($(date +%s) - t0)) s (exit $rc); results in $out (latest.md)"
 exit "$rc"

@@ -53,6 +53,38 @@ type block struct {
 	lost bool
 }
 
+// buffers keeps the buffers of finished copies for the next one. A worker imports image after
+// image; fresh buffers every time would leave the last copy's to the garbage collector, which
+// lets the heap grow to twice what is live before it runs, and the worker's memory with it.
+var buffers sync.Pool // of *[]byte
+
+// getBuffer returns a buffer of size bytes, a kept one when it has that size.
+func getBuffer(size int) []byte {
+	if p, ok := buffers.Get().(*[]byte); ok && len(*p) == size {
+		return *p
+	}
+	return make([]byte, size)
+}
+
+// putBuffer keeps b for a later copy.
+func putBuffer(b []byte) { buffers.Put(&b) }
+
+// zeros is what a block is compared with, a slice at a time: telling a zero block needs no
+// buffer of a block's size.
+var zeros [64 << 10]byte
+
+// isZero says whether p holds only zero bytes.
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		n := min(len(p), len(zeros))
+		if !bytes.Equal(p[:n], zeros[:n]) {
+			return false
+		}
+		p = p[n:]
+	}
+	return true
+}
+
 type doneBlock struct {
 	n         int
 	hashState []byte
@@ -77,9 +109,14 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 
 	free := make(chan *block, opts.Buffers)
 	for i := 0; i < opts.Buffers; i++ {
-		free <- &block{buf: make([]byte, opts.BlockSize)}
+		free <- &block{buf: getBuffer(opts.BlockSize)}
 	}
-	zero := make([]byte, opts.BlockSize)
+	// Every block is back in free once the goroutines are done: its buffer serves the next copy.
+	defer func() {
+		for len(free) > 0 {
+			putBuffer((<-free).buf)
+		}
+	}()
 	toHash := make(chan *block, opts.Buffers)
 	toWrite := make(chan *block, opts.Buffers)
 
@@ -144,7 +181,7 @@ func Stream(ctx context.Context, src io.Reader, dst io.WriterAt, opts StreamOpti
 				data := b.buf[:b.n]
 				b.lost = false
 				switch {
-				case bytes.Equal(data, zero[:b.n]):
+				case isZero(data):
 					// dst reads as zeros where never written: skipped on purpose, and durable.
 					zeroSkipped.Add(int64(b.n))
 				case ctx.Err() != nil:

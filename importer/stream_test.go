@@ -318,3 +318,22 @@ func (d *cancellingDisk) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
+
+func TestIsZero(t *testing.T) {
+	for _, n := range []int{0, 1, len(zeros) - 1, len(zeros), len(zeros) + 1, 4<<20 + 3} {
+		p := make([]byte, n)
+		if !isZero(p) {
+			t.Errorf("%d zero bytes: not zero", n)
+		}
+		for _, i := range []int{0, n / 2, n - 1} {
+			if n == 0 {
+				break
+			}
+			p[i] = 1
+			if isZero(p) {
+				t.Errorf("%d bytes with byte %d set: zero", n, i)
+			}
+			p[i] = 0
+		}
+	}
+}

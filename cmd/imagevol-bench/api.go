@@ -36,8 +36,11 @@ type Gateway struct {
 	HC    *http.Client // shared by every request
 
 	mu      sync.Mutex
-	created []string // volumes this run made, deleted at its end
+	created []createdVolume // volumes this run made, deleted at its end
 }
+
+// createdVolume is a volume the run made and the image it was made from.
+type createdVolume struct{ id, image string }
 
 // CreateRequest is the body of POST /v1/volumes; Host is left out when empty. Its fields are
 // the JSON fields named in their tags, as are those of Volume, CacheEntry and CacheStats.
@@ -103,7 +106,7 @@ func (g *Gateway) Create(ctx context.Context, r CreateRequest) (string, error) {
 		return "", errors.New("POST /v1/volumes: answer has no id")
 	}
 	g.mu.Lock()
-	g.created = append(g.created, out.ID)
+	g.created = append(g.created, createdVolume{out.ID, r.ImageID})
 	g.mu.Unlock()
 	return out.ID, nil
 }
@@ -111,8 +114,43 @@ func (g *Gateway) Create(ctx context.Context, r CreateRequest) (string, error) {
 // DeleteCreated deletes every volume this client created (a few at a time), waits until they are
 // gone, then evicts the cache entries of the given images, so a run leaves Ceph as it found it.
 func (g *Gateway) DeleteCreated(ctx context.Context, images []string) error {
+	return g.deleteAndEvict(ctx, func(createdVolume) bool { return true }, images)
+}
+
+// DeleteVolumesOf deletes the volumes this client created from the given images and evicts those
+// images' cache entries, waiting until both are gone.
+func (g *Gateway) DeleteVolumesOf(ctx context.Context, images []string) error {
+	err := g.deleteAndEvict(ctx, func(v createdVolume) bool { return slices.Contains(images, v.image) }, images)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		entries, err := g.CacheEntries(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(entries, func(e CacheEntry) bool { return slices.Contains(images, e.ImageID) }) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("cache entries still there 2 minutes after their eviction")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deleteAndEvict deletes the created volumes that match (a few at a time), waits until they are
+// gone, then evicts the cache entries of images.
+func (g *Gateway) deleteAndEvict(ctx context.Context, match func(createdVolume) bool, images []string) error {
 	g.mu.Lock()
-	ids := slices.Clone(g.created)
+	var ids []string
+	for _, v := range g.created {
+		if match(v) {
+			ids = append(ids, v.id)
+		}
+	}
+	g.created = slices.DeleteFunc(g.created, match)
 	g.mu.Unlock()
 	var (
 		wg   sync.WaitGroup
@@ -300,6 +338,28 @@ func (g *Glance) Upload(ctx context.Context, name, diskFormat, path string) (str
 		return img.ID, fmt.Errorf("glance: image %s is %q after upload", img.ID, img.Status)
 	}
 	return img.ID, nil
+}
+
+// ImageInfo is the part of GET /v2/images/{id} the benchmark reads.
+type ImageInfo struct {
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Size      int64  `json:"size"`
+	HashAlgo  string `json:"os_hash_algo"`
+	HashValue string `json:"os_hash_value"`
+}
+
+// Image reads an image's record.
+func (g *Glance) Image(ctx context.Context, id string) (ImageInfo, error) {
+	var img ImageInfo
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.Base+"/v2/images/"+id, nil)
+	if err != nil {
+		return img, err
+	}
+	if err := g.send(req, http.StatusOK, &img); err != nil {
+		return img, fmt.Errorf("glance: get %s: %w", id, err)
+	}
+	return img, nil
 }
 
 // Download reads an image's bytes into io.Discard and returns how many there were.

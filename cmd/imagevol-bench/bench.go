@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,6 +28,10 @@ type Plan struct {
 	BurstSize     int64         // that image's size
 	ThroughputFor time.Duration // how long hits are kept in flight
 	InFlight      int           // how many
+	Rounds        int           // rounds of misses by size, one after the other, for RSS and medians
+	FixedSize     int64         // image size of the misses that give the fixed cost of a miss
+	FixedMisses   int           // how many of them (the median counts)
+	RateSize      int64         // one of BySize: the miss whose rate the fixed cost streams at
 }
 
 func planFor(quick bool) Plan {
@@ -34,12 +39,34 @@ func planFor(quick bool) Plan {
 		return Plan{
 			BySize: []int64{16 * mib, 64 * mib, 256 * mib}, RawSize: 64 * mib, Hits: 10, HitVolumeGB: 2,
 			BurstRequests: 20, BurstSize: 64 * mib, ThroughputFor: 5 * time.Second, InFlight: 20,
+			Rounds: 2, FixedSize: 64 * mib, FixedMisses: 2, RateSize: 256 * mib,
 		}
 	}
 	return Plan{
 		BySize: []int64{256 * mib, gib, 4 * gib}, RawSize: gib, Hits: 100, HitVolumeGB: 2,
 		BurstRequests: 50, BurstSize: 256 * mib, ThroughputFor: 30 * time.Second, InFlight: 20,
+		Rounds: 5, FixedSize: 64 * mib, FixedMisses: 3, RateSize: gib,
 	}
+}
+
+// with replaces the plan's sizes of the misses by size and its rounds when they are given; the
+// raw and rate sizes stay where they are among them, or become the middle size.
+func (p Plan) with(sizes []int64, rounds int) Plan {
+	if rounds > 0 {
+		p.Rounds = rounds
+	}
+	if len(sizes) == 0 {
+		return p
+	}
+	p.BySize = slices.Sorted(slices.Values(sizes))
+	mid := p.BySize[len(p.BySize)/2]
+	if !slices.Contains(p.BySize, p.RawSize) {
+		p.RawSize = mid
+	}
+	if !slices.Contains(p.BySize, p.RateSize) {
+		p.RateSize = mid
+	}
+	return p
 }
 
 // Poll intervals: the latency case polls as finely as the gateway bears; the cases of many
@@ -101,11 +128,13 @@ func newBench(ctx context.Context, logger *slog.Logger, cfg Config, plan Plan) (
 			Sizes: SizesMeta{
 				MissBySize: sizeKeys(plan.BySize), Raw: sizeKey(plan.RawSize), Qcow2Virtual: sizeKey(plan.RawSize),
 				HitImage: sizeKey(plan.BySize[0]), HitVolumeGiB: plan.HitVolumeGB, Burst: sizeKey(plan.BurstSize),
+				Fixed: sizeKey(plan.FixedSize), FixedRate: sizeKey(plan.RateSize),
 				Pattern: "4 MiB blocks alternating seeded random data and zeros",
 			},
 			Iterations: IterationsMeta{
 				Hits: plan.Hits, FloorClones: plan.Hits, BurstRequests: plan.BurstRequests,
 				ThroughputSeconds: plan.ThroughputFor.Seconds(), ThroughputInFlight: plan.InFlight,
+				MissRounds: plan.Rounds, FixedMisses: plan.FixedMisses,
 			},
 			PollMs: PollMeta{
 				Latency: pollLatency.Milliseconds(), Miss: pollMiss.Milliseconds(),
@@ -173,10 +202,11 @@ func (b *bench) preflight(ctx context.Context) error {
 		sum += n
 	}
 	largest := slices.Max(p.BySize)
-	// Ceph: half of each image is data (zero blocks are skipped); the qcow2 case writes a staging
-	// image and the converted volume; the two data floors write one image each, removed after.
-	// The burst's own need is checked before it runs.
-	cephNeed := sum/2 + 2*p.RawSize
+	// Ceph: half of each image is data (zero blocks are skipped), one round of misses at a time;
+	// the qcow2 case writes a staging image and the converted volume; the floors and the by-hand
+	// pipelines write one image at a time, removed after. The burst's own need is checked before
+	// it runs.
+	cephNeed := sum/2 + 2*p.RawSize + p.RawSize/2
 	// Local disk: Glance keeps every uploaded image whole until the end of the run, the largest
 	// local file is sparse (half), and the cluster's OSD file usually lives on the same disk.
 	localNeed := sum + p.RawSize + p.BurstSize + largest/2 + cephNeed + p.BurstSize*int64(p.BurstRequests)/2 + gib
@@ -208,6 +238,10 @@ func (b *bench) preflight(ctx context.Context) error {
 func (b *bench) runAll(ctx context.Context) int {
 	failed := 0
 	step := func(name string, f func(context.Context) error) {
+		if len(b.cfg.Cases) > 0 && !slices.ContainsFunc(b.cfg.Cases, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			b.log.Info("case skipped (-cases)", "case", name)
+			return
+		}
 		if ctx.Err() != nil {
 			b.note("%s: not run: %v", name, ctx.Err())
 			failed++
@@ -224,8 +258,9 @@ func (b *bench) runAll(ctx context.Context) int {
 	}
 	step("warm-up", b.warmUp)
 	step("miss by size", b.missBySize)
-	step("raw miss floors", b.rawFloors)
-	step("qcow2 miss and qemu-img floor", b.qcow2Miss)
+	step("miss fixed cost", b.missFixed)
+	step("raw miss stages and by hand", b.rawFloors)
+	step("qcow2 miss, its stages and by hand", b.qcow2Miss)
 	step("cache hits and clone floor", b.hits)
 	step("miss from Glance's RBD store", b.storeMiss)
 	step("temporal events per hit", b.temporalEvents)

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha512"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -11,8 +14,6 @@ import (
 	"time"
 
 	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
-	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/imagevol/imagevol/contract"
 )
@@ -44,14 +45,16 @@ func (b *bench) warmUp(ctx context.Context) error {
 // missResult is one provision on a cache miss, timed from the request to "available".
 type missResult struct {
 	CPU     *CPUUse // the machine's CPU during the miss
+	Start   time.Time
 	Seconds float64
 	RSSMiB  *float64 // the measured worker's peak RSS during it; nil when it could not be read
 	Volume  Volume
 }
 
 // miss provisions a volume from an image the cache has never seen, on the measured host when the
-// gateway takes a "host" field, and records the peak RSS of the worker that did the work.
-func (b *bench) miss(ctx context.Context, name, imageID string, gb int) (missResult, error) {
+// gateway takes a "host" field, polling every poll, and records the peak RSS of the worker that
+// did the work.
+func (b *bench) miss(ctx context.Context, name, imageID string, gb int, poll time.Duration) (missResult, error) {
 	var r missResult
 	pids := map[string]int{}
 	for _, h := range b.hosts() {
@@ -69,11 +72,12 @@ func (b *bench) miss(ctx context.Context, name, imageID string, gb int) (missRes
 	}
 	cpu0 := takeCPUSnapshot()
 	t0 := time.Now()
+	r.Start = t0
 	id, err := b.gw.Create(ctx, req)
 	if err != nil {
 		return r, err
 	}
-	v, tEnd, err := b.gw.Wait(ctx, id, pollMiss, 30*time.Minute)
+	v, tEnd, err := b.gw.Wait(ctx, id, poll, 30*time.Minute)
 	if err != nil {
 		return r, err
 	}
@@ -105,93 +109,221 @@ func (b *bench) miss(ctx context.Context, name, imageID string, gb int) (missRes
 	return r, nil
 }
 
-// missBySize provisions one raw image of each size on a miss. The smallest image stays cached on
-// the measured host for the hit cases; the RawSize one gives miss_raw_mib_s and is kept for its
-// floors.
+// newImage writes a raw pattern of size bytes and uploads it; the local file is kept when keep
+// is set (its path is returned) and removed otherwise.
+func (b *bench) newImage(ctx context.Context, name string, size int64, seed uint64, keep bool) (id, path string, err error) {
+	path = b.scratch(name + ".img")
+	if err := writePattern(path, size, seed); err != nil {
+		return "", "", err
+	}
+	id, err = b.upload(ctx, name, "raw", path)
+	if err != nil || !keep {
+		_ = os.Remove(path)
+		path = ""
+	}
+	return id, path, err
+}
+
+// missBySize provisions one new raw image of each size on a miss, in Rounds rounds one after the
+// other; each size's figure is its median over the rounds, and each round's worker RSS peak is
+// kept. The first round's smallest image stays cached on the measured host for the hit cases;
+// the last round's RawSize image and file stay for the raw floors. Everything else a round made
+// is deleted before the next, so that Ceph holds one round at a time.
 func (b *bench) missBySize(ctx context.Context) error {
+	secs := map[string][]float64{}
 	var errs []error
-	for i, size := range b.plan.BySize {
-		key := sizeKey(size)
-		path := b.scratch("raw-" + key + ".img")
-		if err := writePattern(path, size, b.seed+uint64(i)); err != nil {
-			return err
+	for r := range b.plan.Rounds {
+		var peak *float64
+		var drop []string
+		for i, size := range b.plan.BySize {
+			key := sizeKey(size)
+			name := fmt.Sprintf("raw-%s-r%d", key, r)
+			last := r == b.plan.Rounds-1 && size == b.plan.RawSize
+			id, path, err := b.newImage(ctx, name, size, b.seed+uint64(1000*r+i), last)
+			if err != nil {
+				return err
+			}
+			hit := r == 0 && i == 0
+			if !hit {
+				drop = append(drop, id)
+			}
+			m, err := b.miss(ctx, name, id, sizeGB(size), pollMiss)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				_ = os.Remove(path)
+				continue
+			}
+			secs[key] = append(secs[key], m.Seconds)
+			b.setPath("raw-"+key, pathDownload)
+			if m.RSSMiB != nil {
+				if old, ok := b.res.WorkerRSSBySizeMiB[key]; !ok || *m.RSSMiB > old {
+					b.res.WorkerRSSBySizeMiB[key] = *m.RSSMiB
+				}
+				if peak == nil || *m.RSSMiB > *peak {
+					peak = m.RSSMiB
+				}
+			}
+			switch {
+			case hit:
+				b.hitImage = id
+			case last:
+				b.res.Details.MissRawCPU = m.CPU
+				b.rawImage, b.rawFile = id, path
+			}
 		}
-		id, err := b.upload(ctx, "raw-"+key, "raw", path)
-		if err != nil {
-			_ = os.Remove(path)
-			return err
+		if peak != nil {
+			b.res.WorkerRSSPeakRunsMiB = append(b.res.WorkerRSSPeakRunsMiB, *peak)
 		}
-		keep := i == 0 || size == b.plan.RawSize
-		m, err := b.miss(ctx, "raw-"+key, id, sizeGB(size))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
-			_ = os.Remove(path)
-			b.dropImage(ctx, id)
-			continue
+		b.log.Info("miss round done", "round", r, "rss_peak_mib", deref(peak))
+		if err := b.dropVolumes(ctx, drop, b.rawImage); err != nil {
+			errs = append(errs, err)
 		}
-		b.res.MissSBySize[key] = round(m.Seconds, 3)
-		b.setPath("raw-"+key, pathDownload)
-		if m.RSSMiB != nil {
-			b.res.WorkerRSSBySizeMiB[key] = *m.RSSMiB
-		}
-		if i == 0 {
-			b.hitImage = id
-		}
-		if size == b.plan.RawSize {
-			b.res.MissRawMiBs = ptr(round(float64(size)/float64(mib)/m.Seconds, 1))
-			b.res.Details.MissRawCPU = m.CPU
-			b.rawImage, b.rawFile = id, path
-		} else {
-			_ = os.Remove(path)
-		}
-		if !keep {
-			b.dropImage(ctx, id)
-		}
+	}
+	b.res.Details.MissSBySizeRuns = map[string][]float64{}
+	for key, s := range secs {
+		b.res.MissSBySize[key] = round(percentile(s, 50), 3)
+		b.res.Details.MissSBySizeRuns[key] = roundAll(s, 3)
+	}
+	if s, ok := b.res.MissSBySize[sizeKey(b.plan.RawSize)]; ok {
+		b.res.MissRawS = ptr(s)
+		b.res.MissRawMiBs = ptr(round(float64(b.plan.RawSize)/float64(mib)/s, 1))
 	}
 	return errors.Join(errs...)
 }
 
-// rawFloors measures, on the raw miss's own bytes, the three things a raw miss does at once:
-// Glance's download, sha512, and writing into RBD (`rbd import`). The slowest is the floor.
+// dropVolumes deletes the volumes made from the given images and evicts their cache entries,
+// waiting until both are gone, then deletes the images from Glance except keep. The space they
+// held is free for the next round, and their deletion no longer loads the cluster.
+func (b *bench) dropVolumes(ctx context.Context, images []string, keep string) error {
+	if b.cfg.KeepImages || len(images) == 0 {
+		return nil
+	}
+	err := b.gw.DeleteVolumesOf(ctx, images)
+	for _, id := range images {
+		if id != keep {
+			b.dropImage(ctx, id)
+		}
+	}
+	return err
+}
+
+// missFixed measures what a miss costs besides streaming its bytes: FixedMisses misses of new
+// FixedSize images, polled as finely as the hits, the median minus the time its bytes take at
+// the RateSize miss's rate. The history of the median miss's workflows shows where it goes.
+func (b *bench) missFixed(ctx context.Context) error {
+	ref, ok := b.res.MissSBySize[sizeKey(b.plan.RateSize)]
+	if !ok {
+		return fmt.Errorf("no %s miss to take the rate from", sizeKey(b.plan.RateSize))
+	}
+	var ms []missResult
+	var errs []error
+	for i := range b.plan.FixedMisses {
+		name := fmt.Sprintf("fixed-%s-%d", sizeKey(b.plan.FixedSize), i)
+		id, _, err := b.newImage(ctx, name, b.plan.FixedSize, b.seed+uint64(500+i), false)
+		if err != nil {
+			return err
+		}
+		m, err := b.miss(ctx, name, id, sizeGB(b.plan.FixedSize), pollLatency)
+		b.dropImage(ctx, id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		ms = append(ms, m)
+	}
+	if len(ms) == 0 {
+		return errors.Join(errs...)
+	}
+	secs := make([]float64, len(ms))
+	for i, m := range ms {
+		secs[i] = m.Seconds
+	}
+	med := percentile(secs, 50)
+	b.res.MissFixedMs = ptr(fixedCostMs(med, b.plan.FixedSize, ref, b.plan.RateSize))
+	b.res.Details.MissFixedS = roundAll(secs, 3)
+	// The sample nearest the median stands for them all.
+	m := slices.MinFunc(ms, func(x, y missResult) int {
+		return cmp.Compare(math.Abs(x.Seconds-med), math.Abs(y.Seconds-med))
+	})
+	spans, err := b.missTimeline(ctx, m.Volume.ID, m.Start)
+	b.res.Details.MissFixedTimeline = spans
+	b.res.Details.MissFixedVolume = m.Volume.ID
+	if err != nil {
+		b.note("miss_fixed_ms: timeline of %s incomplete: %v", m.Volume.ID, err)
+	}
+	return errors.Join(errs...)
+}
+
+// rawFloors measures, on the raw miss's own bytes, the three stages a raw miss runs at once —
+// Glance's download, sha512, and writing into RBD (`rbd import`) — each with the machine's CPU
+// meanwhile, and their bound; then the by-hand pipeline on the same image.
 func (b *bench) rawFloors(ctx context.Context) error {
 	if b.rawFile == "" {
 		return errors.New("no raw image: the raw miss failed")
 	}
 	defer func() { _ = os.Remove(b.rawFile) }()
+	get, sum, err := b.downloadStages(ctx, "", b.rawImage, b.rawFile)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	t0 := time.Now()
-	if n, err := b.gl.Download(ctx, b.rawImage); err != nil {
+	var imp *Stage
+	if d, err := timeStage("rbd_import", func() (int64, error) {
+		return b.plan.RawSize, b.ceph.RBDImport(ctx, b.rawFile, b.cfg.Pool, "bench-floor-import-"+b.runID)
+	}); err != nil {
 		errs = append(errs, err)
 	} else {
-		b.res.GlanceDownloadMiBs = ptr(round(mibPerS(n, time.Since(t0)), 1))
+		imp = &d
 	}
-	if n, d, err := SHA512(b.rawFile); err != nil {
+	stages := []Stage{get, sum}
+	b.res.GlanceDownloadMiBs = ptr(stageMiBs(get))
+	b.res.SHA512MiBs = ptr(stageMiBs(sum))
+	if imp != nil {
+		stages = append(stages, *imp)
+		b.res.RBDImportMiBs = ptr(stageMiBs(*imp))
+		floor := slices.MinFunc(stages, func(x, y Stage) int { return cmp.Compare(stageMiBs(x), stageMiBs(y)) })
+		b.res.MissRawFloorMiBs = ptr(stageMiBs(floor))
+		b.res.Details.RawFloorBoundBy = floorField[floor.Name]
+		bound := pipelineBound(stages, b.res.Meta.NProc)
+		b.res.MissRawBoundS, b.res.Details.MissRawBoundBy = ptr(bound.Seconds), bound.By
+	}
+	b.res.MissStages = append(b.res.MissStages, stages...)
+	if s, err := b.byHand(ctx, "by_hand_raw", byHandRawScript, b.rawImage, b.plan.RawSize, "bench-byhand-raw-"+b.runID); err != nil {
 		errs = append(errs, err)
 	} else {
-		b.res.SHA512MiBs = ptr(round(mibPerS(n, d), 1))
+		b.res.ByHand = append(b.res.ByHand, s)
+		b.res.ByHandRawS = ptr(s.WallS)
 	}
-	if d, err := b.ceph.RBDImport(ctx, b.rawFile, b.cfg.Pool, "bench-floor-import-"+b.runID); err != nil {
-		errs = append(errs, err)
-	} else {
-		b.res.RBDImportMiBs = ptr(round(mibPerS(b.plan.RawSize, d), 1))
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	floor, bound := *b.res.GlanceDownloadMiBs, "glance_download_mib_s"
-	if *b.res.SHA512MiBs < floor {
-		floor, bound = *b.res.SHA512MiBs, "sha512_mib_s"
-	}
-	if *b.res.RBDImportMiBs < floor {
-		floor, bound = *b.res.RBDImportMiBs, "rbd_import_mib_s"
-	}
-	b.res.MissRawFloorMiBs = ptr(floor)
-	b.res.Details.RawFloorBoundBy = bound
-	return nil
+	return errors.Join(errs...)
 }
 
-// qcow2Miss provisions a qcow2 image (the raw pattern of RawSize, converted) on a miss, and
-// times qemu-img converting the same file into RBD directly.
+// floorField names the figure of each raw floor stage, for raw_floor_bound_by.
+var floorField = map[string]string{"glance_get": "glance_download_mib_s", "sha512": "sha512_mib_s", "rbd_import": "rbd_import_mib_s"}
+
+// downloadStages times the stages of downloading a Glance image that run at once: the GET to
+// nowhere and sha512 over the same bytes (from the local file, read into memory first). suffix
+// names them ("" for the raw image, "_qcow2").
+func (b *bench) downloadStages(ctx context.Context, suffix, imageID, file string) (get, sum Stage, err error) {
+	get, err = timeStage("glance_get"+suffix, func() (int64, error) { return b.gl.Download(ctx, imageID) })
+	if err != nil {
+		return get, sum, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return get, sum, err
+	}
+	sum, err = timeStage("sha512"+suffix, func() (int64, error) {
+		h := sha512.New()
+		_, _ = h.Write(data)
+		_ = h.Sum(nil)
+		return int64(len(data)), nil
+	})
+	return get, sum, err
+}
+
+// qcow2Miss provisions a qcow2 image (the raw pattern of RawSize, converted) on a miss, then
+// times its stages done alone — the download's (GET and sha512 of the qcow2 file) and qemu-img
+// converting the same file into RBD, which can only follow them — and the by-hand pipeline.
 func (b *bench) qcow2Miss(ctx context.Context) error {
 	raw, q := b.scratch("qcow2-src.img"), b.scratch("image.qcow2")
 	defer func() { _ = os.Remove(raw); _ = os.Remove(q) }()
@@ -208,18 +340,35 @@ func (b *bench) qcow2Miss(ctx context.Context) error {
 	}
 	defer b.dropImage(ctx, id)
 	var errs []error
-	if m, err := b.miss(ctx, "qcow2", id, sizeGB(b.plan.RawSize)); err != nil {
+	if m, err := b.miss(ctx, "qcow2", id, sizeGB(b.plan.RawSize), pollMiss); err != nil {
 		errs = append(errs, err)
 	} else {
 		b.res.MissQcow2MiBs = ptr(round(float64(b.plan.RawSize)/float64(mib)/m.Seconds, 1))
 		b.setPath("qcow2", pathDownload)
 		b.res.Details.MissQcow2Seconds = ptr(round(m.Seconds, 3))
 		b.res.Details.WorkerRSSQcow2MiB = m.RSSMiB
+		b.res.Details.MissQcow2CPU = m.CPU
 	}
-	if d, err := b.ceph.QemuImg(ctx, q, b.cfg.Pool, "bench-floor-qemu-"+b.runID); err != nil {
+	get, sum, err := b.downloadStages(ctx, "_qcow2", id, q)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	conv, err := timeStage("qemu_img_convert", func() (int64, error) {
+		return b.plan.RawSize, b.ceph.QemuImg(ctx, q, b.cfg.Pool, "bench-floor-qemu-"+b.runID)
+	})
+	if err != nil {
 		errs = append(errs, err)
 	} else {
-		b.res.QemuImgMiBs = ptr(round(mibPerS(b.plan.RawSize, d), 1))
+		b.res.QemuImgMiBs = ptr(stageMiBs(conv))
+		bound := serialBound(pipelineBound([]Stage{get, sum}, b.res.Meta.NProc), pipelineBound([]Stage{conv}, b.res.Meta.NProc))
+		b.res.MissQcow2BoundS, b.res.Details.MissQcow2BoundBy = ptr(bound.Seconds), bound.By
+		b.res.MissStages = append(b.res.MissStages, get, sum, conv)
+	}
+	if s, err := b.byHand(ctx, "by_hand_qcow2", byHandQcow2Script, id, b.plan.RawSize, "bench-byhand-qcow2-"+b.runID); err != nil {
+		errs = append(errs, err)
+	} else {
+		b.res.ByHand = append(b.res.ByHand, s)
+		b.res.ByHandQcow2S = ptr(s.WallS)
 	}
 	return errors.Join(errs...)
 }
@@ -324,10 +473,9 @@ func (b *bench) temporalEvents(ctx context.Context) error {
 	if wid == "" {
 		return errors.New("no cache-hit workflow to read")
 	}
-	quiet := newQuietLogger()
-	c, err := client.Dial(client.Options{HostPort: b.cfg.TemporalAddress, Namespace: b.cfg.Namespace, Logger: sdklog.NewStructuredLogger(quiet)})
+	c, err := b.temporal()
 	if err != nil {
-		return fmt.Errorf("temporal: %w", err)
+		return err
 	}
 	defer c.Close()
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)

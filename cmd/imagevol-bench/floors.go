@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha512"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/ceph/go-ceph/rados"
@@ -116,44 +114,19 @@ func (c *Ceph) CloneFloor(ctx context.Context, parentPool, parentImage, snap, po
 	return ms, nil
 }
 
-// RBDImport times `rbd import` of a local file into a new format-2 image, then removes it.
-func (c *Ceph) RBDImport(ctx context.Context, file, pool, name string) (time.Duration, error) {
+// RBDImport runs `rbd import` of a local file into a new format-2 image, then removes it.
+func (c *Ceph) RBDImport(ctx context.Context, file, pool, name string) error {
 	defer func() { _ = c.Remove(pool, name) }()
-	t0 := time.Now()
-	err := runCmd(ctx, "rbd", "-c", c.Conf, "import", "--no-progress", "--image-format", "2", file, pool+"/"+name)
-	return time.Since(t0), err
+	return runCmd(ctx, "rbd", "-c", c.Conf, "import", "--no-progress", "--image-format", "2", file, pool+"/"+name)
 }
 
-// QemuImg times qemu-img's conversion of a local qcow2 file into a new RBD image (written out of
+// QemuImg runs qemu-img's conversion of a local qcow2 file into a new RBD image (written out of
 // order, -W, as fast as qemu-img goes), then removes it.
-func (c *Ceph) QemuImg(ctx context.Context, qcow2, pool, name string) (time.Duration, error) {
+func (c *Ceph) QemuImg(ctx context.Context, qcow2, pool, name string) error {
 	if err := c.Remove(pool, name); err != nil {
-		return 0, err
+		return err
 	}
 	defer func() { _ = c.Remove(pool, name) }()
-	t0 := time.Now()
-	err := runCmd(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-W", qcow2,
+	return runCmd(ctx, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-W", qcow2,
 		fmt.Sprintf("rbd:%s/%s:conf=%s", pool, name, c.Conf))
-	return time.Since(t0), err
-}
-
-// SHA512 times Go's crypto/sha512 over the file's bytes, read into memory first.
-func SHA512(file string) (int64, time.Duration, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return 0, 0, err
-	}
-	t0 := time.Now()
-	h := sha512.New()
-	_, _ = h.Write(data)
-	_ = h.Sum(nil)
-	return int64(len(data)), time.Since(t0), nil
-}
-
-// mibPerS is a rate in MiB/s.
-func mibPerS(bytes int64, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
-	}
-	return float64(bytes) / float64(mib) / d.Seconds()
 }

@@ -67,6 +67,9 @@ type Config struct {
 	Timeout         time.Duration // bound on the whole run
 	KeepImages      bool          // keep the Glance images the run uploaded
 	Rerender        string        // a latest.json to render again instead of measuring
+	Sizes           []int64       // -sizes: the misses by size instead of the plan's
+	Rounds          int           // -rounds: rounds of misses by size instead of the plan's
+	Cases           []string      // -cases: run only the cases these prefixes name (empty: all)
 	// A second gateway whose workers read images from a Glance on RBD (deploy/bench.sh starts
 	// both): the miss that clones Glance's snapshot instead of downloading. Empty: not measured.
 	StoreGatewayURL string // IMAGEVOL_STORE_URL
@@ -95,6 +98,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.StoreGlanceURL, "store-glance", os.Getenv("GLANCE_RBD_URL"), "Glance whose store is the cluster's RBD")
 	fs.StringVar(&c.StoreGlanceLog, "store-glance-log", os.Getenv("GLANCE_RBD_LOG"), "that Glance's log, with its access lines")
 	fs.StringVar(&c.Rerender, "rerender", "", "render latest.md and the plots again from this latest.json, measuring nothing")
+	sizes := fs.String("sizes", "", "comma-separated sizes of the misses by size, e.g. 256MiB,1GiB (default: the mode's)")
+	fs.IntVar(&c.Rounds, "rounds", 0, "rounds of misses by size (default: the mode's)")
+	cases := fs.String("cases", "", "comma-separated prefixes of the cases to run, e.g. \"warm-up,miss by size\" (default: all)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -120,12 +126,31 @@ func parseFlags(args []string) (Config, error) {
 	if len(c.BurstHosts) == 0 {
 		return c, errors.New("-burst-hosts names no host")
 	}
+	for _, k := range splitList(*sizes) {
+		n := parseSize(k)
+		if n <= 0 {
+			return c, fmt.Errorf("-sizes: %q is not a size such as 256MiB or 1GiB", k)
+		}
+		c.Sizes = append(c.Sizes, n)
+	}
+	c.Cases = splitList(*cases)
 	return c, nil
 }
 
 // newQuietLogger is the Temporal client's logger: warnings and errors only.
 func newQuietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func envOr(k, def string) string {
@@ -150,7 +175,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg Config) error {
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return err
 	}
-	b, err := newBench(ctx, logger, cfg, planFor(cfg.Quick))
+	b, err := newBench(ctx, logger, cfg, planFor(cfg.Quick).with(cfg.Sizes, cfg.Rounds))
 	if err != nil {
 		return err
 	}

@@ -15,31 +15,41 @@ import (
 // Result is latest.json: every figure of one run (null when its case failed or could not be
 // measured), the floors beside them, the run's metadata, details and notes.
 type Result struct {
-	HitP50Ms             *float64           `json:"hit_p50_ms"`              // cache-hit provision, 202 → available, median
-	HitP95Ms             *float64           `json:"hit_p95_ms"`              // … 95th percentile
-	HitP99Ms             *float64           `json:"hit_p99_ms"`              // … 99th percentile
-	FloorP50Ms           *float64           `json:"floor_p50_ms"`            // go-ceph clone + resize of the same snapshot, median
-	MissRawMiBs          *float64           `json:"miss_raw_mib_s"`          // raw image bytes / seconds, request → available, on a miss
-	GlanceDownloadMiBs   *float64           `json:"glance_download_mib_s"`   // plain GET of the same image
-	SHA512MiBs           *float64           `json:"sha512_mib_s"`            // crypto/sha512 over its bytes in memory
-	RBDImportMiBs        *float64           `json:"rbd_import_mib_s"`        // `rbd import` of its local file
-	MissRawFloorMiBs     *float64           `json:"miss_raw_floor_mib_s"`    // the slowest of the three above
-	MissQcow2MiBs        *float64           `json:"miss_qcow2_mib_s"`        // qcow2 miss, virtual bytes / seconds
-	QemuImgMiBs          *float64           `json:"qemu_img_mib_s"`          // qemu-img convert of the same qcow2 file into RBD
-	MissSBySize          map[string]float64 `json:"miss_s_by_size"`          // miss seconds by image size ("256MiB", "1GiB", "4GiB")
-	WorkerRSSPeakMiB     *float64           `json:"worker_rss_peak_mib"`     // highest worker VmHWM over the miss cases
-	WorkerRSSBySizeMiB   map[string]float64 `json:"worker_rss_by_size_mib"`  // worker VmHWM during each miss of MissSBySize
-	BurstRequests        int                `json:"burst_requests"`          // concurrent creates of one uncached image
-	BurstHosts           *int               `json:"burst_hosts"`             // distinct hosts their volumes landed on
-	BurstDownloads       *int64             `json:"burst_downloads"`         // downloads they caused (GET /v1/cache/stats delta)
-	BurstWallS           *float64           `json:"burst_wall_s"`            // first request → last final state
-	HitThroughputPerS    *float64           `json:"hit_throughput_per_s"`    // cache hits reaching available per second, InFlight at a time
-	TemporalEventsPerHit *int               `json:"temporal_events_per_hit"` // history events of one cache-hit workflow
-	MissGlanceRBDMs      *float64           `json:"miss_glance_rbd_ms"`      // RawSize raw miss with Glance on RBD, request → available
-	MissPaths            map[string]string  `json:"miss_paths"`              // how each measured miss got its data: download or clone
-	Meta                 Meta               `json:"meta"`                    // when, on what, with which sizes and counts
-	Details              Details            `json:"details"`                 // samples and counts behind the figures
-	Notes                []string           `json:"notes"`                   // what went wrong or differs from the plan
+	HitP50Ms             *float64           `json:"hit_p50_ms"`               // cache-hit provision, 202 → available, median
+	HitP95Ms             *float64           `json:"hit_p95_ms"`               // … 95th percentile
+	HitP99Ms             *float64           `json:"hit_p99_ms"`               // … 99th percentile
+	FloorP50Ms           *float64           `json:"floor_p50_ms"`             // go-ceph clone + resize of the same snapshot, median
+	MissRawMiBs          *float64           `json:"miss_raw_mib_s"`           // raw image bytes / seconds, request → available, on a miss
+	GlanceDownloadMiBs   *float64           `json:"glance_download_mib_s"`    // plain GET of the same image
+	SHA512MiBs           *float64           `json:"sha512_mib_s"`             // crypto/sha512 over its bytes in memory
+	RBDImportMiBs        *float64           `json:"rbd_import_mib_s"`         // `rbd import` of its local file
+	MissRawFloorMiBs     *float64           `json:"miss_raw_floor_mib_s"`     // the slowest of the three above
+	MissQcow2MiBs        *float64           `json:"miss_qcow2_mib_s"`         // qcow2 miss, virtual bytes / seconds
+	QemuImgMiBs          *float64           `json:"qemu_img_mib_s"`           // qemu-img convert of the same qcow2 file into RBD
+	MissSBySize          map[string]float64 `json:"miss_s_by_size"`           // miss seconds by image size ("256MiB", "1GiB", "4GiB")
+	WorkerRSSPeakMiB     *float64           `json:"worker_rss_peak_mib"`      // highest worker VmHWM over the miss cases
+	WorkerRSSBySizeMiB   map[string]float64 `json:"worker_rss_by_size_mib"`   // worker VmHWM during each miss of MissSBySize
+	BurstRequests        int                `json:"burst_requests"`           // concurrent creates of one uncached image
+	BurstHosts           *int               `json:"burst_hosts"`              // distinct hosts their volumes landed on
+	BurstDownloads       *int64             `json:"burst_downloads"`          // downloads they caused (GET /v1/cache/stats delta)
+	BurstWallS           *float64           `json:"burst_wall_s"`             // first request → last final state
+	HitThroughputPerS    *float64           `json:"hit_throughput_per_s"`     // cache hits reaching available per second, InFlight at a time
+	TemporalEventsPerHit *int               `json:"temporal_events_per_hit"`  // history events of one cache-hit workflow
+	MissGlanceRBDMs      *float64           `json:"miss_glance_rbd_ms"`       // RawSize raw miss with Glance on RBD, request → available
+	MissRawS             *float64           `json:"miss_raw_s"`               // RawSize raw miss seconds, median over the rounds
+	MissRawBoundS        *float64           `json:"miss_raw_bound_s"`         // max(slowest raw stage's wall, Σ stage core-s ÷ cores)
+	ByHandRawS           *float64           `json:"by_hand_raw_s"`            // curl | tee >(sha512sum) | rbd import -, checked
+	MissQcow2S           *float64           `json:"miss_qcow2_s"`             // qcow2 miss seconds
+	MissQcow2BoundS      *float64           `json:"miss_qcow2_bound_s"`       // download stages' bound + qemu-img convert's
+	ByHandQcow2S         *float64           `json:"by_hand_qcow2_s"`          // curl -o; sha512sum; qemu-img convert -W, checked
+	MissFixedMs          *float64           `json:"miss_fixed_ms"`            // FixedSize miss minus its bytes at the RateSize miss rate
+	WorkerRSSPeakRunsMiB []float64          `json:"worker_rss_peak_mib_runs"` // per round of misses by size: the highest VmHWM
+	MissStages           []Stage            `json:"miss_stages"`              // each stage of a miss done alone, with machine-wide CPU
+	ByHand               []Stage            `json:"by_hand"`                  // the by-hand pipelines, with machine-wide CPU
+	MissPaths            map[string]string  `json:"miss_paths"`               // how each measured miss got its data: download or clone
+	Meta                 Meta               `json:"meta"`                     // when, on what, with which sizes and counts
+	Details              Details            `json:"details"`                  // samples and counts behind the figures
+	Notes                []string           `json:"notes"`                    // what went wrong or differs from the plan
 }
 
 // Meta describes the run: when, on what, with which sizes and counts. Its fields, and those of
@@ -74,6 +84,8 @@ type SizesMeta struct {
 	HitImage     string   `json:"hit_image"`
 	HitVolumeGiB int      `json:"hit_volume_gib"`
 	Burst        string   `json:"burst"`
+	Fixed        string   `json:"fixed"`      // the images of miss_fixed_ms
+	FixedRate    string   `json:"fixed_rate"` // the miss whose rate they are streamed at
 	Pattern      string   `json:"pattern"`
 }
 
@@ -84,6 +96,8 @@ type IterationsMeta struct {
 	BurstRequests      int     `json:"burst_requests"`
 	ThroughputSeconds  float64 `json:"throughput_s"`
 	ThroughputInFlight int     `json:"throughput_in_flight"`
+	MissRounds         int     `json:"miss_rounds"`  // rounds of misses by size
+	FixedMisses        int     `json:"fixed_misses"` // misses of miss_fixed_ms
 }
 
 // PollMeta are the status poll intervals of the cases.
@@ -117,6 +131,16 @@ type Details struct {
 	// MissRawCPU is where the machine's CPU went during the raw miss: with every core busy, a
 	// faster miss needs less work, not more overlap.
 	MissRawCPU *CPUUse `json:"miss_raw_cpu,omitempty"`
+	// MissQcow2CPU is the same for the qcow2 miss.
+	MissQcow2CPU     *CPUUse              `json:"miss_qcow2_cpu,omitempty"`
+	MissRawBoundBy   string               `json:"miss_raw_bound_by"`
+	MissQcow2BoundBy string               `json:"miss_qcow2_bound_by"`
+	MissSBySizeRuns  map[string][]float64 `json:"miss_s_by_size_runs"` // every round's seconds
+	MissFixedS       []float64            `json:"miss_fixed_s"`
+	MissFixedVolume  string               `json:"miss_fixed_volume"`
+	// MissFixedTimeline is where that volume's time went: the spans of its provision's and its
+	// fill's workflow histories, from the create request on.
+	MissFixedTimeline []Span `json:"miss_fixed_timeline,omitempty"`
 }
 
 // CPUUse is the CPU a case used, machine-wide.
@@ -140,10 +164,15 @@ func (r *Result) finish() {
 			peak = ptr(v)
 		}
 	}
-	if q := r.Details.WorkerRSSQcow2MiB; q != nil && (peak == nil || *q > *peak) {
-		peak = ptr(*q)
+	for _, v := range append(slices.Clone(r.WorkerRSSPeakRunsMiB), deref(r.Details.WorkerRSSQcow2MiB)) {
+		if !math.IsNaN(v) && (peak == nil || v > *peak) {
+			peak = ptr(v)
+		}
 	}
 	r.WorkerRSSPeakMiB = peak
+	if r.MissQcow2S == nil {
+		r.MissQcow2S = r.Details.MissQcow2Seconds
+	}
 	r.Details.MissSPerGiB = map[string]float64{}
 	for _, k := range r.Meta.Sizes.MissBySize {
 		if s, ok := r.MissSBySize[k]; ok {
@@ -223,6 +252,7 @@ func markdown(r *Result) string {
 		ratio(r.MissRawMiBs, r.MissRawFloorMiBs), "≥ 0.9 × floor", atLeast(r.MissRawMiBs, r.MissRawFloorMiBs, 0.9))
 	row("miss_qcow2_mib_s", num(r.MissQcow2MiBs, 1, " MiB/s"), "qemu_img_mib_s "+num(r.QemuImgMiBs, 1, " MiB/s"),
 		ratio(r.MissQcow2MiBs, r.QemuImgMiBs), "≥ 0.9 × floor", atLeast(r.MissQcow2MiBs, r.QemuImgMiBs, 0.9))
+	missRows(row, r)
 	storeMet := "n/a"
 	if r.MissGlanceRBDMs != nil && r.HitP50Ms != nil {
 		storeMet = yesNo(*r.MissGlanceRBDMs <= 2**r.HitP50Ms)
@@ -261,7 +291,15 @@ func markdown(r *Result) string {
 	}
 
 	// Worker memory.
-	row("worker_rss_peak_mib", num(r.WorkerRSSPeakMiB, 1, " MiB"), "", "", "≤ 200 MiB", atMost(r.WorkerRSSPeakMiB, 200))
+	row("worker_rss_peak_mib", num(r.WorkerRSSPeakMiB, 1, " MiB"), "", "", "≤ 160 MiB", atMost(r.WorkerRSSPeakMiB, rssLimitMiB))
+	runs, runsMet := make([]string, len(r.WorkerRSSPeakRunsMiB)), "n/a"
+	for i, v := range r.WorkerRSSPeakRunsMiB {
+		runs[i] = fmt.Sprintf("%.1f", v)
+		if i == 0 || runsMet == "yes" {
+			runsMet = atMost(ptr(v), rssLimitMiB)
+		}
+	}
+	row("worker_rss_peak_mib_runs", orNull(strings.Join(runs, " · "), " MiB"), "", "", "≤ 160 MiB in every round", runsMet)
 	var parts []string
 	var small, large *float64
 	for _, k := range m.Sizes.MissBySize {
@@ -314,6 +352,7 @@ func markdown(r *Result) string {
 		fmt.Fprintf(&sb, "- CPU during the raw miss: %.2f core-seconds busy, %.0f%% of the machine's cores; by process: %s\n",
 			c.CoreSeconds, 100*c.Utilization, strings.Join(top, ", "))
 	}
+	stageLines(&sb, r)
 	fmt.Fprintf(&sb, "- hit: 202 after %s (p50 of the request itself); %d of %d provisions were not hits\n",
 		num(r.Details.HitAcceptP50Ms, 1, " ms"), r.Details.HitNonHits, m.Iterations.Hits)
 	fmt.Fprintf(&sb, "- qcow2 miss: %s; worker RSS peak %s\n", num(r.Details.MissQcow2Seconds, 2, " s"), num(r.Details.WorkerRSSQcow2MiB, 1, " MiB"))
@@ -337,6 +376,67 @@ func markdown(r *Result) string {
 		fmt.Fprintf(&sb, "- %s\n", n)
 	}
 	return sb.String()
+}
+
+// rssLimitMiB is the target for the worker's peak RSS at every size and in every round.
+const rssLimitMiB = 160
+
+// missRows adds the rows of the misses against their bounds, the by-hand pipelines and the
+// fixed cost of a miss.
+func missRows(row func(fig, val, floor, ratio, target, met string), r *Result) {
+	raw := r.Meta.Sizes.Raw
+	row("miss_raw_s ("+raw+")", num(r.MissRawS, 2, " s"), "miss_raw_bound_s "+num(r.MissRawBoundS, 2, " s")+paren(r.Details.MissRawBoundBy),
+		ratio(r.MissRawBoundS, r.MissRawS), "≥ 0.9 × bound (≤ bound / 0.9)", atLeast(r.MissRawBoundS, r.MissRawS, 0.9))
+	row("miss_raw_s vs by hand", num(r.MissRawS, 2, " s"), "by_hand_raw_s "+num(r.ByHandRawS, 2, " s"),
+		ratio(r.ByHandRawS, r.MissRawS), "faster than by hand", atLeast(r.ByHandRawS, r.MissRawS, 1))
+	row("miss_qcow2_s ("+r.Meta.Sizes.Qcow2Virtual+")", num(r.MissQcow2S, 2, " s"), "miss_qcow2_bound_s "+num(r.MissQcow2BoundS, 2, " s")+paren(r.Details.MissQcow2BoundBy),
+		ratio(r.MissQcow2BoundS, r.MissQcow2S), "≥ 0.9 × bound (≤ bound / 0.9)", atLeast(r.MissQcow2BoundS, r.MissQcow2S, 0.9))
+	row("miss_qcow2_s vs by hand", num(r.MissQcow2S, 2, " s"), "by_hand_qcow2_s "+num(r.ByHandQcow2S, 2, " s"),
+		ratio(r.ByHandQcow2S, r.MissQcow2S), "faster than by hand", atLeast(r.ByHandQcow2S, r.MissQcow2S, 1))
+	fixed := ""
+	if len(r.Details.MissFixedS) > 0 {
+		fixed = fmt.Sprintf("%s miss %.3f s (median of %d) − its bytes at the %s miss rate", r.Meta.Sizes.Fixed,
+			percentile(r.Details.MissFixedS, 50), len(r.Details.MissFixedS), r.Meta.Sizes.FixedRate)
+	}
+	row("miss_fixed_ms", num(r.MissFixedMs, 1, " ms"), fixed, "", "≤ 150 ms", atMost(r.MissFixedMs, 150))
+}
+
+// stageLines describes the stages of a miss done alone and the by-hand pipelines, and where
+// the fixed cost of a miss goes.
+func stageLines(sb *strings.Builder, r *Result) {
+	var parts []string
+	for _, s := range append(slices.Clone(r.MissStages), r.ByHand...) {
+		parts = append(parts, fmt.Sprintf("%s %.0f MiB %.2f s %.2f core-s", s.Name, s.MiB, s.WallS, s.CoreS))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(sb, "- stages alone and by hand (wall, machine-wide busy core-seconds, %d cores): %s\n", r.Meta.NProc, strings.Join(parts, "; "))
+	}
+	if c := r.Details.MissQcow2CPU; c != nil {
+		fmt.Fprintf(sb, "- CPU during the qcow2 miss: %.2f core-seconds busy, %.0f%% of the machine's cores\n", c.CoreSeconds, 100*c.Utilization)
+	}
+	if len(r.Details.MissFixedTimeline) == 0 {
+		return
+	}
+	parts = parts[:0]
+	for _, sp := range r.Details.MissFixedTimeline {
+		p := fmt.Sprintf("%s %s @%.0f", sp.Workflow, sp.Step, sp.AtMs)
+		if sp.QueueMs != 0 {
+			p += fmt.Sprintf(" +%.0f queued", sp.QueueMs)
+		}
+		if sp.RunMs != 0 {
+			p += fmt.Sprintf(" +%.0f run", sp.RunMs)
+		}
+		parts = append(parts, p)
+	}
+	fmt.Fprintf(sb, "- fixed-cost miss %s (%s), ms after the create request: %s\n", r.Details.MissFixedVolume, r.Meta.Sizes.Fixed, strings.Join(parts, "; "))
+}
+
+// paren is " (s)", or "" for an empty s.
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
 }
 
 func yesNo(ok bool) string {
