@@ -57,6 +57,7 @@ type Gateway struct {
 
 	next    atomic.Uint64 // round-robin placement of images no host caches
 	workers workerWatch   // live workers per host, read from Temporal now and then
+	reads   progressCache // recent progress reads of running provisions
 	// retrying holds the IDs of volumes whose retry is being started by this gateway, so that
 	// two concurrent retries of one volume do not both reset its row; across gateways,
 	// Temporal's workflow ID reuse policy lets only one start succeed.

@@ -245,9 +245,22 @@ type Progress struct {
 
 // progress reads a provision's pending step and its last heartbeat from Temporal, following a
 // provision that waits on a cache fill into the fill's own steps, and names the fill it waits on
-// (or, flattening, the fill it was cloned from). It is best-effort and returns nil when Temporal
-// does not answer quickly.
-func (g *Gateway) progress(ctx context.Context, workflowID string) (_ *Progress, fill string) {
+// (or, flattening, the fill it was cloned from). A read serves for progressMaxAge. It is
+// best-effort and returns nil when Temporal does not answer quickly.
+func (g *Gateway) progress(ctx context.Context, workflowID string) (*Progress, string) {
+	now := time.Now()
+	if r, ok := g.reads.get(workflowID, now); ok {
+		return r.progress, r.fill
+	}
+	p, fill := g.readProgress(ctx, workflowID)
+	if p != nil {
+		g.reads.put(workflowID, progressRead{progress: p, fill: fill, at: now})
+	}
+	return p, fill
+}
+
+// readProgress is progress, read from Temporal.
+func (g *Gateway) readProgress(ctx context.Context, workflowID string) (_ *Progress, fill string) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	p := &Progress{Phase: "starting"}
