@@ -3,6 +3,11 @@
 // the same storage or data work done directly, in the same run, on the same cluster.
 //
 //	imagevol-bench [-quick] [-out bench/results] [-work .run/bench]
+//	imagevol-bench -only hits -row standalone -gateway URL -temporal HOST:PORT -namespace NS ...
+//
+// The second form measures only the cache-hit figures, against another stack (deploy/bench.sh
+// uses it for the standalone Temporal server on PostgreSQL), and merges them into the
+// latest.json and latest.md already in -out as their "standalone" row.
 //
 // It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN, Glance from
 // GLANCE_URL, Ceph from CEPH_CONF and the workers' pid files from IMAGEVOL_RUN_DIR; deploy/bench.sh
@@ -72,6 +77,8 @@ type Config struct {
 	StoreGatewayURL string // IMAGEVOL_STORE_URL
 	StoreGlanceURL  string // GLANCE_RBD_URL
 	StoreGlanceLog  string // GLANCE_RBD_LOG: its access log, to tell a clone from a download
+
+	Hit HitConfig // -only, -row, -sdk-metrics, -logs
 }
 
 func parseFlags(args []string) (Config, error) {
@@ -95,6 +102,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.StoreGlanceURL, "store-glance", os.Getenv("GLANCE_RBD_URL"), "Glance whose store is the cluster's RBD")
 	fs.StringVar(&c.StoreGlanceLog, "store-glance-log", os.Getenv("GLANCE_RBD_LOG"), "that Glance's log, with its access lines")
 	fs.StringVar(&c.Rerender, "rerender", "", "render latest.md and the plots again from this latest.json, measuring nothing")
+	hitFlags := addHitFlags(fs, &c)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -120,7 +128,7 @@ func parseFlags(args []string) (Config, error) {
 	if len(c.BurstHosts) == 0 {
 		return c, errors.New("-burst-hosts names no host")
 	}
-	return c, nil
+	return c, hitFlags()
 }
 
 // newQuietLogger is the Temporal client's logger: warnings and errors only.
@@ -160,7 +168,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg Config) error {
 	}
 	failed := b.runAll(ctx)
 	b.res.Meta.WallSeconds = round(time.Since(start).Seconds(), 1)
-	if err := writeResults(logger, cfg.OutDir, &b.res); err != nil {
+	if err := b.write(logger); err != nil {
 		return err
 	}
 	logger.Info("results written", "dir", cfg.OutDir, "wall", time.Since(start).Round(time.Second))

@@ -40,6 +40,8 @@ type Result struct {
 	Meta                 Meta               `json:"meta"`                    // when, on what, with which sizes and counts
 	Details              Details            `json:"details"`                 // samples and counts behind the figures
 	Notes                []string           `json:"notes"`                   // what went wrong or differs from the plan
+
+	HitFigures // floor p99, throughput at 50, CPU per hit, breakdown, lost results, standalone row
 }
 
 // Meta describes the run: when, on what, with which sizes and counts. Its fields, and those of
@@ -117,6 +119,7 @@ type Details struct {
 	// MissRawCPU is where the machine's CPU went during the raw miss: with every core busy, a
 	// faster miss needs less work, not more overlap.
 	MissRawCPU *CPUUse `json:"miss_raw_cpu,omitempty"`
+	HitDetails
 }
 
 // CPUUse is the CPU a case used, machine-wide.
@@ -212,7 +215,8 @@ func markdown(r *Result) string {
 	row("hit_p50_ms", num(r.HitP50Ms, 1, " ms"), "floor_p50_ms "+num(r.FloorP50Ms, 1, " ms"), ratio(r.HitP50Ms, r.FloorP50Ms),
 		"≤ 200 ms and ≤ 2 × floor", hitMet)
 	row("hit_p95_ms", num(r.HitP95Ms, 1, " ms"), "floor p95 "+num(r.Details.FloorP95Ms, 1, " ms"), ratio(r.HitP95Ms, r.Details.FloorP95Ms), "—", "")
-	row("hit_p99_ms", num(r.HitP99Ms, 1, " ms"), "", "", "—", "")
+	row("hit_p99_ms", num(r.HitP99Ms, 1, " ms"), "floor_p99_ms "+num(r.FloorP99Ms, 1, " ms"), ratio(r.HitP99Ms, r.FloorP99Ms),
+		"≤ 3 × floor p99", atMostTimes(r.HitP99Ms, r.FloorP99Ms, 3))
 
 	// Misses.
 	bound := ""
@@ -301,7 +305,12 @@ func markdown(r *Result) string {
 	if r.TemporalEventsPerHit != nil {
 		ev = fmt.Sprint(*r.TemporalEventsPerHit)
 	}
-	row("temporal_events_per_hit", ev, "", "", "—", "")
+	evMet := "n/a"
+	if r.TemporalEventsPerHit != nil {
+		evMet = yesNo(*r.TemporalEventsPerHit <= 12)
+	}
+	row("temporal_events_per_hit", ev, "", "", "≤ 12", evMet)
+	hitRows(row, r)
 
 	sb.WriteString("\n## Floors and details\n\n")
 	fmt.Fprintf(&sb, "- raw miss floor parts: glance_download_mib_s %s, sha512_mib_s %s, rbd_import_mib_s %s\n",
@@ -329,6 +338,7 @@ func markdown(r *Result) string {
 	fmt.Fprintf(&sb, "- measured host %s (pool %s); burst hosts %s; %.1f GiB disk and %.1f GiB Ceph free at start\n",
 		m.Host, m.Pool, strings.Join(m.BurstHosts, ", "), m.DiskFreeGiB, m.CephAvailGiB)
 
+	stackTable(&sb, r)
 	sb.WriteString("\n## Notes\n\n")
 	if len(r.Notes) == 0 {
 		sb.WriteString("None.\n")
