@@ -73,7 +73,7 @@ func lostLine(l *LostResults) string {
 	case l.LogLines == nil:
 		s += "; logs not read"
 	default:
-		s += "; log lines: " + mapLine(l.LogLines)
+		s += "; log lines of " + strings.Join(l.LogsRead, ", ") + ": " + mapLine(l.LogLines)
 	}
 	if len(l.Samples) > 0 {
 		s += "; e.g. " + strings.Join(l.Samples, " | ")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,6 +37,7 @@ type LostResults struct {
 	// LogLines counts, by file and pattern, the log lines of the window that match an RPC
 	// failure pattern. Nil: no log read.
 	LogLines map[string]int `json:"log_lines"`
+	LogsRead []string       `json:"logs_read"`         // the logs' file names
 	Samples  []string       `json:"samples,omitempty"` // a few of the failures and log lines
 }
 
@@ -101,9 +103,12 @@ func (b *bench) lostResults(ctx context.Context, o observation, ids []string, fa
 			l.SDKCounters = counterRise(o.counters, now)
 		}
 	}
-	l.LogLines = map[string]int{}
-	for path, off := range o.logSize {
-		b.scanLog(l, path, off)
+	if len(o.logSize) > 0 {
+		l.LogLines = map[string]int{}
+	}
+	for _, path := range slices.Sorted(maps.Keys(o.logSize)) {
+		b.scanLog(l, path, o.logSize[path])
+		l.LogsRead = append(l.LogsRead, filepath.Base(path))
 	}
 	return l
 }
