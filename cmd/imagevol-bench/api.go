@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imagevol/imagevol/apiclient"
@@ -36,7 +37,8 @@ type Gateway struct {
 	HC    *http.Client // shared by every request
 
 	mu      sync.Mutex
-	created []string // volumes this run made, deleted at its end
+	created []string     // volumes this run made, deleted at its end
+	polls   atomic.Int64 // GET /v1/volumes/{id} sent: each costs the gateway a Temporal RPC while creating
 }
 
 // CreateRequest is the body of POST /v1/volumes; Host is left out when empty. Its fields are
@@ -173,6 +175,7 @@ func (g *Gateway) deleteVolume(ctx context.Context, id string) error {
 // Volume reads one volume.
 func (g *Gateway) Volume(ctx context.Context, id string) (Volume, error) {
 	var v Volume
+	g.polls.Add(1)
 	err := g.do(ctx, http.MethodGet, "/v1/volumes/"+id, nil, &v)
 	return v, err
 }

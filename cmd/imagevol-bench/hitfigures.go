@@ -31,6 +31,9 @@ type HitDetails struct {
 	HitBreakdownLoad *HitBreakdown `json:"hit_breakdown_load"` // the hits of the InFlight throughput run
 	Throughput50     LoadDetails   `json:"throughput_50"`
 	ThroughputCPU    *CPUUse       `json:"throughput_cpu"` // the machine's CPU over the InFlight run
+	// ThroughputPollsPerHit is GET /v1/volumes/{id} per provision of the InFlight run: the
+	// gateway asks Temporal (DescribeWorkflowExecution) for each while the volume is creating.
+	ThroughputPollsPerHit float64 `json:"throughput_polls_per_hit"`
 }
 
 // LoadDetails are the counts of one throughput run.
@@ -41,6 +44,7 @@ type LoadDetails struct {
 	NonHits      int      `json:"non_hits"`
 	Errors       int      `json:"errors"`
 	LatencyP50Ms *float64 `json:"latency_p50_ms"`
+	PollsPerHit  float64  `json:"polls_per_hit"` // status polls per provision
 }
 
 // HitRow is one stack's hit figures, for the rows that compare Temporal servers.

@@ -26,6 +26,7 @@ type loadRun struct {
 	ids      []string    // every volume the run created
 	cpuPer   map[string]float64
 	cpu      *CPUUse
+	polls    float64 // status polls per provision
 }
 
 // rate is the hits per second the window saw.
@@ -60,6 +61,7 @@ func (b *bench) hitLoad(ctx context.Context, inFlight int, tag string) *loadRun 
 			r.hits = append(r.hits, s.timing())
 		}
 	}
+	polls0 := b.gw.polls.Load()
 	cpu0 := takeCPUSnapshot()
 	t0 := time.Now()
 	end := t0.Add(r.window)
@@ -79,6 +81,9 @@ func (b *bench) hitLoad(ctx context.Context, inFlight int, tag string) *loadRun 
 	cpu1 := takeCPUSnapshot()
 	r.cpuPer = cpuPerHit(cpu0, cpu1, r.done+r.late)
 	r.cpu = cpuUse(cpu0, cpu1, time.Since(t0).Seconds(), 8)
+	if n := len(r.ids); n > 0 {
+		r.polls = round(float64(b.gw.polls.Load()-polls0)/float64(n), 1)
+	}
 	return r
 }
 
@@ -99,6 +104,7 @@ func (b *bench) throughput(ctx context.Context) error {
 	}
 	b.res.CPUMsPerHit = r.cpuPer
 	b.res.Details.ThroughputCPU = r.cpu
+	b.res.Details.ThroughputPollsPerHit = r.polls
 	b.loadNotes(r)
 	b.log.Info("throughput done", "in_flight", r.inFlight, "per_s", *b.res.HitThroughputPerS, "cpu_ms_per_hit", r.cpuPer)
 
@@ -114,13 +120,14 @@ func (b *bench) throughput(ctx context.Context) error {
 		b.note("lost results: %v", err)
 	}
 	b.res.LostResults = b.lostResults(ctx, o, ids, facts)
+	b.saveHistories(ctx, b.res.LostResults, b.rowName()+"-throughput", ids, facts)
 	b.res.Details.HitBreakdownLoad = breakdown(r.hits, facts)
 	return nil
 }
 
 // details are a run's counts for the JSON.
 func (r *loadRun) details() LoadDetails {
-	d := LoadDetails{InFlight: r.inFlight, Completed: r.done, Late: r.late, NonHits: r.nonHits, Errors: r.failed}
+	d := LoadDetails{InFlight: r.inFlight, Completed: r.done, Late: r.late, NonHits: r.nonHits, Errors: r.failed, PollsPerHit: r.polls}
 	if len(r.lat) > 0 {
 		d.LatencyP50Ms = ptr(round(percentile(r.lat, 50), 1))
 	}
@@ -155,5 +162,14 @@ func (b *bench) lostResultsRun(ctx context.Context) error {
 	b.gw.mu.Unlock()
 	facts, err := b.histories(ctx, ids)
 	b.res.LostResultsRun = b.lostResults(ctx, *b.runObs, ids, facts)
+	b.saveHistories(ctx, b.res.LostResultsRun, b.rowName()+"-run", ids, facts)
 	return err
+}
+
+// rowName names the run's files: its row, or "main".
+func (b *bench) rowName() string {
+	if b.cfg.Hit.Row != "" {
+		return b.cfg.Hit.Row
+	}
+	return "main"
 }

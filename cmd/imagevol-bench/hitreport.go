@@ -23,7 +23,7 @@ func lostValue(l *LostResults) string {
 	if l == nil {
 		return "null"
 	}
-	return fmt.Sprintf("%d over %d workflows", l.Total(), l.Workflows)
+	return fmt.Sprintf("%d in histories · %d SDK failures · %d log lines (%d workflows)", l.HistoryTotal(), l.SDKTotal(), l.LogTotal(), l.Workflows)
 }
 
 func lostMet(l *LostResults) string {
@@ -36,9 +36,10 @@ func lostMet(l *LostResults) string {
 // hitDetails adds the detail lines of the hit figures.
 func hitDetails(sb *strings.Builder, r *Result) {
 	d := r.Details
-	fmt.Fprintf(sb, "- throughput at %d in flight: %d hits in %.0f s, %d after the window (median %s); %d not hits, %d failed\n",
+	fmt.Fprintf(sb, "- throughput at %d in flight: %d hits in %.0f s, %d after the window (median %s); %d not hits, %d failed; status polls per provision: %.1f at %d in flight, %.1f at %d\n",
 		d.Throughput50.InFlight, d.Throughput50.Completed, r.Meta.Iterations.ThroughputSeconds, d.Throughput50.Late,
-		num(d.Throughput50.LatencyP50Ms, 0, " ms"), d.Throughput50.NonHits, d.Throughput50.Errors)
+		num(d.Throughput50.LatencyP50Ms, 0, " ms"), d.Throughput50.NonHits, d.Throughput50.Errors,
+		d.ThroughputPollsPerHit, r.Meta.Iterations.ThroughputInFlight, d.Throughput50.PollsPerHit, d.Throughput50.InFlight)
 	fmt.Fprintf(sb, "- cpu_ms_per_hit (%d in flight, start → last hit done, ÷ every hit done): %s\n",
 		r.Meta.Iterations.ThroughputInFlight, cpuLine(r.CPUMsPerHit))
 	if c := d.ThroughputCPU; c != nil {
@@ -77,6 +78,9 @@ func lostLine(l *LostResults) string {
 	}
 	if len(l.Samples) > 0 {
 		s += "; e.g. " + strings.Join(l.Samples, " | ")
+	}
+	if len(l.HistoriesSaved) > 0 {
+		s += "; histories saved: " + strings.Join(l.HistoriesSaved, ", ")
 	}
 	return s
 }

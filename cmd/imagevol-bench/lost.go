@@ -14,6 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // LostResults is the check that no step's result was lost in a window: from the histories of
@@ -37,17 +41,27 @@ type LostResults struct {
 	// LogLines counts, by file and pattern, the log lines of the window that match an RPC
 	// failure pattern. Nil: no log read.
 	LogLines map[string]int `json:"log_lines"`
-	LogsRead []string       `json:"logs_read"`         // the logs' file names
-	Samples  []string       `json:"samples,omitempty"` // a few of the failures and log lines
+	LogsRead []string       `json:"logs_read"` // the logs' file names
+	// HistoriesSaved are the histories of a few flagged workflows, relative to the results.
+	HistoriesSaved []string `json:"histories_saved,omitempty"`
+	Samples        []string `json:"samples,omitempty"` // a few of the failures and log lines
 }
 
 // Total is the sum of every counter that should be 0.
-func (l *LostResults) Total() int {
-	n := l.HistoriesNotRead + l.NotCompleted + l.ActivityTimedOut + l.ActivityFailed + l.ActivityRetried +
-		l.WorkflowTaskTimedOut + l.WorkflowTaskFailed + l.LocalActivityFailed
+func (l *LostResults) Total() int { return l.HistoryTotal() + l.SDKTotal() + l.LogTotal() }
+
+// SDKTotal is the rise of the SDK's failure counters.
+func (l *LostResults) SDKTotal() int {
+	n := 0.0
 	for _, v := range l.SDKCounters {
-		n += int(v)
+		n += v
 	}
+	return int(n)
+}
+
+// LogTotal is the count of matching log lines (a line may match more than one pattern).
+func (l *LostResults) LogTotal() int {
+	n := 0
 	for _, v := range l.LogLines {
 		n += v
 	}
@@ -283,4 +297,62 @@ func matchLines(r io.Reader, patterns []string) []logMatch {
 		}
 	}
 	return out
+}
+
+// HistoryTotal is the sum of the counts read from the histories.
+func (l *LostResults) HistoryTotal() int {
+	return l.HistoriesNotRead + l.NotCompleted + l.ActivityTimedOut + l.ActivityFailed + l.ActivityRetried +
+		l.WorkflowTaskTimedOut + l.WorkflowTaskFailed + l.LocalActivityFailed
+}
+
+// flagged are the workflows whose histories show a failure, at most n, sorted.
+func flagged(ids []string, facts map[string]histFacts, n int) []string {
+	var out []string
+	for _, id := range slices.Sorted(slices.Values(ids)) {
+		f, ok := facts[id]
+		if ok && (!f.Completed() || len(f.Failures) > 0) && len(out) < n {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// saveHistories writes the histories of up to five flagged workflows to
+// <out>/lost-histories/<name>-<id>.json, for the search for the cause: a standalone store is
+// dropped at the end of the run.
+func (b *bench) saveHistories(ctx context.Context, l *LostResults, name string, ids []string, facts map[string]histFacts) {
+	ids = flagged(ids, facts, 5)
+	if len(ids) == 0 {
+		return
+	}
+	dir := filepath.Join(b.cfg.OutDir, "lost-histories")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.log.Warn("histories not saved", "err", err)
+		return
+	}
+	c, err := b.dialTemporal()
+	if err != nil {
+		b.log.Warn("histories not saved", "err", err)
+		return
+	}
+	defer c.Close()
+	for _, id := range ids {
+		it := c.GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		var h historypb.History
+		for it.HasNext() {
+			e, err := it.Next()
+			if err != nil {
+				break
+			}
+			h.Events = append(h.Events, e)
+		}
+		js, err := protojson.MarshalOptions{Multiline: true}.Marshal(&h)
+		if err != nil {
+			continue
+		}
+		p := filepath.Join(dir, name+"-"+id+".json")
+		if os.WriteFile(p, js, 0o644) == nil {
+			l.HistoriesSaved = append(l.HistoriesSaved, filepath.Join("lost-histories", filepath.Base(p)))
+		}
+	}
 }

@@ -329,6 +329,7 @@ func markdown(r *Result) string {
 	fmt.Fprintf(&sb, "- throughput: %d hits completed in %.0f s with %d in flight (median %s request → available); %d not hits, %d failed\n",
 		r.Details.ThroughputCompleted, m.Iterations.ThroughputSeconds, m.Iterations.ThroughputInFlight,
 		num(r.Details.ThroughputLatencyP50Ms, 0, " ms"), r.Details.ThroughputNonHits, r.Details.ThroughputErrors)
+	hitDetails(&sb, r)
 	fmt.Fprintf(&sb, "- burst: \"host\" field accepted: %v; /v1/cache/stats served: %v; outcomes %s\n",
 		r.Details.HostField, r.Details.CacheStatsServed, outcomes(r.Details.BurstOutcomes))
 	fmt.Fprintf(&sb, "- sizes: misses %s, qcow2 %s virtual, hit image %s cloned to %d GiB volumes, burst %s; pattern: %s\n",
