@@ -93,7 +93,7 @@ bg worker-node2 "$BIN/imagevol-worker" --host node2 --pool volumes2 --metrics-li
 bg gateway "$BIN/imagevol-gateway" --hosts node1,node2 --default-quota-volumes -1 --default-quota-gigabytes -1
 wait_http http://127.0.0.1:8776/healthz 60 gateway
 # node3 (pool volumes3) reads its images from the Glance on RBD, behind a gateway of its own.
-GLANCE_URL=$GLANCE_RBD_URL bg worker-node3 "$BIN/imagevol-worker" --host node3 --pool volumes3
+GLANCE_URL=$GLANCE_RBD_URL bg worker-node3 "$BIN/imagevol-worker" --host node3 --pool volumes3 --metrics-listen 127.0.0.1:9483
 GLANCE_URL=$GLANCE_RBD_URL bg gateway-store "$BIN/imagevol-gateway" --hosts node3 --listen 127.0.0.1:8777 \
   --default-quota-volumes -1 --default-quota-gigabytes -1
 wait_http http://127.0.0.1:8777/healthz 60 gateway-store
@@ -112,8 +112,11 @@ for ((i = 0; i < ${#extra[@]} - 1; i++)); do
 done
 common=(-out "$out" -work "$RUN/bench")
 [ "${BENCH_QUICK:-}" != 1 ] || common+=(-quick)
-metrics=http://127.0.0.1:8776/metrics,http://127.0.0.1:9481/metrics,http://127.0.0.1:9482/metrics
-logs=$RUN/log/worker-node1.log,$RUN/log/worker-node2.log,$RUN/log/gateway.log
+# node3 polls the shared workflow queue too: its workflow tasks are some of every provision's.
+metrics=http://127.0.0.1:8776/metrics,http://127.0.0.1:8777/metrics
+metrics+=,http://127.0.0.1:9481/metrics,http://127.0.0.1:9482/metrics,http://127.0.0.1:9483/metrics
+logs=$RUN/log/worker-node1.log,$RUN/log/worker-node2.log,$RUN/log/worker-node3.log
+logs+=,$RUN/log/gateway.log,$RUN/log/gateway-store.log,$RUN/log/temporal.log
 cd "$TOP"
 t0=$(date +%s)
 rc=0
@@ -174,7 +177,8 @@ if [ "${BENCH_STANDALONE:-1}" != 0 ]; then
     "$BIN/imagevol-bench" "${common[@]}" -run-dir "$SA" -only hits -row standalone \
       -gateway http://127.0.0.1:8778 -temporal "$TEMPORAL_PG_ADDRESS" -namespace imagevol \
       -sdk-metrics http://127.0.0.1:8778/metrics,http://127.0.0.1:9491/metrics,http://127.0.0.1:9492/metrics \
-      -logs "$SA/log/worker-node1.log,$SA/log/worker-node2.log,$SA/log/gateway.log" "${extra[@]}" || src=$?
+      -logs "$SA/log/worker-node1.log,$SA/log/worker-node2.log,$SA/log/gateway.log,$RUN/temporal-pg/log/temporal-server.log" \
+      "${extra[@]}" || src=$?
   else
     src=1
   fi

@@ -230,14 +230,16 @@ func counterRise(before, now map[string]float64) map[string]float64 {
 
 // logPatterns are what a log line says when an RPC to Temporal, or a task's answer, failed
 // (matched without regard to case). The SDK logs a failed RespondActivityTaskCompleted as
-// "Task processing failed" at level info.
+// "Task processing failed" at level info; the Temporal server logs a task it could not hand on
+// (e.g. a workflow or activity task to matching) as "Fail to process task".
 var logPatterns = []string{
 	"RespondActivityTaskCompleted", "RespondWorkflowTaskCompleted", "context deadline exceeded",
 	"DeadlineExceeded", "resource exhausted", "ResourceExhausted", "Task processing failed",
-	"Failed to process workflow task",
+	"Failed to process workflow task", "Fail to process task",
 }
 
-// logFiles are the logs of the workers and gateways the check reads.
+// logFiles are the logs the check reads: the workers', the gateways' and, when given, the
+// Temporal server's.
 func (b *bench) logFiles() []string {
 	if len(b.cfg.Hit.Logs) > 0 {
 		return b.cfg.Hit.Logs
