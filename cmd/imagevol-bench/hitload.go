@@ -95,19 +95,7 @@ func (b *bench) throughput(ctx context.Context) error {
 	}
 	o := b.observe(ctx)
 	r := b.hitLoad(ctx, b.plan.InFlight, "tput")
-	b.res.HitThroughputPerS = ptr(round(r.rate(), 2))
-	b.res.Details.ThroughputCompleted = r.done
-	b.res.Details.ThroughputNonHits = r.nonHits
-	b.res.Details.ThroughputErrors = r.failed
-	if len(r.lat) > 0 {
-		b.res.Details.ThroughputLatencyP50Ms = ptr(round(percentile(r.lat, 50), 1))
-	}
-	b.res.CPUMsPerHit = r.cpuPer
-	b.res.Details.ThroughputCPU = r.cpu
-	b.res.Details.ThroughputPollsPerHit = r.polls
-	b.loadNotes(r)
-	b.log.Info("throughput done", "in_flight", r.inFlight, "per_s", *b.res.HitThroughputPerS, "cpu_ms_per_hit", r.cpuPer)
-
+	b.recordThroughput(r)
 	hi := b.hitLoad(ctx, highInFlight, "tput50")
 	b.res.HitThroughput50PerS = ptr(round(hi.rate(), 2))
 	b.res.Details.Throughput50 = hi.details()
@@ -123,6 +111,22 @@ func (b *bench) throughput(ctx context.Context) error {
 	b.saveHistories(ctx, b.res.LostResults, b.rowName()+"-throughput", ids, facts)
 	b.res.Details.HitBreakdownLoad = breakdown(r.hits, facts)
 	return nil
+}
+
+// recordThroughput keeps the figures of the InFlight run.
+func (b *bench) recordThroughput(r *loadRun) {
+	b.res.HitThroughputPerS = ptr(round(r.rate(), 2))
+	b.res.Details.ThroughputCompleted = r.done
+	b.res.Details.ThroughputNonHits = r.nonHits
+	b.res.Details.ThroughputErrors = r.failed
+	if len(r.lat) > 0 {
+		b.res.Details.ThroughputLatencyP50Ms = ptr(round(percentile(r.lat, 50), 1))
+	}
+	b.res.CPUMsPerHit = r.cpuPer
+	b.res.Details.ThroughputCPU = r.cpu
+	b.res.Details.ThroughputPollsPerHit = r.polls
+	b.loadNotes(r)
+	b.log.Info("throughput done", "in_flight", r.inFlight, "per_s", *b.res.HitThroughputPerS, "cpu_ms_per_hit", r.cpuPer)
 }
 
 // details are a run's counts for the JSON.
