@@ -238,6 +238,7 @@ func TestParseCounters(t *testing.T) {
 temporal_request_failure_total{namespace="default",operation="RespondActivityTaskCompleted",status_code="DEADLINE_EXCEEDED"} 2
 temporal_request_failure_total{namespace="default",operation="RespondActivityTaskCompleted",status_code="UNAVAILABLE"} 1
 temporal_request_total{operation="RespondActivityTaskCompleted"} 500
+temporal_request_resource_exhausted_total{cause="RESOURCE_EXHAUSTED_CAUSE_BUSY_WORKFLOW",operation="DescribeWorkflowExecution"} 4
 temporal_activity_execution_failed_total{activity_type="CloneVolume"} 3
 temporal_workflow_task_execution_failed_total 0
 `
@@ -246,9 +247,10 @@ temporal_workflow_task_execution_failed_total 0
 		t.Fatal(err)
 	}
 	want := map[string]float64{
-		"temporal_request_failure_total{RespondActivityTaskCompleted}": 3,
-		"temporal_activity_execution_failed_total":                     3,
-		"temporal_workflow_task_execution_failed_total":                0,
+		"temporal_request_failure_total{RespondActivityTaskCompleted}":                                                3,
+		"temporal_activity_execution_failed_total":                                                                    3,
+		"temporal_workflow_task_execution_failed_total":                                                               0,
+		"temporal_request_resource_exhausted_total{DescribeWorkflowExecution,RESOURCE_EXHAUSTED_CAUSE_BUSY_WORKFLOW}": 4,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("parseCounters = %v, want %v", got, want)

@@ -148,8 +148,12 @@ var sdkFailureFamilies = []string{
 	"temporal_workflow_failed_total",
 }
 
-// operationLabel picks the RPC's name out of a series' labels.
-var operationLabel = regexp.MustCompile(`operation="([^"]*)"`)
+// operationLabel and causeLabel pick the RPC's name and, for resource exhausted, the server's
+// cause out of a series' labels.
+var (
+	operationLabel = regexp.MustCompile(`operation="([^"]*)"`)
+	causeLabel     = regexp.MustCompile(`cause="([^"]*)"`)
+)
 
 // scrapeCounters sums the SDK failure counters over the metrics endpoints, keyed by family and
 // operation; nil when no endpoint answered.
@@ -204,8 +208,14 @@ func parseCounters(r io.Reader) (map[string]float64, error) {
 			continue
 		}
 		key := name
-		if m := operationLabel.FindStringSubmatch(rest); m != nil && m[1] != "" {
-			key += "{" + m[1] + "}"
+		var labels []string
+		for _, re := range []*regexp.Regexp{operationLabel, causeLabel} {
+			if m := re.FindStringSubmatch(rest); m != nil && m[1] != "" {
+				labels = append(labels, m[1])
+			}
+		}
+		if len(labels) > 0 {
+			key += "{" + strings.Join(labels, ",") + "}"
 		}
 		f := strings.Fields(line)
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
