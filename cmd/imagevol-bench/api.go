@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imagevol/imagevol/apiclient"
@@ -37,6 +38,7 @@ type Gateway struct {
 
 	mu      sync.Mutex
 	created []createdVolume // volumes this run made, deleted at its end
+	polls   atomic.Int64    // GET /v1/volumes/{id} sent: each costs the gateway a Temporal RPC while creating
 }
 
 // createdVolume is a volume the run made and the image it was made from.
@@ -211,6 +213,7 @@ func (g *Gateway) deleteVolume(ctx context.Context, id string) error {
 // Volume reads one volume.
 func (g *Gateway) Volume(ctx context.Context, id string) (Volume, error) {
 	var v Volume
+	g.polls.Add(1)
 	err := g.do(ctx, http.MethodGet, "/v1/volumes/"+id, nil, &v)
 	return v, err
 }

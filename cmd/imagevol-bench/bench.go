@@ -98,6 +98,10 @@ type bench struct {
 	hitImage  string // Glance image cached on cfg.Host by the smallest miss
 	rawImage  string // Glance image of the RawSize miss, kept for the download floor
 	rawFile   string // its local file, kept for the sha512 and rbd import floors
+
+	hitTimes []hitTiming          // the measured sequential hits, for their breakdown
+	runObs   *observation         // the start of the whole run's lost-result window
+	facts    map[string]histFacts // histories read so far, by workflow ID
 }
 
 func newBench(ctx context.Context, logger *slog.Logger, cfg Config, plan Plan) (*bench, error) {
@@ -236,26 +240,20 @@ func (b *bench) preflight(ctx context.Context) error {
 // runAll runs the cases in order and returns how many failed; a failed case leaves its figures
 // null and says why in the notes.
 func (b *bench) runAll(ctx context.Context) int {
+	if b.cfg.Hit.Only == "hits" {
+		return b.runHits(ctx)
+	}
 	failed := 0
 	step := func(name string, f func(context.Context) error) {
 		if len(b.cfg.Cases) > 0 && !slices.ContainsFunc(b.cfg.Cases, func(p string) bool { return strings.HasPrefix(name, p) }) {
 			b.log.Info("case skipped (-cases)", "case", name)
 			return
 		}
-		if ctx.Err() != nil {
-			b.note("%s: not run: %v", name, ctx.Err())
+		if !b.runStep(ctx, name, f) {
 			failed++
-			return
 		}
-		t0 := time.Now()
-		b.log.Info("case start", "case", name)
-		if err := f(ctx); err != nil {
-			b.note("%s failed: %v", name, err)
-			failed++
-			return
-		}
-		b.log.Info("case done", "case", name, "took", time.Since(t0).Round(time.Millisecond))
 	}
+	step("lost results: start", b.runObservation)
 	step("warm-up", b.warmUp)
 	step("miss by size", b.missBySize)
 	step("miss fixed cost", b.missFixed)
@@ -264,8 +262,10 @@ func (b *bench) runAll(ctx context.Context) int {
 	step("cache hits and clone floor", b.hits)
 	step("miss from Glance's RBD store", b.storeMiss)
 	step("temporal events per hit", b.temporalEvents)
+	step("hit breakdown", b.hitBreakdown)
 	step("hit throughput", b.throughput)
 	step("burst", b.burst)
+	step("lost results, whole run", b.lostResultsRun)
 	b.res.Meta.LoadAvgEnd = loadAvg()
 	return failed
 }

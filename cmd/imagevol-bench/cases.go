@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -430,6 +429,7 @@ func (b *bench) hits(ctx context.Context) error {
 		}
 		lat = append(lat, ms(s.Latency))
 		acc = append(acc, ms(s.Accept))
+		b.hitTimes = append(b.hitTimes, s.timing())
 		b.res.Details.TemporalWorkflowID = s.ID
 	}
 	if len(lat) == 0 {
@@ -463,6 +463,7 @@ func (b *bench) hits(ctx context.Context) error {
 	}
 	b.res.FloorP50Ms = ptr(round(percentile(floor, 50), 1))
 	b.res.Details.FloorP95Ms = ptr(round(percentile(floor, 95), 1))
+	b.res.FloorP99Ms = ptr(round(percentile(floor, 99), 1))
 	b.res.Details.FloorLatenciesMs = roundAll(floor, 2)
 	return nil
 }
@@ -492,60 +493,6 @@ func (b *bench) temporalEvents(ctx context.Context) error {
 		n++
 	}
 	b.res.TemporalEventsPerHit = &n
-	return nil
-}
-
-// throughput keeps InFlight cache-hit provisions going for ThroughputFor and counts those that
-// reached "available" within that window.
-func (b *bench) throughput(ctx context.Context) error {
-	if b.hitImage == "" {
-		return errors.New("no cached image: the smallest miss failed")
-	}
-	var done, nonHits, failed atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var mu sync.Mutex
-	var lat []float64
-	end := time.Now().Add(b.plan.ThroughputFor)
-	var wg sync.WaitGroup
-	for w := range b.plan.InFlight {
-		wg.Go(func() {
-			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				s, err := b.hitOnce(ctx, fmt.Sprintf("tput-%02d-%04d", w, i), pollThroughput)
-				if err != nil {
-					failed.Add(1)
-					once.Do(func() { firstErr = err })
-					time.Sleep(100 * time.Millisecond)
-					continue
-				}
-				switch {
-				case s.End.After(end):
-				case s.Volume.Cache != "hit":
-					nonHits.Add(1)
-				default:
-					done.Add(1)
-					mu.Lock()
-					lat = append(lat, ms(s.Accept+s.Latency))
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	rate := float64(done.Load()) / b.plan.ThroughputFor.Seconds()
-	b.res.HitThroughputPerS = ptr(round(rate, 2))
-	b.res.Details.ThroughputCompleted = int(done.Load())
-	b.res.Details.ThroughputNonHits = int(nonHits.Load())
-	b.res.Details.ThroughputErrors = int(failed.Load())
-	if len(lat) > 0 {
-		b.res.Details.ThroughputLatencyP50Ms = ptr(round(percentile(lat, 50), 1))
-	}
-	if firstErr != nil {
-		b.note("hit throughput: %d provisions failed (first: %v)", failed.Load(), firstErr)
-	}
-	if nonHits.Load() > 0 {
-		b.note("hit throughput: %d provisions were not cache hits and were not counted", nonHits.Load())
-	}
 	return nil
 }
 

@@ -3,6 +3,11 @@
 // the same storage or data work done directly, in the same run, on the same cluster.
 //
 //	imagevol-bench [-quick] [-out bench/results] [-work .run/bench]
+//	imagevol-bench -only hits -row standalone -gateway URL -temporal HOST:PORT -namespace NS ...
+//
+// The second form measures only the cache-hit figures, against another stack (deploy/bench.sh
+// uses it for the standalone Temporal server on PostgreSQL), and merges them into the
+// latest.json and latest.md already in -out as their "standalone" row.
 //
 // It reads the gateway's address and token from IMAGEVOL_URL and IMAGEVOL_TOKEN, Glance from
 // GLANCE_URL, Ceph from CEPH_CONF and the workers' pid files from IMAGEVOL_RUN_DIR; deploy/bench.sh
@@ -75,6 +80,8 @@ type Config struct {
 	StoreGatewayURL string // IMAGEVOL_STORE_URL
 	StoreGlanceURL  string // GLANCE_RBD_URL
 	StoreGlanceLog  string // GLANCE_RBD_LOG: its access log, to tell a clone from a download
+
+	Hit HitConfig // -only, -row, -sdk-metrics, -logs
 }
 
 func parseFlags(args []string) (Config, error) {
@@ -101,6 +108,7 @@ func parseFlags(args []string) (Config, error) {
 	sizes := fs.String("sizes", "", "comma-separated sizes of the misses by size, e.g. 256MiB,1GiB (default: the mode's)")
 	fs.IntVar(&c.Rounds, "rounds", 0, "rounds of misses by size (default: the mode's)")
 	cases := fs.String("cases", "", "comma-separated prefixes of the cases to run, e.g. \"warm-up,miss by size\" (default: all)")
+	hitFlags := addHitFlags(fs, &c)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -134,7 +142,7 @@ func parseFlags(args []string) (Config, error) {
 		c.Sizes = append(c.Sizes, n)
 	}
 	c.Cases = splitList(*cases)
-	return c, nil
+	return c, hitFlags()
 }
 
 // newQuietLogger is the Temporal client's logger: warnings and errors only.
@@ -185,7 +193,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg Config) error {
 	}
 	failed := b.runAll(ctx)
 	b.res.Meta.WallSeconds = round(time.Since(start).Seconds(), 1)
-	if err := writeResults(logger, cfg.OutDir, &b.res); err != nil {
+	if err := b.write(logger); err != nil {
 		return err
 	}
 	logger.Info("results written", "dir", cfg.OutDir, "wall", time.Since(start).Round(time.Second))

@@ -50,6 +50,8 @@ type Result struct {
 	Meta                 Meta               `json:"meta"`                     // when, on what, with which sizes and counts
 	Details              Details            `json:"details"`                  // samples and counts behind the figures
 	Notes                []string           `json:"notes"`                    // what went wrong or differs from the plan
+
+	HitFigures // floor p99, throughput at 50, CPU per hit, breakdown, lost results, standalone row
 }
 
 // Meta describes the run: when, on what, with which sizes and counts. Its fields, and those of
@@ -141,6 +143,8 @@ type Details struct {
 	// MissFixedTimeline is where that volume's time went: the spans of its provision's and its
 	// fill's workflow histories, from the create request on.
 	MissFixedTimeline []Span `json:"miss_fixed_timeline,omitempty"`
+
+	HitDetails
 }
 
 // CPUUse is the CPU a case used, machine-wide.
@@ -241,7 +245,8 @@ func markdown(r *Result) string {
 	row("hit_p50_ms", num(r.HitP50Ms, 1, " ms"), "floor_p50_ms "+num(r.FloorP50Ms, 1, " ms"), ratio(r.HitP50Ms, r.FloorP50Ms),
 		"≤ 200 ms and ≤ 2 × floor", hitMet)
 	row("hit_p95_ms", num(r.HitP95Ms, 1, " ms"), "floor p95 "+num(r.Details.FloorP95Ms, 1, " ms"), ratio(r.HitP95Ms, r.Details.FloorP95Ms), "—", "")
-	row("hit_p99_ms", num(r.HitP99Ms, 1, " ms"), "", "", "—", "")
+	row("hit_p99_ms", num(r.HitP99Ms, 1, " ms"), "floor_p99_ms "+num(r.FloorP99Ms, 1, " ms"), ratio(r.HitP99Ms, r.FloorP99Ms),
+		"≤ 3 × floor p99", atMostTimes(r.HitP99Ms, r.FloorP99Ms, 3))
 
 	// Misses.
 	bound := ""
@@ -339,7 +344,12 @@ func markdown(r *Result) string {
 	if r.TemporalEventsPerHit != nil {
 		ev = fmt.Sprint(*r.TemporalEventsPerHit)
 	}
-	row("temporal_events_per_hit", ev, "", "", "—", "")
+	evMet := "n/a"
+	if r.TemporalEventsPerHit != nil {
+		evMet = yesNo(*r.TemporalEventsPerHit <= 12)
+	}
+	row("temporal_events_per_hit", ev, "", "", "≤ 12", evMet)
+	hitRows(row, r)
 
 	sb.WriteString("\n## Floors and details\n\n")
 	fmt.Fprintf(&sb, "- raw miss floor parts: glance_download_mib_s %s, sha512_mib_s %s, rbd_import_mib_s %s\n",
@@ -359,6 +369,7 @@ func markdown(r *Result) string {
 	fmt.Fprintf(&sb, "- throughput: %d hits completed in %.0f s with %d in flight (median %s request → available); %d not hits, %d failed\n",
 		r.Details.ThroughputCompleted, m.Iterations.ThroughputSeconds, m.Iterations.ThroughputInFlight,
 		num(r.Details.ThroughputLatencyP50Ms, 0, " ms"), r.Details.ThroughputNonHits, r.Details.ThroughputErrors)
+	hitDetails(&sb, r)
 	fmt.Fprintf(&sb, "- burst: \"host\" field accepted: %v; /v1/cache/stats served: %v; outcomes %s\n",
 		r.Details.HostField, r.Details.CacheStatsServed, outcomes(r.Details.BurstOutcomes))
 	fmt.Fprintf(&sb, "- sizes: misses %s, qcow2 %s virtual, hit image %s cloned to %d GiB volumes, burst %s; pattern: %s\n",
@@ -368,6 +379,7 @@ func markdown(r *Result) string {
 	fmt.Fprintf(&sb, "- measured host %s (pool %s); burst hosts %s; %.1f GiB disk and %.1f GiB Ceph free at start\n",
 		m.Host, m.Pool, strings.Join(m.BurstHosts, ", "), m.DiskFreeGiB, m.CephAvailGiB)
 
+	stackTable(&sb, r)
 	sb.WriteString("\n## Notes\n\n")
 	if len(r.Notes) == 0 {
 		sb.WriteString("None.\n")
