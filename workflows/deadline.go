@@ -26,16 +26,21 @@ func boundGrace(ctx workflow.Context, deadline time.Time, grace time.Duration) w
 		return ctx
 	}
 	o := workflow.GetActivityOptions(ctx)
-	// Past the deadline the step still runs once, briefly, so that its failure says so.
-	left := max(deadline.Add(grace).Sub(workflow.Now(ctx)), time.Second)
-	o.ScheduleToCloseTimeout = left
-	o.StartToCloseTimeout = min(o.StartToCloseTimeout, left)
-	if o.RetryPolicy != nil {
-		rp := *o.RetryPolicy
-		rp.MaximumAttempts = 0
-		o.RetryPolicy = &rp
-	}
+	o.ScheduleToCloseTimeout, o.StartToCloseTimeout, o.RetryPolicy = untilDeadline(ctx, deadline.Add(grace), o.StartToCloseTimeout, o.RetryPolicy)
 	return workflow.WithActivityOptions(ctx, o)
+}
+
+// untilDeadline is a step's schedule-to-close and start-to-close timeouts and retry policy when it
+// may retry until deadline. Past the deadline the step still runs once, briefly, so that its
+// failure says so.
+func untilDeadline(ctx workflow.Context, deadline time.Time, startToClose time.Duration, rp *temporal.RetryPolicy) (time.Duration, time.Duration, *temporal.RetryPolicy) {
+	left := max(deadline.Sub(workflow.Now(ctx)), time.Second)
+	if rp != nil {
+		unlimited := *rp
+		unlimited.MaximumAttempts = 0
+		rp = &unlimited
+	}
+	return left, min(startToClose, left), rp
 }
 
 // boundLocal is bound for the local activity options of ctx.
@@ -44,14 +49,7 @@ func boundLocal(ctx workflow.Context, deadline time.Time) workflow.Context {
 		return ctx
 	}
 	o := workflow.GetLocalActivityOptions(ctx)
-	left := max(deadline.Sub(workflow.Now(ctx)), time.Second)
-	o.ScheduleToCloseTimeout = left
-	o.StartToCloseTimeout = min(o.StartToCloseTimeout, left)
-	if o.RetryPolicy != nil {
-		rp := *o.RetryPolicy
-		rp.MaximumAttempts = 0
-		o.RetryPolicy = &rp
-	}
+	o.ScheduleToCloseTimeout, o.StartToCloseTimeout, o.RetryPolicy = untilDeadline(ctx, deadline, o.StartToCloseTimeout, o.RetryPolicy)
 	return workflow.WithLocalActivityOptions(ctx, o)
 }
 

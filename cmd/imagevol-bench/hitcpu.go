@@ -56,16 +56,7 @@ func cpuPerHit(before, after cpuSnapshot, hits int) map[string]float64 {
 	if hits <= 0 {
 		return nil
 	}
-	ticks := map[string]uint64{}
-	for pid, a := range after.procs {
-		b := before.procs[pid]
-		if b.name != a.name {
-			b.ticks = 0 // a new process under a reused pid
-		}
-		if a.ticks > b.ticks {
-			ticks[processGroup(a.name)] += a.ticks - b.ticks
-		}
-	}
+	ticks := ticksBy(before, after, processGroup)
 	ticks[groupTotal] = after.busy - before.busy
 	out := map[string]float64{}
 	for g, t := range ticks {

@@ -161,16 +161,7 @@ func cpuUse(before, after cpuSnapshot, wall float64, top int) *CPUUse {
 	if wall > 0 {
 		u.Utilization = round(u.CoreSeconds/(wall*float64(runtime.NumCPU())), 2)
 	}
-	byName := map[string]uint64{}
-	for pid, a := range after.procs {
-		b := before.procs[pid]
-		if b.name != a.name {
-			b.ticks = 0 // a new process under a reused pid
-		}
-		if a.ticks > b.ticks {
-			byName[a.name] += a.ticks - b.ticks
-		}
-	}
+	byName := ticksBy(before, after, func(name string) string { return name })
 	for name, t := range byName {
 		u.Top = append(u.Top, ProcessCPU{Name: name, CoreSeconds: round(float64(t)/clockTicks, 2)})
 	}
@@ -179,4 +170,20 @@ func cpuUse(before, after cpuSnapshot, wall float64, top int) *CPUUse {
 		u.Top = u.Top[:top]
 	}
 	return u
+}
+
+// ticksBy sums the CPU ticks each process used between two snapshots by key(its name); a process
+// that started in between counts from zero.
+func ticksBy(before, after cpuSnapshot, key func(name string) string) map[string]uint64 {
+	out := map[string]uint64{}
+	for pid, a := range after.procs {
+		b := before.procs[pid]
+		if b.name != a.name {
+			b.ticks = 0 // a new process under a reused pid
+		}
+		if a.ticks > b.ticks {
+			out[key(a.name)] += a.ticks - b.ticks
+		}
+	}
+	return out
 }
